@@ -1,0 +1,1 @@
+//! Azure (owned by the Azure work).

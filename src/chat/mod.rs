@@ -1,0 +1,164 @@
+//! The neutral chat model: what core code says to people, independent of Slack or Discord.
+//!
+//! Core code builds a [`Message`] (a card with fields and buttons, or a plain notice) and hands it
+//! to a [`ChatApi`] implementation as a durable job. Only `chat::slack` knows Block Kit and only
+//! `chat::discord` knows Discord components.
+//!
+//! Text conventions inside a `Message`: user mentions are written `<@USERID>` (identical on Slack
+//! and Discord), code spans use backticks. Adapters add emphasis (bold titles, labels) themselves.
+
+pub mod slack;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A chat platform jitbot talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Slack,
+    Discord,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Slack => "slack",
+            Platform::Discord => "discord",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s {
+            "slack" => Some(Platform::Slack),
+            "discord" => Some(Platform::Discord),
+            _ => None,
+        }
+    }
+}
+
+/// How a message should look: adapters map it to colours or emoji.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tone {
+    #[default]
+    Info,
+    Pending,
+    Success,
+    Warning,
+    Danger,
+}
+
+/// One labelled value on a card ("Target" → "web1").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub label: String,
+    pub value: String,
+}
+
+/// What a button does when clicked. Its identity travels in the platform's button payload
+/// (Slack `action_id` + `value`, Discord `custom_id`) and comes back in the click.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ButtonAction {
+    pub kind: Decision,
+    /// The request the button decides.
+    pub request_id: String,
+    /// Which approval round (0 = the original request, 1.. = extensions).
+    pub round: i64,
+}
+
+/// The two decisions an approver can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// A button on a card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub label: String,
+    pub action: ButtonAction,
+    /// Optional confirmation dialog text (Slack shows a confirm dialog; Discord ignores it).
+    pub confirm: Option<String>,
+}
+
+/// A message: a card (title, fields, buttons) or a notice (title + text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Message {
+    /// Short headline, plain text ("JIT access request").
+    pub title: String,
+    /// Body text; may contain `<@USERID>` mentions and backticks.
+    pub text: String,
+    pub fields: Vec<Field>,
+    pub buttons: Vec<Button>,
+    /// Small print under the card (e.g. "SIMULATED AZURE BACKEND — no real rule was changed").
+    pub footer: Option<String>,
+    pub tone: Tone,
+}
+
+impl Message {
+    /// Plain-text rendering used as the notification fallback and in logs and the demo.
+    pub fn plain_text(&self) -> String {
+        let mut out = String::new();
+        if !self.title.is_empty() {
+            out.push_str(&self.title);
+        }
+        if !self.text.is_empty() {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&self.text);
+        }
+        for f in &self.fields {
+            out.push_str(&format!("\n{}: {}", f.label, f.value));
+        }
+        if let Some(footer) = &self.footer {
+            out.push_str(&format!("\n{footer}"));
+        }
+        out
+    }
+}
+
+/// Where a posted message lives, so it can be updated in place later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub channel: String,
+    /// Slack `ts` or Discord message id.
+    pub id: String,
+}
+
+/// Why a chat API call failed, classified for the job runner.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The platform asked us to slow down; retry after this long.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// Network error, 5xx, or a transient platform error: retry with backoff.
+    #[error("temporary chat API failure: {0}")]
+    Transient(String),
+    /// The call can never succeed as is (`channel_not_found`, `not_in_channel`, `invalid_auth`, 4xx):
+    /// record it and give up.
+    #[error("chat API refused the call: {0}")]
+    Permanent(String),
+}
+
+/// A chat platform's outbound API, as the job runner uses it.
+#[async_trait]
+pub trait ChatApi: Send + Sync {
+    /// Post a new message to a channel (or a user id, which posts a direct message).
+    async fn post(&self, channel: &str, message: &Message) -> Result<MessageRef, ChatError>;
+    /// Replace a previously posted message in place.
+    async fn update(&self, at: &MessageRef, message: &Message) -> Result<(), ChatError>;
+}

@@ -1,0 +1,1 @@
+//! Slack adapter (owned by the Slack work).
