@@ -1,6 +1,26 @@
 //! jitbot: just-in-time network access to Azure VMs, approved in chat.
-//! See ARCHITECTURE.md for the code map and invariants.
+//!
+//! See `ARCHITECTURE.md` for the code map and the invariants.
 
+pub mod app;
 pub mod azure;
 pub mod chat;
+pub mod command;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod messages;
+pub mod outbox;
+pub mod policy;
+pub mod service;
 pub mod sim;
+pub mod store;
+pub mod telemetry;
+pub mod worker;
+
+/// Installs ring as the process's rustls crypto provider. Call first in `main` and in every test
+/// harness: reqwest and azure_core are built without a provider and panic on first TLS use otherwise.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,1 +1,219 @@
-fn main() {}
+//! The `jitbot` command line.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use jitbot::app::{Application, Overrides};
+use jitbot::config::{LogFormat, Settings};
+use jitbot::store::{Store, audit};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "jitbot", version, about = "Just-in-time network access to Azure VMs, approved in Slack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bot: HTTP endpoints for Slack plus the worker that opens and closes rules.
+    Serve {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file (policy included); exits non-zero and lists every problem.
+    Check {
+        #[arg(env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+        /// Also require the secrets (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN) to be set.
+        #[arg(long)]
+        secrets: bool,
+    },
+    /// See the whole flow locally in seconds: simulated Azure, simulated Slack, a scripted request.
+    Demo,
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+    /// List grants that are open or about to be.
+    Grants {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain; exits non-zero if any event was altered, removed or reordered.
+    Verify {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+    },
+    /// Write events as JSON lines or CSV to stdout.
+    Export {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only events at or after this time (RFC 3339, e.g. 2026-11-21T00:00:00Z) or this long ago (e.g. 24h).
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Settings for commands that only need the database (no secrets required).
+fn database_url(config: &PathBuf) -> anyhow::Result<String> {
+    if let Ok(url) = std::env::var("JITBOT_DATABASE_URL") {
+        return Ok(url);
+    }
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let file: jitbot::config::ConfigFile = toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    Ok(file.database.url)
+}
+
+fn load(config: &PathBuf) -> anyhow::Result<Settings> {
+    Settings::load(config).map_err(|errors| anyhow::anyhow!("the configuration has problems:\n  - {}", errors.join("\n  - ")))
+}
+
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    match jitbot::domain::GrantDuration::parse(s) {
+        Ok(d) => Ok(jitbot::store::now_ms() - d.as_millis()),
+        Err(_) => bail!("--since {s}: give an RFC 3339 time (2026-11-21T00:00:00Z) or a duration (24h)"),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    jitbot::install_crypto();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve { config } => {
+            let settings = load(&config)?;
+            jitbot::telemetry::init(settings.server.log_format);
+            let app = Application::build(settings, Overrides::default()).await?;
+            app.run_until_stopped().await;
+        }
+        Cmd::Check { config, secrets } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let result = if secrets {
+                Settings::parse(&text)
+            } else {
+                let file: Result<jitbot::config::ConfigFile, _> = toml::from_str(&text);
+                match file {
+                    Ok(f) => Settings::resolve(f, |_| Ok(Some(jitbot::config::Secret::new("unchecked")))),
+                    Err(e) => Err(vec![e.to_string()]),
+                }
+            };
+            match result {
+                Ok(s) => {
+                    println!(
+                        "{}: OK — {} people, {} groups, {} targets; Azure backend {:?}",
+                        config.display(),
+                        s.policy.people.len(),
+                        s.policy.groups.len(),
+                        s.policy.targets.len(),
+                        s.azure.backend
+                    );
+                    for t in s.policy.targets.values() {
+                        println!(
+                            "  {}: ports {} ({}), max {}, sources {}, approvers {} ({} needed), band {}-{}",
+                            t.name, t.ports_text(), t.protocol, t.max_duration, t.sources_text(), t.approvers_text(),
+                            t.approvals_required, t.priority_band.0, t.priority_band.1
+                        );
+                    }
+                }
+                Err(errors) => {
+                    eprintln!("{}: {} problem(s):", config.display(), errors.len());
+                    for e in errors {
+                        eprintln!("  - {e}");
+                    }
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Demo => {
+            jitbot::telemetry::init(LogFormat::Text);
+            jitbot::demo::run().await?;
+        }
+        Cmd::Migrate { config } => {
+            Store::connect(&database_url(&config)?).await?;
+            println!("migrations applied");
+        }
+        Cmd::Audit { command: AuditCmd::Verify { config } } => {
+            let store = Store::connect(&database_url(&config)?).await?;
+            let report = audit::verify(store.pool()).await?;
+            match report.broken {
+                None => println!("audit chain OK: {} events, head {}", report.events, report.head_hash),
+                Some((seq, why)) => {
+                    eprintln!("audit chain BROKEN at event {seq}: {why} ({} events verified before it)", report.events);
+                    std::process::exit(2);
+                }
+            }
+        }
+        Cmd::Audit { command: AuditCmd::Export { config, format, since } } => {
+            let store = Store::connect(&database_url(&config)?).await?;
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let events = audit::events(store.pool(), 0, since).await?;
+            let mut out = std::io::stdout().lock();
+            if let ExportFormat::Csv = format {
+                writeln!(out, "seq,at,kind,request_id,actor,simulated,detail,prev_hash,hash")?;
+            }
+            for e in events {
+                match format {
+                    ExportFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(&e)?)?,
+                    ExportFormat::Csv => writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{}",
+                        e.seq,
+                        jitbot::messages::timestamp(e.at),
+                        e.kind,
+                        csv_field(e.request_id.as_deref().unwrap_or("")),
+                        csv_field(e.actor.as_deref().unwrap_or("")),
+                        e.simulated,
+                        csv_field(&e.detail.to_string()),
+                        e.prev_hash,
+                        e.hash
+                    )?,
+                }
+            }
+        }
+        Cmd::Grants { config } => {
+            let store = Store::connect(&database_url(&config)?).await?;
+            use jitbot::domain::Status;
+            let rows = store
+                .requests_in(&[Status::Pending, Status::Approved, Status::Applying, Status::Active, Status::Revoking])
+                .await?;
+            if rows.is_empty() {
+                println!("no open grants or pending requests");
+            }
+            for r in rows {
+                println!("{} ({})", jitbot::messages::line(&r), r.requester);
+            }
+        }
+    }
+    Ok(())
+}

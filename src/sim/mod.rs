@@ -9,3 +9,4 @@
 pub mod arm;
 pub mod entra;
 pub mod slack;
+pub mod slack_user;

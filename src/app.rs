@@ -1,0 +1,153 @@
+//! Wiring: build every part from [`Settings`], start the HTTP server and the worker, stop them.
+
+use crate::azure::{self, Azure, AzureOverrides};
+use crate::chat::{ChatApi, Platform};
+use crate::chat::slack::SlackApi;
+use crate::config::Settings;
+use crate::http::{self, HttpState};
+use crate::outbox::Destinations;
+use crate::service::Service;
+use crate::store::{AuditKind, Store, now_ms};
+use crate::worker::Worker;
+use anyhow::Context;
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Test and demo hooks: replace what would otherwise come from the environment.
+#[derive(Default)]
+pub struct Overrides {
+    pub azure: AzureOverrides,
+    /// Bind here instead of `server.listen` (tests bind 127.0.0.1:0).
+    pub listener: Option<tokio::net::TcpListener>,
+}
+
+/// A running jitbot: HTTP server + worker.
+pub struct Application {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub service: Service,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    worker: JoinHandle<()>,
+    _azure: Azure,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("opening the database {}", redact_url(&settings.database_url)))?;
+        let azure = azure::connect(&settings.azure, overrides.azure).await?;
+        if azure.simulated {
+            tracing::warn!("SIMULATED AZURE BACKEND: no real NSG is changed; every message and audit event says so");
+        }
+        let policy = Arc::new(settings.policy.clone());
+        let mut chats: HashMap<Platform, Arc<dyn ChatApi>> = HashMap::new();
+        let mut out = Destinations::default();
+        let slack = settings.slack.clone().map(Arc::new);
+        if let Some(s) = &slack {
+            let api = SlackApi::new(&s.api_base_url, s.bot_token.expose().to_string())
+                .map_err(|e| anyhow::anyhow!("Slack client: {e}"))?;
+            chats.insert(Platform::Slack, Arc::new(api));
+            out.platforms.push((Platform::Slack, s.audit_channel.clone()));
+        }
+        let service = Service { store: store.clone(), policy: policy.clone(), out: out.clone(), simulated: azure.simulated };
+        {
+            let mut tx = store.begin().await?;
+            tx.audit(
+                AuditKind::Started,
+                None,
+                Some("jitbot"),
+                json!({ "version": env!("CARGO_PKG_VERSION"), "targets": policy.targets.len(), "simulated": azure.simulated }),
+                azure.simulated,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        let heartbeat = Arc::new(AtomicI64::new(now_ms()));
+        let worker = Arc::new(Worker {
+            store: store.clone(),
+            nsgs: azure.nsgs.clone(),
+            chats,
+            policy,
+            out,
+            settings: settings.worker.clone(),
+            simulated: azure.simulated,
+            owner: format!("{}-{}", std::process::id(), crate::domain::RequestId::generate().as_str().trim_start_matches("req_")),
+            heartbeat: heartbeat.clone(),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let worker = tokio::spawn(worker.run(rx.clone()));
+        let listener = match overrides.listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(&settings.server.listen)
+                .await
+                .with_context(|| format!("binding {}", settings.server.listen))?,
+        };
+        let addr = listener.local_addr()?;
+        let router = http::router(HttpState { service: service.clone(), slack, worker_heartbeat: heartbeat });
+        let mut stop = rx;
+        let server = tokio::spawn(async move {
+            let graceful = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        tracing::info!(%addr, "jitbot is listening");
+        Ok(Application { addr, store, service, shutdown, server, worker, _azure: azure })
+    }
+
+    /// Graceful stop: no new requests, running jobs finish (or keep their lease), then return.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.worker.await;
+        self.store.pool().close().await;
+    }
+
+    /// Stops everything at once, as a crash would: nothing is allowed to finish.
+    pub async fn crash(self) {
+        self.server.abort();
+        self.worker.abort();
+        let _ = self.server.await;
+        let _ = self.worker.await;
+        self.store.pool().close().await;
+    }
+
+    /// Waits for SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_stopped(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                s.recv().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        self.stop().await;
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,280 @@
+//! The configuration file (TOML): server, database, worker, Azure, chat platforms and the policy.
+//!
+//! Secrets never live in this file. They come from environment variables, or from files named by
+//! `<NAME>_FILE` (Kubernetes secrets mounted as files): see [`secret`].
+
+use crate::azure::AzureSettings;
+use crate::domain::GrantDuration;
+use crate::policy::{PersonFile, Policy, TargetFile};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub worker: WorkerFile,
+    pub azure: AzureSettings,
+    pub slack: Option<SlackFile>,
+    #[serde(default)]
+    pub people: BTreeMap<String, PersonFile>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP server binds (`0.0.0.0:8080` in a container).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `text` (default) or `json` logs.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: default_listen(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://jitbot.db` (created if missing) or `postgres://…`. `JITBOT_DATABASE_URL` overrides.
+    #[serde(default = "default_db")]
+    pub url: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { url: default_db() }
+    }
+}
+
+fn default_db() -> String {
+    "sqlite://jitbot.db".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFile {
+    /// Jobs run at once (ARM calls, chat posts). Default 8.
+    pub concurrency: Option<usize>,
+    /// How long an approved request may keep failing to apply before it is marked failed. Default 10m.
+    pub apply_deadline: Option<String>,
+}
+
+/// Worker tuning, resolved.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub apply_deadline: Duration,
+    /// How long a claimed job stays ours without a heartbeat.
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackFile {
+    /// Web API base (GovSlack, proxies, tests). Default `https://slack.com/api/`.
+    #[serde(default = "default_slack_api")]
+    pub api_base_url: String,
+    /// Channel id that receives every event (the audit feed).
+    pub audit_channel: Option<String>,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api/".into()
+}
+
+/// A secret value: never printed, never logged.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Reads secret `NAME` from the environment, or from the file named by `NAME_FILE`.
+pub fn secret(name: &str) -> Result<Option<Secret>, String> {
+    if let Ok(v) = std::env::var(name) {
+        if !v.trim().is_empty() {
+            return Ok(Some(Secret(v.trim().to_string())));
+        }
+    }
+    let file_var = format!("{name}_FILE");
+    if let Ok(path) = std::env::var(&file_var) {
+        let v = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{file_var}={path}: cannot read the secret file: {e}"))?;
+        return Ok(Some(Secret(v.trim().to_string())));
+    }
+    Ok(None)
+}
+
+/// Slack, resolved with its secrets.
+#[derive(Debug, Clone)]
+pub struct SlackSettings {
+    pub api_base_url: String,
+    pub audit_channel: Option<String>,
+    pub signing_secret: Secret,
+    pub bot_token: Secret,
+}
+
+/// Everything jitbot runs with, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database_url: String,
+    pub worker: WorkerSettings,
+    pub azure: AzureSettings,
+    pub slack: Option<SlackSettings>,
+    pub policy: Policy,
+}
+
+impl Settings {
+    /// Loads and checks a configuration file; every problem is listed.
+    pub fn load(path: &Path) -> Result<Settings, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+        Settings::parse(&text).map_err(|errs| {
+            errs.into_iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect()
+        })
+    }
+
+    /// Parses configuration text (secrets from the environment).
+    pub fn parse(text: &str) -> Result<Settings, Vec<String>> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        Settings::resolve(file, |name| secret(name))
+    }
+
+    /// Resolves a parsed file; `secrets` reads a named secret (tests pass their own).
+    pub fn resolve(
+        file: ConfigFile,
+        secrets: impl Fn(&str) -> Result<Option<Secret>, String>,
+    ) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        let policy = match Policy::from_file(&file.people, &file.groups, &file.targets) {
+            Ok(p) => Some(p),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        let mut need = |name: &str| -> Option<Secret> {
+            match secrets(name) {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
+                    errors.push(format!("secret {name} is not set (set {name} or {name}_FILE)"));
+                    None
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            }
+        };
+        let slack = match &file.slack {
+            Some(s) => {
+                let signing_secret = need("SLACK_SIGNING_SECRET");
+                let bot_token = need("SLACK_BOT_TOKEN");
+                match (signing_secret, bot_token) {
+                    (Some(signing_secret), Some(bot_token)) => Some(SlackSettings {
+                        api_base_url: s.api_base_url.clone(),
+                        audit_channel: s.audit_channel.clone(),
+                        signing_secret,
+                        bot_token,
+                    }),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        if file.slack.is_none() {
+            errors.push("no chat platform is configured: add a [slack] section".into());
+        }
+        if let Some(policy) = &policy {
+            for t in policy.targets.values() {
+                if file.slack.is_some() && t.approval_channels.slack.is_none() {
+                    errors.push(format!("targets.{}.approval_channel.slack: Slack is configured, so say which channel gets the approval cards", t.name));
+                }
+            }
+            if policy.targets.is_empty() {
+                errors.push("no [targets.*] are defined, so nothing can be requested".into());
+            }
+        }
+        let apply_deadline = match &file.worker.apply_deadline {
+            None => Duration::from_secs(600),
+            Some(s) => match GrantDuration::parse(s) {
+                Ok(d) => d.as_duration(),
+                Err(e) => {
+                    errors.push(format!("worker.apply_deadline: {e}"));
+                    Duration::from_secs(600)
+                }
+            },
+        };
+        let database_url =
+            std::env::var("JITBOT_DATABASE_URL").unwrap_or_else(|_| file.database.url.clone());
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            errors.push(format!(
+                "database.url: `{database_url}` must start with sqlite: or postgres://"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let Some(policy) = policy else {
+            return Err(vec!["policy did not resolve".into()]);
+        };
+        Ok(Settings {
+            server: file.server,
+            database_url,
+            worker: WorkerSettings {
+                concurrency: file.worker.concurrency.unwrap_or(8).max(1),
+                apply_deadline,
+                lease: Duration::from_secs(30),
+            },
+            azure: file.azure,
+            slack,
+            policy,
+        })
+    }
+}

@@ -1,0 +1,431 @@
+//! Domain newtypes and the request lifecycle.
+//!
+//! Parse, don't validate: once a value has one of these types, nothing downstream re-checks it.
+//! Parsing errors are sentences a person can act on, shown to them as is.
+
+use ipnet::IpNet;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A request's identity: `req_` followed by 8 lowercase letters or digits (`req_7f3a9c01`).
+/// It names the NSG rule too, so it is short and made only of characters ARM accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(String);
+
+impl RequestId {
+    const ALPHABET: &'static [u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+    /// A fresh random id (40 bits of entropy; collisions are caught by the primary key).
+    pub fn generate() -> RequestId {
+        let mut rng = rand::rng();
+        let suffix: String = (0..8)
+            .map(|_| Self::ALPHABET[rng.random_range(0..Self::ALPHABET.len())] as char)
+            .collect();
+        RequestId(format!("req_{suffix}"))
+    }
+
+    pub fn parse(s: &str) -> Result<RequestId, String> {
+        let s = s.trim().trim_matches('`');
+        let ok = s.len() > 4
+            && s.len() <= 40
+            && s.starts_with("req_")
+            && s[4..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if ok {
+            Ok(RequestId(s.to_string()))
+        } else {
+            Err(format!("`{s}` is not a request id (they look like `req_7f3a9c01`)"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Port names people type instead of numbers.
+const PORT_NAMES: &[(&str, u16)] = &[
+    ("ssh", 22),
+    ("rdp", 3389),
+    ("https", 443),
+    ("http", 80),
+    ("winrm", 5986),
+];
+
+/// One or more destination ports, sorted and without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports(Vec<u16>);
+
+impl Ports {
+    /// Parses `22`, `22,3389`, `ssh`, `rdp`, `ssh,3389`.
+    pub fn parse(s: &str) -> Result<Ports, String> {
+        let mut ports = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let lower = part.to_ascii_lowercase();
+            let port = match PORT_NAMES.iter().find(|(name, _)| *name == lower) {
+                Some((_, port)) => *port,
+                None => match part.parse::<u32>() {
+                    Ok(n) if (1..=65535).contains(&n) => n as u16,
+                    Ok(_) => return Err(format!("port {part} is out of range (1–65535)")),
+                    Err(_) => {
+                        return Err(format!(
+                            "`{part}` is not a port: use a number (22), a list (22,3389) or ssh / rdp"
+                        ));
+                    }
+                },
+            };
+            ports.push(port);
+        }
+        if ports.is_empty() {
+            return Err("no port given: use a number (22), a list (22,3389) or ssh / rdp".into());
+        }
+        Ok(Ports::from_vec(ports))
+    }
+
+    pub fn from_vec(mut ports: Vec<u16>) -> Ports {
+        ports.sort_unstable();
+        ports.dedup();
+        Ports(ports)
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.0
+    }
+
+    /// Storage form: `22,3389`.
+    pub fn to_csv(&self) -> String {
+        self.0
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_csv())
+    }
+}
+
+/// How long a grant stays open (or a policy limit). Whole seconds, at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GrantDuration(Duration);
+
+impl GrantDuration {
+    /// Parses `90s`, `30m`, `1h30m`, `2h`, `1d`, and ISO 8601 `PT1H`, `PT1H30M`, `PT90S`.
+    pub fn parse(s: &str) -> Result<GrantDuration, String> {
+        let hint = "use e.g. 90s, 30m, 1h30m or PT1H";
+        let trimmed = s.trim();
+        let upper = trimmed.to_ascii_uppercase();
+        let body = upper.strip_prefix("PT").unwrap_or(&upper);
+        if body.is_empty() {
+            return Err(format!("`{trimmed}` is not a duration: {hint}"));
+        }
+        let mut total: u64 = 0;
+        let mut number = String::new();
+        let mut units_seen = String::new();
+        for c in body.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let unit_secs = match c {
+                'D' => 86_400,
+                'H' => 3_600,
+                'M' => 60,
+                'S' => 1,
+                _ => return Err(format!("`{trimmed}` is not a duration: {hint}")),
+            };
+            if number.is_empty() || units_seen.contains(c) {
+                return Err(format!("`{trimmed}` is not a duration: {hint}"));
+            }
+            units_seen.push(c);
+            let n: u64 = number
+                .parse()
+                .map_err(|_| format!("`{trimmed}` is too long a duration"))?;
+            total = n
+                .checked_mul(unit_secs)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(|| format!("`{trimmed}` is too long a duration"))?;
+            number.clear();
+        }
+        if !number.is_empty() {
+            return Err(format!(
+                "`{trimmed}` has no unit: {hint} (s = seconds, m = minutes, h = hours)"
+            ));
+        }
+        if total == 0 {
+            return Err(format!("`{trimmed}` is zero: a grant must last at least 1s"));
+        }
+        Ok(GrantDuration(Duration::from_secs(total)))
+    }
+
+    pub fn from_secs(secs: u64) -> GrantDuration {
+        GrantDuration(Duration::from_secs(secs.max(1)))
+    }
+
+    pub fn from_millis(ms: i64) -> GrantDuration {
+        GrantDuration::from_secs((ms.max(0) as u64) / 1000)
+    }
+
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0.as_millis() as i64
+    }
+
+    pub fn as_secs(self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl fmt::Display for GrantDuration {
+    /// Compact human form: `1h30m`, `90s` → `1m30s`, `2h`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut secs = self.0.as_secs();
+        let mut out = String::new();
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+            if secs >= size {
+                out.push_str(&format!("{}{unit}", secs / size));
+                secs %= size;
+            }
+        }
+        if out.is_empty() {
+            out.push_str("0s");
+        }
+        f.write_str(&out)
+    }
+}
+
+impl FromStr for GrantDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        GrantDuration::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GrantDurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        GrantDuration::parse(&s)
+            .map(GrantDurationSetting)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration read from configuration (`"4h"`), deserialised through [`GrantDuration::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantDurationSetting(pub GrantDuration);
+
+/// A source address range a rule admits, normalised (`203.0.113.7` → `203.0.113.7/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceCidr(IpNet);
+
+/// What a person wrote after `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A concrete address or prefix.
+    Cidr(SourceCidr),
+    /// "Anywhere": `*`, `any`, `internet`, `0.0.0.0/0`, `::/0`. Refused unless a target allows it.
+    Any,
+}
+
+impl SourceCidr {
+    pub fn parse(s: &str) -> Result<SourceCidr, String> {
+        let s = s.trim();
+        let net = if s.contains('/') {
+            IpNet::from_str(s)
+                .map_err(|_| format!("`{s}` is not an IP address or CIDR (e.g. 203.0.113.7 or 203.0.113.0/24)"))?
+                .trunc()
+        } else {
+            let ip = IpAddr::from_str(s).map_err(|_| {
+                format!("`{s}` is not an IP address or CIDR (e.g. 203.0.113.7 or 203.0.113.0/24)")
+            })?;
+            IpNet::from(ip)
+        };
+        Ok(SourceCidr(net))
+    }
+
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
+
+    /// True for `0.0.0.0/0` and `::/0`.
+    pub fn is_everything(&self) -> bool {
+        self.0.prefix_len() == 0
+    }
+
+    /// True when every address of `self` lies inside `outer`.
+    pub fn within(&self, outer: &SourceCidr) -> bool {
+        outer.0.contains(&self.0)
+    }
+}
+
+impl SourceSpec {
+    pub fn parse(s: &str) -> Result<SourceSpec, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "*" | "any" | "internet" | "anywhere" => Ok(SourceSpec::Any),
+            _ => {
+                let cidr = SourceCidr::parse(s)?;
+                if cidr.is_everything() {
+                    Ok(SourceSpec::Any)
+                } else {
+                    Ok(SourceSpec::Cidr(cidr))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for SourceCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a request is in its life. Every change is a compare-and-swap in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for approvals.
+    Pending,
+    /// Enough approvals; the apply job is queued.
+    Approved,
+    /// The rule PUT is in flight.
+    Applying,
+    /// The rule is live until `expires_at`.
+    Active,
+    /// The rule DELETE is in flight.
+    Revoking,
+    Revoked,
+    Denied,
+    /// The approval TTL passed before enough approvals.
+    Expired,
+    Cancelled,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Applying,
+        Status::Active,
+        Status::Revoking,
+        Status::Revoked,
+        Status::Denied,
+        Status::Expired,
+        Status::Cancelled,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Applying => "applying",
+            Status::Active => "active",
+            Status::Revoking => "revoking",
+            Status::Revoked => "revoked",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Revoked | Status::Denied | Status::Expired | Status::Cancelled | Status::Failed
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_documented_form() {
+        for (text, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("1h30m", 5400),
+            ("PT1H", 3600),
+            ("pt1h30m", 5400),
+            ("PT90S", 90),
+            ("2h", 7200),
+            ("1d", 86400),
+            ("1H", 3600),
+        ] {
+            assert_eq!(GrantDuration::parse(text).unwrap().as_secs(), secs, "{text}");
+        }
+        for bad in ["", "0s", "10", "1x", "h", "1h1h", "PT", "-5m"] {
+            assert!(GrantDuration::parse(bad).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(GrantDuration::from_secs(5400).to_string(), "1h30m");
+        assert_eq!(GrantDuration::from_secs(90).to_string(), "1m30s");
+    }
+
+    #[test]
+    fn ports_accept_numbers_lists_and_names() {
+        assert_eq!(Ports::parse("22").unwrap().as_slice(), &[22]);
+        assert_eq!(Ports::parse("3389,22,22").unwrap().as_slice(), &[22, 3389]);
+        assert_eq!(Ports::parse("ssh").unwrap().as_slice(), &[22]);
+        assert_eq!(Ports::parse("RDP").unwrap().as_slice(), &[3389]);
+        assert!(Ports::parse("0").is_err());
+        assert!(Ports::parse("65536").is_err());
+        assert!(Ports::parse("telnet").is_err());
+    }
+
+    #[test]
+    fn sources_normalise_and_recognise_anywhere() {
+        assert_eq!(
+            SourceSpec::parse("203.0.113.7").unwrap(),
+            SourceSpec::Cidr(SourceCidr::parse("203.0.113.7/32").unwrap())
+        );
+        assert_eq!(
+            SourceCidr::parse("203.0.113.9/24").unwrap().to_string(),
+            "203.0.113.0/24"
+        );
+        for any in ["*", "0.0.0.0/0", "Internet", "any", "::/0"] {
+            assert_eq!(SourceSpec::parse(any).unwrap(), SourceSpec::Any, "{any}");
+        }
+        assert!(SourceSpec::parse("300.1.1.1").is_err());
+        let inner = SourceCidr::parse("203.0.113.7").unwrap();
+        let outer = SourceCidr::parse("203.0.113.0/24").unwrap();
+        assert!(inner.within(&outer));
+        assert!(!outer.within(&inner));
+    }
+
+    #[test]
+    fn request_ids_round_trip() {
+        let id = RequestId::generate();
+        assert_eq!(RequestId::parse(id.as_str()).unwrap(), id);
+        assert!(RequestId::parse("web1").is_err());
+        assert!(RequestId::parse("req_AB").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP surface: Slack's slash-command and interactivity endpoints, health and readiness.
+//!
+//! Every chat request is verified (signature and timestamp over the raw body) before a byte of it
+//! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
+//! answer within Slack's 3-second limit: they only write to the database.
+
+use crate::chat::slack::{self, Interaction};
+use crate::chat::{Platform, Tone};
+use crate::config::SlackSettings;
+use crate::messages::reply;
+use crate::outbox;
+use crate::policy::Refusal;
+use crate::service::{ChatUser, Service};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// How long a handler may take before it answers "try again" (Slack gives up at 3 s).
+const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub service: Service,
+    pub slack: Option<Arc<SlackSettings>>,
+    /// Unix ms of the worker's last loop (for `/readyz`).
+    pub worker_heartbeat: Arc<AtomicI64>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/slack/commands", post(slack_command))
+        .route("/slack/interactions", post(slack_interaction))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<HttpState>) -> Response {
+    let db = st.service.store.ping().await;
+    let worker_age = crate::store::now_ms() - st.worker_heartbeat.load(Ordering::Relaxed);
+    let worker = worker_age < 30_000;
+    let body = Json(json!({ "database": db, "worker": worker }));
+    if db && worker {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// Records a refused HTTP call (bad signature, malformed body) and answers with `status`.
+async fn refuse_http(st: &HttpState, status: StatusCode, rule: &'static str, why: String, path: &str, headers: &HeaderMap) -> Response {
+    tracing::warn!(path, rule, reason = %why, "refused a chat request");
+    let agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let refusal = Refusal::new(rule, why);
+    if let Err(e) = st
+        .service
+        .refuse(None, None, &refusal, json!({ "path": path, "user_agent": agent }))
+        .await
+    {
+        tracing::error!(error = %e, "could not audit a refused request");
+    }
+    (status, refusal.message).into_response()
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn unavailable() -> Response {
+    Json(json!({
+        "response_type": "ephemeral",
+        "text": "jitbot could not record this right now (its database is not answering). Nothing was changed; please try again in a minute.",
+    }))
+    .into_response()
+}
+
+async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let path = "/slack/commands";
+    let Some(cfg) = st.slack.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix()) {
+        return refuse_http(&st, StatusCode::UNAUTHORIZED, "bad_signature", e.to_string(), path, &headers).await;
+    }
+    let cmd = match slack::parse_slash_command(&body) {
+        Ok(c) => c,
+        Err(e) => return refuse_http(&st, StatusCode::BAD_REQUEST, "malformed_request", e.to_string(), path, &headers).await,
+    };
+    let user = ChatUser {
+        platform: Platform::Slack,
+        user_id: cmd.user_id.clone(),
+        user_name: cmd.user_name.clone(),
+        roles: vec![],
+    };
+    match tokio::time::timeout(HANDLER_BUDGET, st.service.command(&user, &cmd.text)).await {
+        Ok(Ok(msg)) => Json(slack::ephemeral_response(&msg)).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "command failed");
+            unavailable()
+        }
+        Err(_) => {
+            tracing::error!("command took longer than the handler budget");
+            unavailable()
+        }
+    }
+}
+
+async fn slack_interaction(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let path = "/slack/interactions";
+    let Some(cfg) = st.slack.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix()) {
+        return refuse_http(&st, StatusCode::UNAUTHORIZED, "bad_signature", e.to_string(), path, &headers).await;
+    }
+    let click = match slack::parse_interaction(&body) {
+        Ok(Interaction::Button(c)) => c,
+        Ok(Interaction::Other { kind }) => {
+            tracing::debug!(kind, "ignoring an interaction that is not a jitbot button");
+            return StatusCode::OK.into_response();
+        }
+        Err(e) => return refuse_http(&st, StatusCode::BAD_REQUEST, "malformed_request", e.to_string(), path, &headers).await,
+    };
+    let user = ChatUser {
+        platform: Platform::Slack,
+        user_id: click.user_id.clone(),
+        user_name: click.user_name.clone(),
+        roles: vec![],
+    };
+    let service = st.service.clone();
+    let outcome = tokio::time::timeout(HANDLER_BUDGET, async move {
+        let answer = service.click(&user, &click.action).await?;
+        if let Some(answer) = answer {
+            // Tell the clicker privately, durably (a direct message job).
+            let mut tx = service.store.begin().await?;
+            outbox::post(&mut tx, Platform::Slack, &user.user_id, Some(&click.action.request_id), &answer).await?;
+            tx.commit().await?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "click failed");
+            Json(json!({ "response_type": "ephemeral", "replace_original": false,
+                "text": reply(Tone::Danger, "", "jitbot could not record your decision; nothing changed. Please click again in a minute.", false).plain_text() }))
+            .into_response()
+        }
+        Err(_) => StatusCode::OK.into_response(),
+    }
+}

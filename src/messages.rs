@@ -1,0 +1,227 @@
+//! Everything jitbot says to people, built as neutral [`Message`]s from database rows.
+//!
+//! Cards are rendered from the request's *current* state when a chat job runs, so a late or
+//! retried update always shows the truth, and several updates collapse into the newest.
+
+use crate::chat::{Button, ButtonAction, Decision, Field, Message, Platform, Tone};
+use crate::domain::{GrantDuration, Status};
+use crate::policy::Policy;
+use crate::store::{DecisionRow, RequestRow};
+use chrono::{DateTime, Utc};
+
+/// Shown on every message when the simulated Azure backend is in use.
+pub const SIMULATED_FOOTER: &str =
+    "⚠ SIMULATED AZURE BACKEND: no real firewall rule was changed";
+
+/// `14:05 UTC` (with seconds for grants shorter than ten minutes, where they matter).
+pub fn clock(ms: i64, with_seconds: bool) -> String {
+    let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+    if with_seconds {
+        t.format("%H:%M:%S UTC").to_string()
+    } else {
+        t.format("%H:%M UTC").to_string()
+    }
+}
+
+/// `2026-11-21 14:05:02 UTC`
+pub fn timestamp(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
+fn short(req: &RequestRow) -> bool {
+    req.duration_ms < 600_000
+}
+
+/// How to name a person on a platform: a mention where the id belongs to that platform.
+pub fn who(policy: &Policy, person: &str, platform: Platform) -> String {
+    match policy.people.get(person) {
+        Some(p) => match (platform, &p.slack, &p.discord) {
+            (Platform::Slack, Some(id), _) | (Platform::Discord, _, Some(id)) => format!("<@{id}>"),
+            _ => p.display_name.clone(),
+        },
+        None => person.to_string(),
+    }
+}
+
+fn footer(req: &RequestRow) -> Option<String> {
+    req.simulated.then(|| SIMULATED_FOOTER.to_string())
+}
+
+fn ports_text(req: &RequestRow) -> String {
+    format!("{} {}", req.protocol, req.ports.replace(',', ", "))
+}
+
+fn summary(policy: &Policy, req: &RequestRow, platform: Platform) -> String {
+    format!(
+        "{} requests {} port {} for {} from {}",
+        who(policy, &req.requester, platform),
+        req.target,
+        req.ports.replace(',', ", "),
+        GrantDuration::from_millis(req.duration_ms),
+        req.source
+    )
+}
+
+/// The approval card: what is asked, where it stands, and the buttons while a decision is open.
+pub fn card(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platform: Platform) -> Message {
+    let mut fields = vec![
+        Field { label: "Request".into(), value: format!("`{}`", req.id) },
+        Field { label: "Requester".into(), value: who(policy, &req.requester, platform) },
+        Field { label: "Target".into(), value: req.target.clone() },
+        Field { label: "Ports".into(), value: ports_text(req) },
+        Field { label: "Source".into(), value: req.source.clone() },
+        Field { label: "Duration".into(), value: GrantDuration::from_millis(req.duration_ms).to_string() },
+        Field { label: "Reason".into(), value: req.reason.clone().unwrap_or_else(|| "—".into()) },
+    ];
+    let decided_by = |round: i64, kind: &str| -> Vec<String> {
+        decisions
+            .iter()
+            .filter(|d| d.round == round && d.decision == kind)
+            .map(|d| format!("{} at {}", who(policy, &d.approver, platform), clock(d.at, true)))
+            .collect()
+    };
+    let approvals = decided_by(0, "approve");
+    let denials = decided_by(0, "deny");
+    let (status, tone) = match req.status {
+        Status::Pending => (
+            format!(
+                "Waiting for approval ({}/{}) · undecided requests expire at {}",
+                approvals.len(),
+                req.approvals_required,
+                clock(req.pending_until, true)
+            ),
+            Tone::Pending,
+        ),
+        Status::Approved | Status::Applying => ("Approved: opening the rule…".to_string(), Tone::Info),
+        Status::Active => (
+            format!(
+                "Open until {}",
+                clock(req.expires_at.unwrap_or_default(), short(req))
+            ),
+            Tone::Success,
+        ),
+        Status::Revoking => ("Closing the rule…".to_string(), Tone::Info),
+        Status::Revoked => (
+            format!("Closed at {}", clock(req.closed_at.unwrap_or_default(), true)),
+            Tone::Info,
+        ),
+        Status::Denied => ("Denied".to_string(), Tone::Danger),
+        Status::Expired => ("Expired: nobody decided in time".to_string(), Tone::Warning),
+        Status::Cancelled => ("Cancelled by the requester".to_string(), Tone::Warning),
+        Status::Failed => (
+            format!("Failed: {}", req.detail.clone().unwrap_or_default()),
+            Tone::Danger,
+        ),
+    };
+    if !approvals.is_empty() {
+        fields.push(Field { label: "Approved by".into(), value: approvals.join(", ") });
+    }
+    if !denials.is_empty() {
+        fields.push(Field { label: "Denied by".into(), value: denials.join(", ") });
+    }
+    fields.push(Field { label: "Status".into(), value: status });
+    let mut buttons = Vec::new();
+    if req.status == Status::Pending {
+        buttons = decision_buttons(req, 0);
+    } else if req.status == Status::Active {
+        if let (Some(ext), Some(by)) = (req.extension_ms, &req.extension_by) {
+            fields.push(Field {
+                label: "Extension requested".into(),
+                value: format!(
+                    "+{} by {} · expires unanswered at {}",
+                    GrantDuration::from_millis(ext),
+                    who(policy, by, platform),
+                    clock(req.pending_until, true)
+                ),
+            });
+            buttons = decision_buttons(req, req.round);
+        }
+    }
+    Message {
+        title: "JIT access request".into(),
+        text: summary(policy, req, platform),
+        fields,
+        buttons,
+        footer: footer(req),
+        tone,
+    }
+}
+
+fn decision_buttons(req: &RequestRow, round: i64) -> Vec<Button> {
+    let what = if round == 0 { "Open" } else { "Extend" };
+    vec![
+        Button {
+            label: "Approve".into(),
+            action: ButtonAction { kind: Decision::Approve, request_id: req.id.clone(), round },
+            confirm: Some(format!(
+                "{what} {} port {} from {} for {}?",
+                req.target,
+                req.ports,
+                req.source,
+                GrantDuration::from_millis(if round == 0 { req.duration_ms } else { req.extension_ms.unwrap_or(0) })
+            )),
+        },
+        Button {
+            label: "Deny".into(),
+            action: ButtonAction { kind: Decision::Deny, request_id: req.id.clone(), round },
+            confirm: None,
+        },
+    ]
+}
+
+/// A short notice about one request (requester DMs and the audit feed).
+pub fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Message {
+    Message {
+        title: title.to_string(),
+        text,
+        fields: vec![Field { label: "Request".into(), value: format!("`{}`", req.id) }],
+        buttons: vec![],
+        footer: footer(req),
+        tone,
+    }
+}
+
+/// A reply to the person who typed a command or clicked a button (not tied to a request).
+pub fn reply(tone: Tone, title: &str, text: impl Into<String>, simulated: bool) -> Message {
+    Message {
+        title: title.to_string(),
+        text: text.into(),
+        fields: vec![],
+        buttons: vec![],
+        footer: simulated.then(|| SIMULATED_FOOTER.to_string()),
+        tone,
+    }
+}
+
+/// One line describing a request, for `/jit list`.
+pub fn line(req: &RequestRow) -> String {
+    let when = match req.status {
+        Status::Active => format!(" until {}", clock(req.expires_at.unwrap_or_default(), short(req))),
+        Status::Pending => format!(" (undecided until {})", clock(req.pending_until, true)),
+        _ => String::new(),
+    };
+    format!(
+        "`{}` {} port {} from {} for {}: {}{}",
+        req.id,
+        req.target,
+        req.ports,
+        req.source,
+        GrantDuration::from_millis(req.duration_ms),
+        req.status,
+        when
+    )
+}
+
+/// `/jit status <id>`: the card's facts as a reply.
+pub fn status(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platform: Platform) -> Message {
+    let mut m = card(policy, req, decisions, platform);
+    m.title = format!("Request {}", req.id);
+    m.buttons.clear();
+    if let Some(p) = req.rule_priority {
+        m.fields.push(Field { label: "Rule".into(), value: format!("`{}` priority {p}", req.rule_name) });
+    }
+    m
+}

@@ -1,0 +1,655 @@
+//! Who may ask for what, and who approves: the policy part of the configuration file,
+//! resolved and checked once at start (and by `jitbot check`).
+//!
+//! Every refusal is a [`Refusal`]: the rule that refused and a sentence that says what is allowed.
+
+use crate::command::AccessRequest;
+use crate::domain::{GrantDuration, Ports, SourceCidr, SourceSpec};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Longest grant any target may allow, and longest approval wait.
+pub const MAX_GRANT: u64 = 24 * 3600;
+
+// ---------------------------------------------------------------------------------------------
+// The file format (TOML). Unknown keys are errors so typos never silently weaken policy.
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PersonFile {
+    pub slack: Option<String>,
+    pub discord: Option<String>,
+    /// Display name for messages; defaults to the key.
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsFile {
+    pub slack: Option<String>,
+    pub discord: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApproveFile {
+    /// Principals whose requests are approved by policy (`"alice"`, `"group:oncall"`).
+    pub requesters: Vec<String>,
+    /// Ports eligible for auto-approval; empty means all of the target's ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Longest grant that is auto-approved.
+    pub max_duration: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    /// Full ARM resource id of the NSG.
+    pub nsg: String,
+    /// The VM's private address (or prefix) the rule admits traffic to.
+    pub destination: String,
+    pub ports: Vec<u16>,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    pub max_duration: String,
+    pub allowed_sources: Vec<String>,
+    pub default_source: Option<String>,
+    /// Allow `from *` / `0.0.0.0/0`. Off unless written here.
+    #[serde(default)]
+    pub allow_any_source: bool,
+    /// Who may request this target (`"*"` = every person in `[people]`).
+    pub requesters: Vec<String>,
+    pub approvers: Vec<String>,
+    #[serde(default = "one")]
+    pub approvals_required: u32,
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    #[serde(default)]
+    pub approval_channel: ChannelsFile,
+    pub priority_range: [u16; 2],
+    #[serde(default = "default_pending_ttl")]
+    pub pending_ttl: String,
+    /// Extensions are applied without a new approval round.
+    #[serde(default)]
+    pub extend_without_approval: bool,
+    pub auto_approve: Option<AutoApproveFile>,
+}
+
+fn default_protocol() -> String {
+    "Tcp".into()
+}
+fn one() -> u32 {
+    1
+}
+fn default_pending_ttl() -> String {
+    "15m".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolved policy.
+
+/// A person known to jitbot, with their chat identities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub name: String,
+    pub display_name: String,
+    pub slack: Option<String>,
+    pub discord: Option<String>,
+}
+
+/// Someone named in `requesters`, `approvers` or `auto_approve.requesters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Person(String),
+    Group(String),
+    /// `discord-role:<id>`: anyone holding the role in the interaction's guild.
+    DiscordRole(String),
+    /// `*`: every person in `[people]`.
+    Everyone,
+}
+
+impl Principal {
+    fn parse(s: &str) -> Principal {
+        if s == "*" {
+            Principal::Everyone
+        } else if let Some(g) = s.strip_prefix("group:") {
+            Principal::Group(g.to_string())
+        } else if let Some(r) = s.strip_prefix("discord-role:") {
+            Principal::DiscordRole(r.to_string())
+        } else {
+            Principal::Person(s.to_string())
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Principal::Person(p) => p.clone(),
+            Principal::Group(g) => format!("group:{g}"),
+            Principal::DiscordRole(r) => format!("discord-role:{r}"),
+            Principal::Everyone => "everyone".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoApprove {
+    pub requesters: Vec<Principal>,
+    pub ports: Vec<u16>,
+    pub max_duration: GrantDuration,
+}
+
+/// Where approval cards for a target go, per platform.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApprovalChannels {
+    pub slack: Option<String>,
+    pub discord: Option<String>,
+}
+
+/// A VM (or prefix) behind an NSG that people may request access to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub nsg: String,
+    pub destination: String,
+    pub ports: Vec<u16>,
+    pub protocol: String,
+    pub max_duration: GrantDuration,
+    pub allowed_sources: Vec<SourceCidr>,
+    pub default_source: Option<SourceCidr>,
+    pub allow_any_source: bool,
+    pub requesters: Vec<Principal>,
+    pub approvers: Vec<Principal>,
+    pub approvals_required: u32,
+    pub allow_self_approval: bool,
+    pub approval_channels: ApprovalChannels,
+    pub priority_band: (u16, u16),
+    pub pending_ttl: GrantDuration,
+    pub extend_without_approval: bool,
+    pub auto_approve: Option<AutoApprove>,
+}
+
+impl Target {
+    pub fn ports_text(&self) -> String {
+        join(self.ports.iter())
+    }
+
+    pub fn sources_text(&self) -> String {
+        let mut s = join(self.allowed_sources.iter());
+        if self.allow_any_source {
+            s.push_str(" (or anywhere)");
+        }
+        s
+    }
+
+    pub fn approvers_text(&self) -> String {
+        join(self.approvers.iter().map(Principal::describe))
+    }
+}
+
+/// The whole policy: people, groups and targets.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub people: BTreeMap<String, Person>,
+    pub groups: BTreeMap<String, BTreeSet<String>>,
+    pub targets: BTreeMap<String, Target>,
+}
+
+/// Why a request or a click was refused: which rule, and what a person can do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable machine name of the rule, recorded in the audit trail (`port_not_allowed`).
+    pub rule: &'static str,
+    /// The sentence shown to the person.
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(rule: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request that passed policy: everything the store and the worker need.
+#[derive(Debug, Clone)]
+pub struct ApprovedShape {
+    pub target: Target,
+    pub ports: Ports,
+    pub duration: GrantDuration,
+    /// The rule's source prefix (`203.0.113.7/32`, or `*` where the target allows anywhere).
+    pub source: String,
+    pub reason: Option<String>,
+    /// Policy approves it without a human (the target's `auto_approve`).
+    pub auto_approved: bool,
+}
+
+/// Who is acting: a person, plus the Discord roles the interaction carried.
+#[derive(Debug, Clone)]
+pub struct Actor<'a> {
+    pub person: &'a Person,
+    pub discord_roles: &'a [String],
+}
+
+impl Policy {
+    /// Resolves and checks the file form. Every problem is reported, not just the first.
+    pub fn from_file(
+        people: &BTreeMap<String, PersonFile>,
+        groups: &BTreeMap<String, Vec<String>>,
+        targets: &BTreeMap<String, TargetFile>,
+    ) -> Result<Policy, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut policy = Policy::default();
+        let mut seen_ids: BTreeMap<String, String> = BTreeMap::new();
+        for (name, p) in people {
+            if !valid_name(name) {
+                errors.push(format!("people.{name}: names may use letters, digits, '-', '_' and '.'"));
+            }
+            for (platform, id) in [("slack", &p.slack), ("discord", &p.discord)] {
+                if let Some(id) = id {
+                    if id.trim().is_empty() {
+                        errors.push(format!("people.{name}.{platform}: empty id"));
+                    } else if let Some(other) =
+                        seen_ids.insert(format!("{platform}:{id}"), name.clone())
+                    {
+                        errors.push(format!(
+                            "people.{name}.{platform}: id {id} is already used by people.{other}"
+                        ));
+                    }
+                }
+            }
+            if platform_ids_missing(p) {
+                errors.push(format!("people.{name}: give at least one of slack = \"U…\" or discord = \"…\""));
+            }
+            policy.people.insert(
+                name.clone(),
+                Person {
+                    name: name.clone(),
+                    display_name: p.display_name.clone().unwrap_or_else(|| name.clone()),
+                    slack: p.slack.clone(),
+                    discord: p.discord.clone(),
+                },
+            );
+        }
+        for (group, members) in groups {
+            for m in members {
+                if !policy.people.contains_key(m) {
+                    errors.push(format!("groups.{group}: unknown person `{m}` (not in [people])"));
+                }
+            }
+            policy
+                .groups
+                .insert(group.clone(), members.iter().cloned().collect());
+        }
+        for (name, t) in targets {
+            match resolve_target(&policy, name, t) {
+                Ok(target) => {
+                    policy.targets.insert(name.clone(), target);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn person_by_slack(&self, user_id: &str) -> Option<&Person> {
+        self.people
+            .values()
+            .find(|p| p.slack.as_deref() == Some(user_id))
+    }
+
+    pub fn person_by_discord(&self, user_id: &str) -> Option<&Person> {
+        self.people
+            .values()
+            .find(|p| p.discord.as_deref() == Some(user_id))
+    }
+
+    fn matches(&self, actor: &Actor<'_>, principals: &[Principal]) -> bool {
+        principals.iter().any(|p| match p {
+            Principal::Everyone => true,
+            Principal::Person(name) => *name == actor.person.name,
+            Principal::Group(g) => self
+                .groups
+                .get(g)
+                .is_some_and(|members| members.contains(&actor.person.name)),
+            Principal::DiscordRole(role) => actor.discord_roles.iter().any(|r| r == role),
+        })
+    }
+
+    pub fn may_request(&self, actor: &Actor<'_>, target: &Target) -> bool {
+        self.matches(actor, &target.requesters)
+    }
+
+    pub fn is_approver(&self, actor: &Actor<'_>, target: &Target) -> bool {
+        self.matches(actor, &target.approvers)
+    }
+
+    /// Targets this actor may request, in name order.
+    pub fn requestable(&self, actor: &Actor<'_>) -> Vec<&Target> {
+        self.targets
+            .values()
+            .filter(|t| self.may_request(actor, t))
+            .collect()
+    }
+
+    /// Checks a request against the target's rules.
+    pub fn evaluate(&self, actor: &Actor<'_>, req: &AccessRequest) -> Result<ApprovedShape, Refusal> {
+        let Some(target) = self.targets.get(&req.target) else {
+            let mine: Vec<&str> = self.requestable(actor).iter().map(|t| t.name.as_str()).collect();
+            return Err(Refusal::new(
+                "unknown_target",
+                if mine.is_empty() {
+                    format!("there is no target `{}`, and you may not request any target", req.target)
+                } else {
+                    format!("there is no target `{}`; you may request: {}", req.target, mine.join(", "))
+                },
+            ));
+        };
+        if !self.may_request(actor, target) {
+            return Err(Refusal::new(
+                "not_a_requester",
+                format!(
+                    "you may not request {}; requesters: {}",
+                    target.name,
+                    join(target.requesters.iter().map(Principal::describe))
+                ),
+            ));
+        }
+        let refused: Vec<u16> = req
+            .ports
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|p| !target.ports.contains(p))
+            .collect();
+        if !refused.is_empty() {
+            let (noun, verb) = if refused.len() == 1 { ("port", "is") } else { ("ports", "are") };
+            return Err(Refusal::new(
+                "port_not_allowed",
+                format!(
+                    "{noun} {} {verb} not allowed on {}; allowed: {}",
+                    join(refused.iter()),
+                    target.name,
+                    target.ports_text()
+                ),
+            ));
+        }
+        if req.duration > target.max_duration {
+            return Err(Refusal::new(
+                "duration_over_max",
+                format!(
+                    "{} is longer than {} allows; maximum: {}",
+                    req.duration, target.name, target.max_duration
+                ),
+            ));
+        }
+        let source = match &req.source {
+            Some(SourceSpec::Any) if target.allow_any_source => "*".to_string(),
+            Some(SourceSpec::Any) => {
+                return Err(Refusal::new(
+                    "source_anywhere_refused",
+                    format!(
+                        "{} may not be opened to the whole Internet (0.0.0.0/0); name your own address with `from <ip>`; allowed sources: {}",
+                        target.name,
+                        target.sources_text()
+                    ),
+                ));
+            }
+            Some(SourceSpec::Cidr(cidr)) => {
+                if target.allow_any_source || target.allowed_sources.iter().any(|a| cidr.within(a)) {
+                    cidr.to_string()
+                } else {
+                    return Err(Refusal::new(
+                        "source_not_allowed",
+                        format!(
+                            "{cidr} is outside {}'s allowed sources: {}",
+                            target.name,
+                            target.sources_text()
+                        ),
+                    ));
+                }
+            }
+            None => match &target.default_source {
+                Some(d) => d.to_string(),
+                None => {
+                    return Err(Refusal::new(
+                        "source_required",
+                        format!(
+                            "{} has no default source: add `from <your ip>`; allowed sources: {}",
+                            target.name,
+                            target.sources_text()
+                        ),
+                    ));
+                }
+            },
+        };
+        let auto_approved = target.auto_approve.as_ref().is_some_and(|a| {
+            self.matches(actor, &a.requesters)
+                && req.duration <= a.max_duration
+                && (a.ports.is_empty() || req.ports.as_slice().iter().all(|p| a.ports.contains(p)))
+        });
+        Ok(ApprovedShape {
+            target: target.clone(),
+            ports: req.ports.clone(),
+            duration: req.duration,
+            source,
+            reason: req.reason.clone(),
+            auto_approved,
+        })
+    }
+}
+
+fn platform_ids_missing(p: &PersonFile) -> bool {
+    p.slack.is_none() && p.discord.is_none()
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}`
+pub fn is_nsg_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 9
+        && parts[0].is_empty()
+        && parts[1].eq_ignore_ascii_case("subscriptions")
+        && !parts[2].is_empty()
+        && parts[3].eq_ignore_ascii_case("resourceGroups")
+        && !parts[4].is_empty()
+        && parts[5].eq_ignore_ascii_case("providers")
+        && parts[6].eq_ignore_ascii_case("Microsoft.Network")
+        && parts[7].eq_ignore_ascii_case("networkSecurityGroups")
+        && !parts[8].is_empty()
+}
+
+fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target, Vec<String>> {
+    let mut errors = Vec::new();
+    let at = |field: &str| format!("targets.{name}.{field}");
+    if !valid_name(name) {
+        errors.push(format!("targets.{name}: names may use letters, digits, '-', '_' and '.' (at most 40)"));
+    }
+    if !is_nsg_id(&t.nsg) {
+        errors.push(format!(
+            "{}: `{}` is not an NSG resource id (/subscriptions/…/resourceGroups/…/providers/Microsoft.Network/networkSecurityGroups/…)",
+            at("nsg"),
+            t.nsg
+        ));
+    }
+    if SourceCidr::parse(&t.destination).is_err() {
+        errors.push(format!("{}: `{}` is not an IP address or CIDR", at("destination"), t.destination));
+    }
+    if t.ports.is_empty() {
+        errors.push(format!("{}: list at least one port", at("ports")));
+    }
+    if t.ports.contains(&0) {
+        errors.push(format!("{}: 0 is not a port", at("ports")));
+    }
+    let protocol = match t.protocol.to_ascii_lowercase().as_str() {
+        "tcp" => "Tcp",
+        "udp" => "Udp",
+        "*" | "any" => "*",
+        _ => {
+            errors.push(format!("{}: `{}` must be Tcp, Udp or *", at("protocol"), t.protocol));
+            "Tcp"
+        }
+    };
+    let duration = |field: &str, value: &str, errors: &mut Vec<String>| -> GrantDuration {
+        match GrantDuration::parse(value) {
+            Ok(d) if d.as_secs() > MAX_GRANT => {
+                errors.push(format!("{}: {d} is over 24h, the longest jitbot allows", at(field)));
+                d
+            }
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!("{}: {e}", at(field)));
+                GrantDuration::from_secs(1)
+            }
+        }
+    };
+    let max_duration = duration("max_duration", &t.max_duration, &mut errors);
+    let pending_ttl = duration("pending_ttl", &t.pending_ttl, &mut errors);
+    let mut allowed_sources = Vec::new();
+    for s in &t.allowed_sources {
+        match SourceCidr::parse(s) {
+            Ok(c) if c.is_everything() && !t.allow_any_source => errors.push(format!(
+                "{}: `{s}` is the whole Internet; write allow_any_source = true if you really mean it",
+                at("allowed_sources")
+            )),
+            Ok(c) => allowed_sources.push(c),
+            Err(e) => errors.push(format!("{}: {e}", at("allowed_sources"))),
+        }
+    }
+    if t.allowed_sources.is_empty() && !t.allow_any_source {
+        errors.push(format!("{}: is empty, so nobody could ever be let in; list the addresses people connect from", at("allowed_sources")));
+    }
+    let default_source = match &t.default_source {
+        None => None,
+        Some(s) => match SourceCidr::parse(s) {
+            Ok(c) if c.is_everything() => {
+                errors.push(format!("{}: may not be the whole Internet", at("default_source")));
+                None
+            }
+            Ok(c) if !t.allow_any_source && !allowed_sources.iter().any(|a| c.within(a)) => {
+                errors.push(format!("{}: {c} is outside allowed_sources", at("default_source")));
+                None
+            }
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(format!("{}: {e}", at("default_source")));
+                None
+            }
+        },
+    };
+    let principals = |field: &str, list: &[String], errors: &mut Vec<String>| -> Vec<Principal> {
+        let mut out = Vec::new();
+        for raw in list {
+            let p = Principal::parse(raw);
+            match &p {
+                Principal::Person(n) if !policy.people.contains_key(n) => {
+                    errors.push(format!("{}: unknown person `{n}` (not in [people])", at(field)))
+                }
+                Principal::Group(g) if !policy.groups.contains_key(g) => {
+                    errors.push(format!("{}: unknown group `{g}` (not in [groups])", at(field)))
+                }
+                Principal::DiscordRole(r) if r.is_empty() || !r.chars().all(|c| c.is_ascii_digit()) => {
+                    errors.push(format!("{}: `{raw}` needs a numeric role id", at(field)))
+                }
+                _ => {}
+            }
+            out.push(p);
+        }
+        out
+    };
+    let requesters = principals("requesters", &t.requesters, &mut errors);
+    let approvers = principals("approvers", &t.approvers, &mut errors);
+    if approvers.is_empty() && t.auto_approve.is_none() {
+        errors.push(format!("{}: name at least one approver", at("approvers")));
+    }
+    if approvers.contains(&Principal::Everyone) {
+        errors.push(format!("{}: `*` would let anyone approve; name people or groups", at("approvers")));
+    }
+    if t.approvals_required == 0 {
+        errors.push(format!("{}: must be at least 1", at("approvals_required")));
+    }
+    // Count the approvers we can enumerate; roles are unknown until a click, so skip then.
+    if !approvers.iter().any(|p| matches!(p, Principal::DiscordRole(_))) {
+        let mut people = BTreeSet::new();
+        for p in &approvers {
+            match p {
+                Principal::Person(n) => {
+                    people.insert(n.clone());
+                }
+                Principal::Group(g) => people.extend(policy.groups.get(g).cloned().unwrap_or_default()),
+                _ => {}
+            }
+        }
+        if !approvers.is_empty() && (people.len() as u32) < t.approvals_required {
+            errors.push(format!(
+                "{}: needs {} approvers but only {} people can approve",
+                at("approvals_required"),
+                t.approvals_required,
+                people.len()
+            ));
+        }
+    }
+    let [lo, hi] = t.priority_range;
+    if !(100..=4096).contains(&lo) || !(100..=4096).contains(&hi) || lo > hi {
+        errors.push(format!(
+            "{}: [{lo}, {hi}] must be a range inside 100–4096 (low first)",
+            at("priority_range")
+        ));
+    }
+    if t.approval_channel.slack.is_none() && t.approval_channel.discord.is_none() {
+        errors.push(format!("{}: set slack = \"C…\" and/or discord = \"…\" so approvers see the card", at("approval_channel")));
+    }
+    let auto_approve = t.auto_approve.as_ref().map(|a| AutoApprove {
+        requesters: principals("auto_approve.requesters", &a.requesters, &mut errors),
+        ports: a.ports.clone(),
+        max_duration: duration("auto_approve.max_duration", &a.max_duration, &mut errors),
+    });
+    if let Some(a) = &auto_approve {
+        if a.ports.iter().any(|p| !t.ports.contains(p)) {
+            errors.push(format!("{}: lists ports the target does not allow", at("auto_approve.ports")));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Target {
+        name: name.to_string(),
+        nsg: t.nsg.clone(),
+        destination: t.destination.clone(),
+        ports: Ports::from_vec(t.ports.clone()).as_slice().to_vec(),
+        protocol: protocol.to_string(),
+        max_duration,
+        allowed_sources,
+        default_source,
+        allow_any_source: t.allow_any_source,
+        requesters,
+        approvers,
+        approvals_required: t.approvals_required,
+        allow_self_approval: t.allow_self_approval,
+        approval_channels: ApprovalChannels {
+            slack: t.approval_channel.slack.clone(),
+            discord: t.approval_channel.discord.clone(),
+        },
+        priority_band: (lo, hi),
+        pending_ttl,
+        extend_without_approval: t.extend_without_approval,
+        auto_approve,
+    })
+}

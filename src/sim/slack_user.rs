@@ -1,0 +1,82 @@
+//! What a Slack client sends to jitbot when a person types `/jit …` or clicks a button: bodies in
+//! the exact shapes of `shared/reference/vectors/`, signed like Slack signs them. Used by the demo
+//! and the black-box tests.
+
+use serde_json::json;
+
+/// The form body Slack posts for a slash command.
+pub fn slash_command(user_id: &str, user_name: &str, channel_id: &str, text: &str) -> String {
+    serde_urlencoded::to_string([
+        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
+        ("team_id", "T0001"),
+        ("team_domain", "example"),
+        ("channel_id", channel_id),
+        ("channel_name", "ops"),
+        ("user_id", user_id),
+        ("user_name", user_name),
+        ("command", "/jit"),
+        ("text", text),
+        ("api_app_id", "A123456"),
+        ("is_enterprise_install", "false"),
+        ("response_url", "https://hooks.slack.com/commands/T0001/1234567890123/abcdEFGHijklMNOPqrstUVWX"),
+        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
+    ])
+    .unwrap_or_default()
+}
+
+/// The form body Slack posts when a person clicks a button on a message (`block_actions`).
+pub fn block_action(
+    user_id: &str,
+    user_name: &str,
+    channel_id: &str,
+    message_ts: &str,
+    action_id: &str,
+    value: &str,
+) -> String {
+    let block_id = format!("jit_actions:{}", value.split(':').next().unwrap_or(value));
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": user_id, "username": user_name, "name": user_name, "team_id": "T0001" },
+        "api_app_id": "A123456",
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+        "container": { "type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": false },
+        "trigger_id": "6260451215763.1234567890.6a1f0c0d5c4b4e0e8f1a2b3c4d5e6f70",
+        "team": { "id": "T0001", "domain": "example" },
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "channel": { "id": channel_id, "name": "jit-approvals" },
+        "message": { "type": "message", "ts": message_ts, "text": "JIT access request", "blocks": [] },
+        "state": { "values": {} },
+        "response_url": "https://hooks.slack.com/actions/T0001/6260451215764/r4nd0mT0k3nV4lu3xyz12345",
+        "actions": [{
+            "action_id": action_id, "block_id": block_id,
+            "text": { "type": "plain_text", "text": "Approve", "emoji": true },
+            "value": value, "type": "button", "action_ts": "1700000160.123456"
+        }]
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
+}
+
+/// Posts `body` to `url` signed with `secret` at `timestamp` (Unix seconds), as Slack does.
+pub async fn send_at(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: &str,
+    timestamp: i64,
+) -> reqwest::Result<reqwest::Response> {
+    let signature = super::slack::sign(secret, timestamp, body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", timestamp.to_string())
+        .header("x-slack-signature", signature)
+        .body(body.to_string())
+        .send()
+        .await
+}
+
+/// Posts `body` to `url`, signed now.
+pub async fn send(client: &reqwest::Client, url: &str, secret: &str, body: &str) -> reqwest::Result<reqwest::Response> {
+    send_at(client, url, secret, body, chrono::Utc::now().timestamp()).await
+}

@@ -1,0 +1,234 @@
+//! The tamper-evident audit trail: an append-only hash chain.
+//!
+//! Each event stores the SHA-256 of the previous event's hash and its own canonical content, so
+//! changing, removing or reordering any past event breaks every hash after it. Appends lock the
+//! single `audit_head` row, which gives consecutive sequence numbers even with several replicas.
+//! The database refuses UPDATE and DELETE on `audit_events` (triggers in the migrations).
+
+use super::{Result, StoreError, Tx, now_ms};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+/// What happened. The names are stable: they are what auditors filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    Requested,
+    AutoApproved,
+    ApprovalRecorded,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+    Applied,
+    RevokeRequested,
+    Revoked,
+    Failed,
+    ExtensionRequested,
+    Extended,
+    ExtensionDenied,
+    ExtensionExpired,
+    /// A request, click or HTTP call was refused: bad signature, unauthorised click, policy.
+    Refused,
+    RuleCleanup,
+    Started,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Requested => "requested",
+            AuditKind::AutoApproved => "auto_approved",
+            AuditKind::ApprovalRecorded => "approval_recorded",
+            AuditKind::Approved => "approved",
+            AuditKind::Denied => "denied",
+            AuditKind::Expired => "expired",
+            AuditKind::Cancelled => "cancelled",
+            AuditKind::Applied => "applied",
+            AuditKind::RevokeRequested => "revoke_requested",
+            AuditKind::Revoked => "revoked",
+            AuditKind::Failed => "failed",
+            AuditKind::ExtensionRequested => "extension_requested",
+            AuditKind::Extended => "extended",
+            AuditKind::ExtensionDenied => "extension_denied",
+            AuditKind::ExtensionExpired => "extension_expired",
+            AuditKind::Refused => "refused",
+            AuditKind::RuleCleanup => "rule_cleanup",
+            AuditKind::Started => "started",
+        }
+    }
+}
+
+/// One event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub kind: String,
+    pub request_id: Option<String>,
+    pub actor: Option<String>,
+    pub detail: Value,
+    pub simulated: bool,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of an event: SHA-256 over the previous hash and the event's canonical JSON form.
+pub fn event_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: i64,
+    kind: &str,
+    request_id: Option<&str>,
+    actor: Option<&str>,
+    detail: &str,
+    simulated: bool,
+) -> String {
+    let canonical = serde_json::json!([prev_hash, seq, at, kind, request_id, actor, detail, simulated]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+impl Tx {
+    /// Appends an event to the chain inside this transaction.
+    pub async fn audit(
+        &mut self,
+        kind: AuditKind,
+        request_id: Option<&str>,
+        actor: Option<&str>,
+        detail: Value,
+        simulated: bool,
+    ) -> Result<i64> {
+        // Locks the head row until commit: appends are serial across connections and replicas.
+        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(self.conn())
+            .await?;
+        let seq: i64 = head.try_get("seq")?;
+        let prev: String = head.try_get("hash")?;
+        let at = now_ms();
+        let detail_text = detail.to_string();
+        let hash = event_hash(&prev, seq, at, kind.as_str(), request_id, actor, &detail_text, simulated);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(kind.as_str())
+        .bind(request_id)
+        .bind(actor)
+        .bind(&detail_text)
+        .bind(simulated as i64)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(self.conn())
+        .await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(&hash)
+            .execute(self.conn())
+            .await?;
+        tracing::info!(target: "audit", seq, kind = kind.as_str(), request_id, actor, %detail, simulated, "audit event");
+        Ok(seq)
+    }
+}
+
+/// Reads events with `seq > after` and `at >= since_ms`, in order.
+pub async fn events(pool: &sqlx::AnyPool, after: i64, since_ms: Option<i64>) -> Result<Vec<AuditEvent>> {
+    let rows = sqlx::query(
+        "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events
+         WHERE seq > $1 AND at >= $2 ORDER BY seq",
+    )
+    .bind(after)
+    .bind(since_ms.unwrap_or(i64::MIN))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let detail: String = r.try_get("detail")?;
+            Ok(AuditEvent {
+                seq: r.try_get("seq")?,
+                at: r.try_get("at")?,
+                kind: r.try_get("kind")?,
+                request_id: r.try_get("request_id")?,
+                actor: r.try_get("actor")?,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+                simulated: r.try_get::<i64, _>("simulated")? != 0,
+                prev_hash: r.try_get("prev_hash")?,
+                hash: r.try_get("hash")?,
+            })
+        })
+        .collect()
+}
+
+/// The outcome of checking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub events: i64,
+    pub head_hash: String,
+    /// The first problem found, if any: (seq, what is wrong).
+    pub broken: Option<(i64, String)>,
+}
+
+/// Recomputes every hash from the first event and compares it with what is stored and with the
+/// head row.
+pub async fn verify(pool: &sqlx::AnyPool) -> Result<ChainReport> {
+    let rows = sqlx::query(
+        "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut prev = "0".repeat(64);
+    let mut expected_seq = 1;
+    let mut count = 0;
+    for r in &rows {
+        let seq: i64 = r.try_get("seq")?;
+        let detail: String = r.try_get("detail")?;
+        let kind: String = r.try_get("kind")?;
+        let request_id: Option<String> = r.try_get("request_id")?;
+        let actor: Option<String> = r.try_get("actor")?;
+        let stored_prev: String = r.try_get("prev_hash")?;
+        let stored: String = r.try_get("hash")?;
+        let at: i64 = r.try_get("at")?;
+        let simulated = r.try_get::<i64, _>("simulated")? != 0;
+        let broken = |why: String| ChainReport {
+            events: count,
+            head_hash: prev.clone(),
+            broken: Some((seq, why)),
+        };
+        if seq != expected_seq {
+            return Ok(broken(format!("expected event {expected_seq}, found {seq}: events are missing")));
+        }
+        if stored_prev != prev {
+            return Ok(broken("its prev_hash does not match the event before it".into()));
+        }
+        let h = event_hash(&prev, seq, at, &kind, request_id.as_deref(), actor.as_deref(), &detail, simulated);
+        if h != stored {
+            return Ok(broken("its content does not match its hash: it was altered".into()));
+        }
+        prev = h;
+        expected_seq += 1;
+        count += 1;
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    let head_hash: String = head.try_get("hash")?;
+    if head_seq != count || head_hash != prev {
+        return Ok(ChainReport {
+            events: count,
+            head_hash: prev,
+            broken: Some((
+                head_seq,
+                format!("the chain head says {head_seq} events ending in {head_hash}: events after {count} were removed"),
+            )),
+        });
+    }
+    Ok(ChainReport {
+        events: count,
+        head_hash: prev,
+        broken: None,
+    })
+}

@@ -1,0 +1,552 @@
+//! The database: the single source of truth for requests, decisions, jobs, chat message
+//! references and the audit chain.
+//!
+//! One code path for SQLite (embedded default, one replica) and PostgreSQL (several replicas),
+//! through sqlx's `Any` driver with `$n` placeholders; the few statements that differ are chosen by
+//! [`Backend`]. Times are Unix milliseconds.
+//!
+//! Every status change is a compare-and-swap (`UPDATE … WHERE id = $1 AND status = $2`) inside a
+//! [`Tx`] that also appends its audit event and enqueues its jobs: they commit together or not at all.
+
+pub mod audit;
+pub mod jobs;
+
+use crate::chat::Platform;
+use crate::domain::Status;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+pub use audit::{AuditEvent, AuditKind};
+pub use jobs::{ClaimedJob, JobSpec};
+
+/// Which SQL dialect is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Woken whenever a transaction that enqueued a job commits, so the worker re-plans its sleep.
+    jobs_added: Arc<Notify>,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file if needed, and applies migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains('?') || url.contains(":memory:") {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                // One connection: SQLite serialises writers anyway, and a single connection makes
+                // every transaction strictly serial (no SQLITE_BUSY on read→write upgrades).
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .connect(url)
+                    .await?
+            }
+        };
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        }
+        Ok(Store {
+            pool,
+            backend,
+            jobs_added: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The notification the worker waits on besides its timer.
+    pub fn jobs_added(&self) -> Arc<Notify> {
+        self.jobs_added.clone()
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+            backend: self.backend,
+            enqueued: false,
+            jobs_added: self.jobs_added.clone(),
+        })
+    }
+
+    pub async fn request(&self, id: &str) -> Result<Option<RequestRow>> {
+        let row = sqlx::query("SELECT * FROM requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| RequestRow::from_row(&r)).transpose()
+    }
+
+    /// A person's requests that are not finished, newest first.
+    pub async fn open_requests_of(&self, person: &str) -> Result<Vec<RequestRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM requests WHERE requester = $1 AND status IN ('pending','approved','applying','active','revoking') ORDER BY created_at DESC",
+        )
+        .bind(person)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(RequestRow::from_row).collect()
+    }
+
+    pub async fn decisions(&self, id: &str) -> Result<Vec<DecisionRow>> {
+        let rows = sqlx::query(
+            "SELECT round, approver, decision, platform, at FROM decisions WHERE request_id = $1 ORDER BY at, approver",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DecisionRow {
+                    round: r.try_get("round")?,
+                    approver: r.try_get("approver")?,
+                    decision: r.try_get("decision")?,
+                    platform: r.try_get("platform")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Where the approval card of a request lives on a platform.
+    pub async fn card(&self, request_id: &str, platform: Platform) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT channel, message_id FROM chat_messages WHERE request_id = $1 AND platform = $2",
+        )
+        .bind(request_id)
+        .bind(platform.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("channel")?, r.try_get("message_id")?)))
+            .collect()
+    }
+
+    pub async fn save_card(
+        &self,
+        request_id: &str,
+        platform: Platform,
+        channel: &str,
+        message_id: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO chat_messages (request_id, platform, channel, message_id, posted_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (request_id, platform, channel) DO UPDATE SET message_id = excluded.message_id",
+        )
+        .bind(request_id)
+        .bind(platform.as_str())
+        .bind(channel)
+        .bind(message_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Counts of requests by status (for `/metrics` and `jitbot grants`).
+    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM requests GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Requests in the given statuses, oldest first.
+    pub async fn requests_in(&self, statuses: &[Status]) -> Result<Vec<RequestRow>> {
+        let list = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM requests WHERE status IN ({list}) ORDER BY created_at"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(RequestRow::from_row).collect()
+    }
+}
+
+/// One row of `requests`.
+#[derive(Debug, Clone)]
+pub struct RequestRow {
+    pub id: String,
+    pub requester: String,
+    pub platform: Platform,
+    pub requester_chat_id: String,
+    pub target: String,
+    pub nsg: String,
+    pub ports: String,
+    pub protocol: String,
+    pub source: String,
+    pub destination: String,
+    pub duration_ms: i64,
+    pub reason: Option<String>,
+    pub status: Status,
+    pub approvals_required: i64,
+    pub round: i64,
+    pub extension_ms: Option<i64>,
+    pub extension_by: Option<String>,
+    pub created_at: i64,
+    pub pending_until: i64,
+    pub activated_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub closed_at: Option<i64>,
+    pub rule_name: String,
+    pub rule_priority: Option<i64>,
+    pub detail: Option<String>,
+    pub simulated: bool,
+}
+
+impl RequestRow {
+    fn from_row(r: &AnyRow) -> Result<RequestRow> {
+        let status: String = r.try_get("status")?;
+        let platform: String = r.try_get("platform")?;
+        Ok(RequestRow {
+            id: r.try_get("id")?,
+            requester: r.try_get("requester")?,
+            platform: Platform::parse(&platform)
+                .ok_or_else(|| StoreError::Corrupt(format!("platform {platform}")))?,
+            requester_chat_id: r.try_get("requester_chat_id")?,
+            target: r.try_get("target")?,
+            nsg: r.try_get("nsg")?,
+            ports: r.try_get("ports")?,
+            protocol: r.try_get("protocol")?,
+            source: r.try_get("source")?,
+            destination: r.try_get("destination")?,
+            duration_ms: r.try_get("duration_ms")?,
+            reason: r.try_get("reason")?,
+            status: Status::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+            approvals_required: r.try_get("approvals_required")?,
+            round: r.try_get("round")?,
+            extension_ms: r.try_get("extension_ms")?,
+            extension_by: r.try_get("extension_by")?,
+            created_at: r.try_get("created_at")?,
+            pending_until: r.try_get("pending_until")?,
+            activated_at: r.try_get("activated_at")?,
+            expires_at: r.try_get("expires_at")?,
+            closed_at: r.try_get("closed_at")?,
+            rule_name: r.try_get("rule_name")?,
+            rule_priority: r.try_get("rule_priority")?,
+            detail: r.try_get("detail")?,
+            simulated: r.try_get::<i64, _>("simulated")? != 0,
+        })
+    }
+
+    pub fn ports_list(&self) -> Vec<u16> {
+        self.ports.split(',').filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+/// One approver's decision.
+#[derive(Debug, Clone)]
+pub struct DecisionRow {
+    pub round: i64,
+    pub approver: String,
+    pub decision: String,
+    pub platform: String,
+    pub at: i64,
+}
+
+/// A new request, as policy shaped it.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: String,
+    pub requester: String,
+    pub platform: Platform,
+    pub requester_chat_id: String,
+    pub target: String,
+    pub nsg: String,
+    pub ports: String,
+    pub protocol: String,
+    pub source: String,
+    pub destination: String,
+    pub duration_ms: i64,
+    pub reason: Option<String>,
+    pub status: Status,
+    pub approvals_required: i64,
+    pub created_at: i64,
+    pub pending_until: i64,
+    pub rule_name: String,
+    pub simulated: bool,
+}
+
+/// A transaction: status changes, audit events and jobs that commit together.
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    enqueued: bool,
+    jobs_added: Arc<Notify>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        if self.enqueued {
+            self.jobs_added.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn insert_request(&mut self, r: &NewRequest) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO requests (id, requester, platform, requester_chat_id, target, nsg, ports, protocol, source,
+                destination, duration_ms, reason, status, approvals_required, round, created_at, pending_until,
+                rule_name, simulated, updated_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,0,$15,$16,$17,$18,$15)",
+        )
+        .bind(&r.id)
+        .bind(&r.requester)
+        .bind(r.platform.as_str())
+        .bind(&r.requester_chat_id)
+        .bind(&r.target)
+        .bind(&r.nsg)
+        .bind(&r.ports)
+        .bind(&r.protocol)
+        .bind(&r.source)
+        .bind(&r.destination)
+        .bind(r.duration_ms)
+        .bind(&r.reason)
+        .bind(r.status.as_str())
+        .bind(r.approvals_required)
+        .bind(r.created_at)
+        .bind(r.pending_until)
+        .bind(&r.rule_name)
+        .bind(r.simulated as i64)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn request(&mut self, id: &str) -> Result<Option<RequestRow>> {
+        let row = sqlx::query("SELECT * FROM requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| RequestRow::from_row(&r)).transpose()
+    }
+
+    /// Compare-and-swap on status: moves `id` from `from` to `to`; false when it was not in `from`
+    /// (someone else won the race). `detail` replaces the request's detail when given.
+    pub async fn transition(
+        &mut self,
+        id: &str,
+        from: Status,
+        to: Status,
+        detail: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let closed = if to.is_terminal() { Some(now) } else { None };
+        let done = sqlx::query(
+            "UPDATE requests SET status = $3, detail = COALESCE($4, detail), closed_at = COALESCE($5, closed_at), updated_at = $6
+             WHERE id = $1 AND status = $2",
+        )
+        .bind(id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(detail)
+        .bind(closed)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `applying → active`: the rule is live; the clock starts now.
+    pub async fn activate(&mut self, id: &str, priority: i64, activated_at: i64, expires_at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET status = 'active', rule_priority = $2, activated_at = $3, expires_at = $4, updated_at = $3
+             WHERE id = $1 AND status = 'applying'",
+        )
+        .bind(id)
+        .bind(priority)
+        .bind(activated_at)
+        .bind(expires_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Takes the request's row lock for the current approval round; false when the round is no
+    /// longer open (decided, expired, or a newer round started). Serialises concurrent clicks.
+    pub async fn lock_round(&mut self, id: &str, status: Status, round: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET updated_at = $4 WHERE id = $1 AND status = $2 AND round = $3",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(round)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a decision; false when this approver already decided this round.
+    pub async fn insert_decision(
+        &mut self,
+        id: &str,
+        round: i64,
+        approver: &str,
+        decision: &str,
+        platform: Platform,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO decisions (request_id, round, approver, decision, platform, at) VALUES ($1,$2,$3,$4,$5,$6)
+             ON CONFLICT (request_id, round, approver) DO NOTHING",
+        )
+        .bind(id)
+        .bind(round)
+        .bind(approver)
+        .bind(decision)
+        .bind(platform.as_str())
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn approvals(&mut self, id: &str, round: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM decisions WHERE request_id = $1 AND round = $2 AND decision = 'approve'",
+        )
+        .bind(id)
+        .bind(round)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Opens an extension round on an active grant (CAS on status and round).
+    pub async fn open_extension(
+        &mut self,
+        id: &str,
+        round: i64,
+        extension_ms: i64,
+        by: &str,
+        pending_until: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET round = $2 + 1, extension_ms = $3, extension_by = $4, pending_until = $5, updated_at = $6
+             WHERE id = $1 AND status = 'active' AND round = $2 AND extension_ms IS NULL",
+        )
+        .bind(id)
+        .bind(round)
+        .bind(extension_ms)
+        .bind(by)
+        .bind(pending_until)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Closes the extension round `round`: applies it (new expiry) or drops it.
+    pub async fn close_extension(&mut self, id: &str, round: i64, new_expires_at: Option<i64>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET extension_ms = NULL, extension_by = NULL, expires_at = COALESCE($3, expires_at), updated_at = $4
+             WHERE id = $1 AND status = 'active' AND round = $2 AND extension_ms IS NOT NULL",
+        )
+        .bind(id)
+        .bind(round)
+        .bind(new_expires_at)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves an active grant's expiry directly (extension without a new approval round).
+    pub async fn set_expiry(&mut self, id: &str, round: i64, expires_at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET expires_at = $3, round = $2 + 1, updated_at = $4
+             WHERE id = $1 AND status = 'active' AND round = $2 AND extension_ms IS NULL",
+        )
+        .bind(id)
+        .bind(round)
+        .bind(expires_at)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn mark_enqueued(&mut self) {
+        self.enqueued = true;
+    }
+}

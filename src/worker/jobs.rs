@@ -1,0 +1,366 @@
+//! The jobs: what each kind does when it runs. Every handler is idempotent: it re-reads the
+//! request, acts only if the status still calls for it, and changes status by compare-and-swap.
+
+use super::{Outcome, Worker, backoff};
+use crate::azure::RuleSpec;
+use crate::chat::{ChatError, Message, MessageRef, Platform, Tone};
+use crate::domain::{GrantDuration, Status};
+use crate::messages::{self, clock};
+use crate::outbox;
+use crate::store::{AuditKind, ClaimedJob, JobSpec, RequestRow, Result, Tx, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// A durable side effect, stored as JSON in the `jobs` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Open the request's rule (approved → applying → active).
+    Apply { request_id: String },
+    /// Close the request's rule at expiry or on request (active → revoking → revoked).
+    Revoke { request_id: String },
+    /// The approval round `round` timed out.
+    Expire { request_id: String, round: i64 },
+    /// Remove a rule that must not stay (after a failed apply).
+    Cleanup { request_id: String, nsg: String, rule_name: String },
+    ChatPost { platform: Platform, channel: String, request_id: Option<String>, message: Message },
+    ChatCard { platform: Platform, channel: String, request_id: String },
+    ChatCardUpdate { platform: Platform, request_id: String },
+}
+
+impl Job {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Apply { .. } => "apply",
+            Job::Revoke { .. } => "revoke",
+            Job::Expire { .. } => "expire",
+            Job::Cleanup { .. } => "cleanup",
+            Job::ChatPost { .. } => "chat.post",
+            Job::ChatCard { .. } => "chat.card",
+            Job::ChatCardUpdate { .. } => "chat.card_update",
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Job::Apply { request_id }
+            | Job::Revoke { request_id }
+            | Job::Expire { request_id, .. }
+            | Job::Cleanup { request_id, .. }
+            | Job::ChatCard { request_id, .. }
+            | Job::ChatCardUpdate { request_id, .. } => Some(request_id),
+            Job::ChatPost { request_id, .. } => request_id.as_deref(),
+        }
+    }
+
+    /// Chat jobs of one request share a lane so people read events in the order they happened.
+    fn lane(&self) -> Option<String> {
+        match self {
+            Job::ChatPost { .. } | Job::ChatCard { .. } | Job::ChatCardUpdate { .. } => {
+                self.request_id().map(|id| format!("chat:{id}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds this job to the transaction, to run at `run_at` (Unix ms) or later.
+    pub async fn enqueue(self, tx: &mut Tx, run_at: i64) -> Result<i64> {
+        tx.enqueue(JobSpec {
+            kind: self.kind(),
+            request_id: self.request_id().map(str::to_string),
+            lane: self.lane(),
+            payload: serde_json::to_value(&self).unwrap_or_default(),
+            run_at,
+        })
+        .await
+    }
+}
+
+fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Message {
+    messages::notice(req, tone, title, text)
+}
+
+impl Worker {
+    pub(super) async fn run_job(&self, claimed: &ClaimedJob) -> Result<Outcome> {
+        let job: Job = match serde_json::from_value(claimed.payload.clone()) {
+            Ok(j) => j,
+            Err(e) => return Ok(Outcome::Dead(format!("unreadable job payload: {e}"))),
+        };
+        match job {
+            Job::Apply { request_id } => self.apply(claimed, &request_id).await,
+            Job::Revoke { request_id } => self.revoke(claimed, &request_id).await,
+            Job::Expire { request_id, round } => self.expire(&request_id, round).await,
+            Job::Cleanup { request_id, nsg, rule_name } => self.cleanup(claimed, &request_id, &nsg, &rule_name).await,
+            Job::ChatPost { platform, channel, message, .. } => {
+                Ok(self.chat(claimed, platform, |api| async move { api.post(&channel, &message).await.map(drop) }).await)
+            }
+            Job::ChatCard { platform, channel, request_id } => self.post_card(claimed, platform, &channel, &request_id).await,
+            Job::ChatCardUpdate { platform, request_id } => self.update_cards(claimed, platform, &request_id).await,
+        }
+    }
+
+    async fn announce(&self, tx: &mut Tx, req: &RequestRow, n: &Message) -> Result<()> {
+        outbox::tell_requester(tx, req, n).await?;
+        self.out.feed(tx, Some(&req.id), n).await?;
+        self.out.refresh_cards(tx, &req.id).await
+    }
+
+    async fn apply(&self, claimed: &ClaimedJob, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Dead(format!("request {id} does not exist")));
+        };
+        match req.status {
+            Status::Approved => {
+                let mut tx = self.store.begin().await?;
+                if !tx.transition(id, Status::Approved, Status::Applying, None).await? {
+                    return Ok(Outcome::Done);
+                }
+                tx.commit().await?;
+            }
+            Status::Applying => {} // resumed after a crash or a retry: ensure_rule is idempotent
+            _ => return Ok(Outcome::Done),
+        }
+        let Some(target) = self.policy.targets.get(&req.target) else {
+            return self.fail(&req, &format!("target {} is no longer in the policy", req.target)).await;
+        };
+        let eta = now_ms() + req.duration_ms;
+        let mut description = format!("jitbot {} for {} until {} (approx.)", req.id, req.requester, messages::timestamp(eta));
+        description.truncate(140);
+        let spec = RuleSpec {
+            name: req.rule_name.clone(),
+            description,
+            protocol: req.protocol.clone(),
+            source: req.source.clone(),
+            destination: req.destination.clone(),
+            ports: req.ports_list(),
+            band: target.priority_band,
+        };
+        match self.nsgs.ensure_rule(&req.nsg, &spec).await {
+            Ok(applied) => {
+                let now = now_ms();
+                let expires = now + req.duration_ms;
+                let mut tx = self.store.begin().await?;
+                if !tx.activate(id, applied.priority as i64, now, expires).await? {
+                    // Someone moved the request on while we opened the rule: never leave it open.
+                    Job::Cleanup { request_id: id.into(), nsg: req.nsg.clone(), rule_name: req.rule_name.clone() }
+                        .enqueue(&mut tx, now)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(Outcome::Done);
+                }
+                tx.audit(
+                    AuditKind::Applied,
+                    Some(id),
+                    Some("jitbot"),
+                    json!({ "nsg": req.nsg, "rule": applied.name, "priority": applied.priority, "expires_at": expires,
+                            "ports": req.ports, "source": req.source, "destination": req.destination }),
+                    req.simulated,
+                )
+                .await?;
+                Job::Revoke { request_id: id.into() }.enqueue(&mut tx, expires).await?;
+                let text = format!(
+                    "{} port {} is open from {} until {} ({})",
+                    req.target,
+                    req.ports,
+                    req.source,
+                    clock(expires, req.duration_ms < 600_000),
+                    GrantDuration::from_millis(req.duration_ms)
+                );
+                self.announce(&mut tx, &req, &notice(&req, Tone::Success, "Access open", text)).await?;
+                tx.commit().await?;
+                tracing::info!(request_id = id, nsg = %req.nsg, priority = applied.priority, "grant active");
+                Ok(Outcome::Done)
+            }
+            Err(e) if e.is_retryable() && now_ms() - claimed.created_at < self.settings.apply_deadline.as_millis() as i64 => {
+                tracing::warn!(request_id = id, nsg = %req.nsg, error = %e, "apply failed; will retry");
+                Ok(Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 30_000), e.to_string()))
+            }
+            Err(e) => self.fail(&req, &e.to_string()).await,
+        }
+    }
+
+    /// The request could not be opened: mark it failed, tell everyone, and make sure no rule stays.
+    async fn fail(&self, req: &RequestRow, why: &str) -> Result<Outcome> {
+        let mut tx = self.store.begin().await?;
+        if tx.transition(&req.id, Status::Applying, Status::Failed, Some(why)).await? {
+            tx.audit(AuditKind::Failed, Some(&req.id), Some("jitbot"), json!({ "error": why, "nsg": req.nsg }), req.simulated).await?;
+            Job::Cleanup { request_id: req.id.clone(), nsg: req.nsg.clone(), rule_name: req.rule_name.clone() }
+                .enqueue(&mut tx, now_ms())
+                .await?;
+            let text = format!("could not open {} port {}: {why}", req.target, req.ports);
+            self.announce(&mut tx, req, &notice(req, Tone::Danger, "Access failed", text)).await?;
+        }
+        tx.commit().await?;
+        tracing::error!(request_id = %req.id, nsg = %req.nsg, error = why, "grant failed");
+        Ok(Outcome::Done)
+    }
+
+    async fn revoke(&self, claimed: &ClaimedJob, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Dead(format!("request {id} does not exist")));
+        };
+        let now = now_ms();
+        match req.status {
+            Status::Active => {
+                let expires = req.expires_at.unwrap_or(now);
+                if expires > now {
+                    // Extended since this job was scheduled: sleep until the new expiry.
+                    return Ok(Outcome::RescheduleAt(expires));
+                }
+                let mut tx = self.store.begin().await?;
+                if !tx.transition(id, Status::Active, Status::Revoking, Some("expired")).await? {
+                    return Ok(Outcome::Done);
+                }
+                tx.commit().await?;
+            }
+            Status::Revoking => {}
+            _ => return Ok(Outcome::Done),
+        }
+        match self.nsgs.remove_rule(&req.nsg, &req.rule_name).await {
+            Ok(()) => {
+                let closed = now_ms();
+                let late_ms = req.expires_at.map(|e| closed - e);
+                let early = req.detail.as_deref().is_some_and(|d| d.starts_with("revoked early"));
+                let mut tx = self.store.begin().await?;
+                if tx.transition(id, Status::Revoking, Status::Revoked, None).await? {
+                    tx.audit(
+                        AuditKind::Revoked,
+                        Some(id),
+                        Some("jitbot"),
+                        json!({ "nsg": req.nsg, "rule": req.rule_name, "early": early, "late_ms": if early { None } else { late_ms } }),
+                        req.simulated,
+                    )
+                    .await?;
+                    let text = format!(
+                        "{} port {} is closed to {} ({}). Connections already open continue until they end.",
+                        req.target,
+                        req.ports,
+                        req.source,
+                        if early { req.detail.clone().unwrap_or_default() } else { "expired".to_string() }
+                    );
+                    self.announce(&mut tx, &req, &notice(&req, Tone::Info, "Access closed", text)).await?;
+                }
+                tx.commit().await?;
+                tracing::info!(request_id = id, nsg = %req.nsg, late_ms, "grant revoked");
+                Ok(Outcome::Done)
+            }
+            // Never give up on closing a port: retry until Azure lets us.
+            Err(e) => {
+                tracing::error!(request_id = id, nsg = %req.nsg, error = %e, attempts = claimed.attempts, "revoke failed; retrying");
+                Ok(Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 15_000), e.to_string()))
+            }
+        }
+    }
+
+    async fn cleanup(&self, claimed: &ClaimedJob, id: &str, nsg: &str, rule: &str) -> Result<Outcome> {
+        match self.nsgs.remove_rule(nsg, rule).await {
+            Ok(()) => {
+                let mut tx = self.store.begin().await?;
+                tx.audit(AuditKind::RuleCleanup, Some(id), Some("jitbot"), json!({ "nsg": nsg, "rule": rule }), self.simulated)
+                    .await?;
+                tx.commit().await?;
+                Ok(Outcome::Done)
+            }
+            Err(e) => Ok(Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 15_000), e.to_string())),
+        }
+    }
+
+    async fn expire(&self, id: &str, round: i64) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Done);
+        };
+        let mut tx = self.store.begin().await?;
+        if round == 0 {
+            if !tx.transition(id, Status::Pending, Status::Expired, Some("nobody decided in time")).await? {
+                return Ok(Outcome::Done);
+            }
+            tx.audit(AuditKind::Expired, Some(id), Some("jitbot"), json!({ "round": 0 }), req.simulated).await?;
+            let text = format!("nobody decided on {} port {} in time; ask again if you still need it", req.target, req.ports);
+            self.announce(&mut tx, &req, &notice(&req, Tone::Warning, "Request expired", text)).await?;
+        } else {
+            if req.round != round || !tx.close_extension(id, round, None).await? {
+                return Ok(Outcome::Done);
+            }
+            tx.audit(AuditKind::ExtensionExpired, Some(id), Some("jitbot"), json!({ "round": round }), req.simulated).await?;
+            let text = format!(
+                "nobody approved the extension in time; {} still closes at {}",
+                req.target,
+                clock(req.expires_at.unwrap_or_default(), true)
+            );
+            self.announce(&mut tx, &req, &notice(&req, Tone::Warning, "Extension expired", text)).await?;
+        }
+        tx.commit().await?;
+        Ok(Outcome::Done)
+    }
+
+    /// Runs one chat API call, classifying its failure for the queue.
+    async fn chat<F, Fut>(&self, claimed: &ClaimedJob, platform: Platform, call: F) -> Outcome
+    where
+        F: FnOnce(std::sync::Arc<dyn crate::chat::ChatApi>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), ChatError>>,
+    {
+        let Some(api) = self.chats.get(&platform).cloned() else {
+            return Outcome::Dead(format!("{} is not configured", platform.as_str()));
+        };
+        match call(api).await {
+            Ok(()) => Outcome::Done,
+            Err(ChatError::RateLimited { retry_after }) => {
+                Outcome::RescheduleAt(now_ms() + retry_after.as_millis() as i64)
+            }
+            Err(ChatError::Transient(e)) => {
+                tracing::warn!(job = claimed.id, platform = platform.as_str(), error = %e, "chat call failed; will retry");
+                Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 60_000), e)
+            }
+            Err(ChatError::Permanent(e)) => {
+                tracing::error!(job = claimed.id, platform = platform.as_str(), error = %e, "chat call refused; giving up on this message");
+                Outcome::Dead(e)
+            }
+        }
+    }
+
+    async fn post_card(&self, claimed: &ClaimedJob, platform: Platform, channel: &str, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Dead(format!("request {id} does not exist")));
+        };
+        let decisions = self.store.decisions(id).await?;
+        let card = messages::card(&self.policy, &req, &decisions, platform);
+        let Some(api) = self.chats.get(&platform).cloned() else {
+            return Ok(Outcome::Dead(format!("{} is not configured", platform.as_str())));
+        };
+        let mut posted: Option<MessageRef> = None;
+        let outcome = self
+            .chat(claimed, platform, |_| {
+                let api = api.clone();
+                let card = card.clone();
+                let posted = &mut posted;
+                async move {
+                    *posted = Some(api.post(channel, &card).await?);
+                    Ok(())
+                }
+            })
+            .await;
+        if let Some(at) = posted {
+            self.store.save_card(id, platform, &at.channel, &at.id).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn update_cards(&self, claimed: &ClaimedJob, platform: Platform, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Done);
+        };
+        let decisions = self.store.decisions(id).await?;
+        let card = messages::card(&self.policy, &req, &decisions, platform);
+        for (channel, message_id) in self.store.card(id, platform).await? {
+            let at = MessageRef { channel, id: message_id };
+            let card = card.clone();
+            let outcome = self
+                .chat(claimed, platform, |api| async move { api.update(&at, &card).await })
+                .await;
+            if !matches!(outcome, Outcome::Done) {
+                return Ok(outcome);
+            }
+        }
+        Ok(Outcome::Done)
+    }
+}
