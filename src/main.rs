@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Demo => {
-            jitbot::telemetry::init(LogFormat::Text);
+            jitbot::telemetry::init_with_default(LogFormat::Text, "warn,sim::arm=info");
             jitbot::demo::run().await?;
         }
         Cmd::Migrate { config } => {

@@ -127,7 +127,6 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             tx: self.pool.begin().await?,
-            backend: self.backend,
             enqueued: false,
             jobs_added: self.jobs_added.clone(),
         })
@@ -341,7 +340,6 @@ pub struct NewRequest {
 /// A transaction: status changes, audit events and jobs that commit together.
 pub struct Tx {
     tx: Transaction<'static, Any>,
-    backend: Backend,
     enqueued: bool,
     jobs_added: Arc<Notify>,
 }
@@ -540,10 +538,6 @@ impl Tx {
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
-    }
-
-    pub(crate) fn backend(&self) -> Backend {
-        self.backend
     }
 
     pub(crate) fn mark_enqueued(&mut self) {
