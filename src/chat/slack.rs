@@ -558,11 +558,7 @@ fn render_button(button: &super::Button, value: &str) -> SlackBlockButtonElement
         truncate_chars(button.label.trim(), MAX_BUTTON_TEXT)
     };
     let (style, confirm_title, confirm_style) = match kind {
-        Decision::Approve => (
-            SlackBlockButtonStyle::Primary,
-            "Approve access?",
-            "primary",
-        ),
+        Decision::Approve => (SlackBlockButtonStyle::Primary, "Approve access?", "primary"),
         Decision::Deny => (SlackBlockButtonStyle::Danger, "Deny access?", "danger"),
     };
     let mut el = SlackBlockButtonElement::new(plain(label.clone()))
@@ -804,7 +800,10 @@ mod tests {
         let parts = split_chars(&s, 12);
         assert!(parts.iter().all(|p| p.chars().count() <= 12), "{parts:?}");
         assert_eq!(parts[0], "a".repeat(10));
-        assert_eq!(parts.concat(), format!("{}{}", "a".repeat(10), "b".repeat(25)));
+        assert_eq!(
+            parts.concat(),
+            format!("{}{}", "a".repeat(10), "b".repeat(25))
+        );
     }
 
     #[test]
