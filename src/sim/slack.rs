@@ -821,17 +821,38 @@ fn render_for_person(msg: &SlackMessage, what: &str) -> String {
     } else {
         format!("#{}", msg.channel)
     };
-    let text = if msg.text.trim().is_empty() {
+    let mut text = if msg.text.trim().is_empty() {
         blocks_text(&msg.blocks)
     } else {
         msg.text.clone()
     };
+    // The fallback text has no buttons; show them as a person would see them on the card.
+    let buttons = button_labels(&msg.blocks);
+    if !buttons.is_empty() && !msg.text.trim().is_empty() {
+        text.push('\n');
+        text.push_str(&buttons.join(" "));
+    }
     let body: String = text
         .lines()
         .map(|l| format!("│ {l}"))
         .collect::<Vec<_>>()
         .join("\n");
     format!("┌ [slack] {place} · {what} ({})\n{body}", msg.ts)
+}
+
+/// Buttons of a Block Kit array as `[label]`.
+fn button_labels(blocks: &Value) -> Vec<String> {
+    blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("actions"))
+        .filter_map(|b| b.get("elements").and_then(Value::as_array))
+        .flatten()
+        .filter(|e| e.get("type").and_then(Value::as_str) == Some("button"))
+        .filter_map(|e| e.pointer("/text/text").and_then(Value::as_str))
+        .map(|t| format!("[{t}]"))
+        .collect()
 }
 
 /// Visible text of a Block Kit array, one line per text element.
