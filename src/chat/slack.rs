@@ -103,8 +103,11 @@ pub fn verify_request(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), SignatureError> {
-    let ts_raw = header_str(headers, HEADER_TIMESTAMP)
-        .ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
+    let ts_raw = match headers.get(HEADER_TIMESTAMP) {
+        None => return Err(SignatureError::MissingHeader(HEADER_TIMESTAMP)),
+        Some(v) if v.is_empty() => return Err(SignatureError::MissingHeader(HEADER_TIMESTAMP)),
+        Some(v) => v.to_str().map_err(|_| SignatureError::BadTimestamp)?,
+    };
     let signature = match headers.get(HEADER_SIGNATURE) {
         None => return Err(SignatureError::MissingHeader(HEADER_SIGNATURE)),
         Some(v) if v.is_empty() => return Err(SignatureError::MissingHeader(HEADER_SIGNATURE)),
@@ -131,7 +134,9 @@ pub fn verify_request(
         SlackEventSignatureVerifier::new(&SlackSigningSecret::new(signing_secret.to_string()));
     // The verifier compares the HMAC first (constant time) and only then checks the age against
     // the process clock. We have already checked the age against `now_unix`, so an age error
-    // here means the HMAC matched.
+    // here means the HMAC matched (slack-morphism 2.31: `verify_at_time` checks the hash before
+    // the age). The tests sign with 2023 timestamps and tampered bodies, so a change of that
+    // order would make them fail rather than let forged requests through.
     match verifier.verify(signature.trim(), body, ts_raw.trim()) {
         Ok(()) => Ok(()),
         Err(SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_)) => Ok(()),
@@ -144,15 +149,6 @@ pub fn verify_request(
             Err(SignatureError::Mismatch)
         }
     }
-}
-
-/// A header's value as trimmed text, `None` when absent, empty or not ASCII.
-fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -558,11 +554,7 @@ fn render_button(button: &super::Button, value: &str) -> SlackBlockButtonElement
         truncate_chars(button.label.trim(), MAX_BUTTON_TEXT)
     };
     let (style, confirm_title, confirm_style) = match kind {
-        Decision::Approve => (
-            SlackBlockButtonStyle::Primary,
-            "Approve access?",
-            "primary",
-        ),
+        Decision::Approve => (SlackBlockButtonStyle::Primary, "Approve access?", "primary"),
         Decision::Deny => (SlackBlockButtonStyle::Danger, "Deny access?", "danger"),
     };
     let mut el = SlackBlockButtonElement::new(plain(label.clone()))
@@ -804,7 +796,10 @@ mod tests {
         let parts = split_chars(&s, 12);
         assert!(parts.iter().all(|p| p.chars().count() <= 12), "{parts:?}");
         assert_eq!(parts[0], "a".repeat(10));
-        assert_eq!(parts.concat(), format!("{}{}", "a".repeat(10), "b".repeat(25)));
+        assert_eq!(
+            parts.concat(),
+            format!("{}{}", "a".repeat(10), "b".repeat(25))
+        );
     }
 
     #[test]

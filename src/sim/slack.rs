@@ -364,9 +364,17 @@ pub fn sign(signing_secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// What to answer.
 enum Reply {
-    Json { status: StatusCode, body: Value },
-    RateLimited { retry_after_secs: u64 },
-    Plain { status: StatusCode, text: &'static str },
+    Json {
+        status: StatusCode,
+        body: Value,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    Plain {
+        status: StatusCode,
+        text: &'static str,
+    },
 }
 
 impl Reply {
@@ -402,7 +410,9 @@ impl Reply {
         match self {
             Reply::Json { body, .. } => (
                 body.get("ok").and_then(Value::as_bool).unwrap_or(false),
-                body.get("error").and_then(Value::as_str).map(str::to_string),
+                body.get("error")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             ),
             Reply::RateLimited { .. } => (false, Some("ratelimited".to_string())),
             Reply::Plain { .. } => (false, None),
@@ -448,12 +458,7 @@ async fn handle(
 }
 
 /// Handle one call under the state lock; returns the reply and lines for the demo printer.
-fn process(
-    inner: &Inner,
-    method: &str,
-    headers: &HeaderMap,
-    raw: &[u8],
-) -> (Reply, Vec<String>) {
+fn process(inner: &Inner, method: &str, headers: &HeaderMap, raw: &[u8]) -> (Reply, Vec<String>) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -625,11 +630,7 @@ fn read_content(body: &Map<String, Value>) -> Result<Content, Reply> {
     Ok(Content { text, blocks })
 }
 
-fn post_message(
-    st: &mut SimState,
-    body: &Map<String, Value>,
-    printed: &mut Vec<String>,
-) -> Reply {
+fn post_message(st: &mut SimState, body: &Map<String, Value>, printed: &mut Vec<String>) -> Reply {
     let channel = str_field(body, "channel").unwrap_or("").trim().to_string();
     let (key, answer_channel) = match st.resolve(&channel) {
         Ok(r) => r,
@@ -764,7 +765,9 @@ fn conversations_open(st: &mut SimState, body: &Map<String, Value>) -> Reply {
     if let Some(channel) = str_field(body, "channel").filter(|c| !c.trim().is_empty()) {
         let channel = channel.trim();
         return if st.user_of_dm(channel).is_some() {
-            Reply::ok(json!({"ok": true, "no_op": true, "already_open": true, "channel": {"id": channel}}))
+            Reply::ok(
+                json!({"ok": true, "no_op": true, "already_open": true, "channel": {"id": channel}}),
+            )
         } else {
             Reply::err("channel_not_found")
         };
@@ -818,17 +821,38 @@ fn render_for_person(msg: &SlackMessage, what: &str) -> String {
     } else {
         format!("#{}", msg.channel)
     };
-    let text = if msg.text.trim().is_empty() {
+    let mut text = if msg.text.trim().is_empty() {
         blocks_text(&msg.blocks)
     } else {
         msg.text.clone()
     };
+    // The fallback text has no buttons; show them as a person would see them on the card.
+    let buttons = button_labels(&msg.blocks);
+    if !buttons.is_empty() && !msg.text.trim().is_empty() {
+        text.push('\n');
+        text.push_str(&buttons.join(" "));
+    }
     let body: String = text
         .lines()
         .map(|l| format!("│ {l}"))
         .collect::<Vec<_>>()
         .join("\n");
     format!("┌ [slack] {place} · {what} ({})\n{body}", msg.ts)
+}
+
+/// Buttons of a Block Kit array as `[label]`.
+fn button_labels(blocks: &Value) -> Vec<String> {
+    blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("actions"))
+        .filter_map(|b| b.get("elements").and_then(Value::as_array))
+        .flatten()
+        .filter(|e| e.get("type").and_then(Value::as_str) == Some("button"))
+        .filter_map(|e| e.pointer("/text/text").and_then(Value::as_str))
+        .map(|t| format!("[{t}]"))
+        .collect()
 }
 
 /// Visible text of a Block Kit array, one line per text element.
@@ -838,12 +862,22 @@ fn blocks_text(blocks: &Value) -> String {
         if let Some(t) = b.pointer("/text/text").and_then(Value::as_str) {
             out.push(t.to_string());
         }
-        for f in b.get("fields").and_then(Value::as_array).into_iter().flatten() {
+        for f in b
+            .get("fields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(t) = f.get("text").and_then(Value::as_str) {
                 out.push(t.replace('\n', ": "));
             }
         }
-        for e in b.get("elements").and_then(Value::as_array).into_iter().flatten() {
+        for e in b
+            .get("elements")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(t) = e.pointer("/text/text").and_then(Value::as_str) {
                 out.push(format!("[{t}]"));
             } else if let Some(t) = e.get("text").and_then(Value::as_str) {
@@ -913,9 +947,9 @@ fn validate_blocks(blocks: &[Value]) -> Vec<String> {
                                 );
                             }
                         }
-                        None => errors.push(format!(
-                            "must provide an array [json-pointer:{at}/fields]"
-                        )),
+                        None => {
+                            errors.push(format!("must provide an array [json-pointer:{at}/fields]"))
+                        }
                     }
                 }
             }
@@ -997,7 +1031,13 @@ fn check_actions(b: &Value, at: &str, errors: &mut Vec<String>) {
             let cat = format!("{eat}/confirm");
             check_text(c.get("title"), &format!("{cat}/title"), 100, true, errors);
             check_text(c.get("text"), &format!("{cat}/text"), 300, false, errors);
-            check_text(c.get("confirm"), &format!("{cat}/confirm"), 30, true, errors);
+            check_text(
+                c.get("confirm"),
+                &format!("{cat}/confirm"),
+                30,
+                true,
+                errors,
+            );
             check_text(c.get("deny"), &format!("{cat}/deny"), 30, true, errors);
         }
     }
@@ -1028,7 +1068,7 @@ fn check_text(
         }
     }
     match obj.get("text").and_then(Value::as_str) {
-        Some(t) if t.is_empty() => errors.push(format!(
+        Some("") => errors.push(format!(
             "must be more than 0 characters [json-pointer:{at}/text]"
         )),
         Some(t) if t.chars().count() > max => errors.push(format!(
@@ -1036,6 +1076,8 @@ fn check_text(
             max + 1
         )),
         Some(_) => {}
-        None => errors.push(format!("missing required field: text [json-pointer:{at}/text]")),
+        None => errors.push(format!(
+            "missing required field: text [json-pointer:{at}/text]"
+        )),
     }
 }
