@@ -1,1 +1,228 @@
-//! Emulator placeholder.
+//! Fake Microsoft Entra ID token endpoint (client-credentials grant), plus an
+//! [`azure_core::http::HttpClient`] that redirects a real azure_identity credential to it.
+//!
+//! azure_identity insists on an https authority host, so tests build a real
+//! `ClientSecretCredential` with authority `https://login.test/` and
+//! `ClientOptions { transport: Some(redirecting_transport(&entra.base_url)), .. }`: every request
+//! keeps its path and body but goes to the plain-http emulator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport};
+use serde_json::json;
+
+/// The running token endpoint. The server stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct EntraSim {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    state: Arc<Mutex<EntraState>>,
+    _server: Arc<ServerTask>,
+}
+
+struct ServerTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct EntraState {
+    tenant: String,
+    client_id: String,
+    client_secret: String,
+    expires_in: u64,
+    requests: usize,
+    issued: Vec<String>,
+    scopes: Vec<String>,
+}
+
+fn lock(state: &Mutex<EntraState>) -> MutexGuard<'_, EntraState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EntraSim {
+    /// Start on 127.0.0.1 with an ephemeral port, accepting exactly these credentials and issuing
+    /// tokens `entra-token-1`, `entra-token-2`, … valid for `expires_in_secs`.
+    pub async fn start(
+        tenant: &str,
+        client_id: &str,
+        client_secret: &str,
+        expires_in_secs: u64,
+    ) -> anyhow::Result<EntraSim> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(Mutex::new(EntraState {
+            tenant: tenant.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            expires_in: expires_in_secs,
+            requests: 0,
+            issued: Vec::new(),
+            scopes: Vec::new(),
+        }));
+        let app = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(target: "sim::entra", error = %e, "Entra emulator stopped");
+            }
+        });
+        Ok(EntraSim {
+            base_url,
+            state,
+            _server: Arc::new(ServerTask(server)),
+        })
+    }
+
+    /// Tokens issued so far, oldest first.
+    pub fn issued(&self) -> Vec<String> {
+        lock(&self.state).issued.clone()
+    }
+
+    /// Token requests received (successful or not).
+    pub fn requests(&self) -> usize {
+        lock(&self.state).requests
+    }
+
+    /// The `scope` of every token request, in order.
+    pub fn scopes(&self) -> Vec<String> {
+        lock(&self.state).scopes.clone()
+    }
+}
+
+fn entra_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    (
+        status,
+        Json(json!({
+            "error": error,
+            "error_description": format!("AADSTS{code}: {description}"),
+            "error_codes": [code],
+            "timestamp": chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string(),
+            "trace_id": "00000000-0000-0000-0000-000000000000",
+            "correlation_id": "00000000-0000-0000-0000-000000000000",
+        })),
+    )
+        .into_response()
+}
+
+async fn token(
+    State(state): State<Arc<Mutex<EntraState>>>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut st = lock(&state);
+    st.requests += 1;
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    if let Some(scope) = form.get("scope") {
+        st.scopes.push(scope.clone());
+    }
+    if !tenant.eq_ignore_ascii_case(&st.tenant) {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
+    }
+    if field("grant_type") != "client_credentials" {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
+    }
+    let scope = field("scope");
+    if scope.is_empty() {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
+        );
+    }
+    if !scope.ends_with("/.default") {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have a \
+             scope value with /.default suffixed to the resource identifier.",
+        );
+    }
+    if field("client_id") != st.client_id {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            "Application was not found in the directory.",
+        );
+    }
+    if field("client_secret") != st.client_secret {
+        return entra_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the \
+             client secret value, not the client secret ID.",
+        );
+    }
+    let token = format!("entra-token-{}", st.issued.len() + 1);
+    st.issued.push(token.clone());
+    (
+        StatusCode::OK,
+        Json(json!({
+            "token_type": "Bearer",
+            "expires_in": st.expires_in,
+            "ext_expires_in": st.expires_in,
+            "access_token": token,
+        })),
+    )
+        .into_response()
+}
+
+/// An HTTP client that sends every request to `to` (scheme, host and port replaced; path, query,
+/// headers and body kept).
+#[derive(Debug)]
+struct RedirectingClient {
+    to: String,
+    http: reqwest::Client,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for RedirectingClient {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let fail = |what: String| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Other, what)
+        };
+        let base = url::Url::parse(&self.to)
+            .map_err(|e| fail(format!("redirect target {:?} is not a URL: {e}", self.to)))?;
+        let mut req = request.clone();
+        let url = req.url_mut();
+        url.set_scheme(base.scheme())
+            .map_err(|()| fail(format!("cannot switch scheme to {}", base.scheme())))?;
+        url.set_host(base.host_str())
+            .map_err(|e| fail(format!("cannot set host: {e}")))?;
+        url.set_port(base.port())
+            .map_err(|()| fail("cannot set port".to_string()))?;
+        self.http.execute_request(&req).await
+    }
+}
+
+/// A transport that redirects an azure_core pipeline (e.g. a `ClientSecretCredential` with an
+/// https authority) to the plain-http base URL `to`, such as [`EntraSim::base_url`].
+pub fn redirecting_transport(to: &str) -> Transport {
+    Transport::new(Arc::new(RedirectingClient {
+        to: to.to_string(),
+        http: reqwest::Client::new(),
+    }))
+}

@@ -1,0 +1,621 @@
+//! Thin ARM REST client: bearer auth, retries within a budget, long-running operations.
+//!
+//! Retry policy (PROTOCOLS.md, "Errors"): 408, 429, 409 `AnotherOperationInProgress`, 5xx,
+//! timeouts and connection errors are retried, honouring `Retry-After` (else exponential backoff
+//! with jitter, 200 ms base, 10 s cap) until `retry_budget` is spent; then the call fails with the
+//! retryable [`AzureError::Transient`]. A 401 gets one retry with a token from a freshly built
+//! credential. 403 and other 4xx are returned at once.
+//!
+//! Writes are followed to their end: `Azure-AsyncOperation` is polled (always HTTP 200 with
+//! `InProgress|Succeeded|Failed|Canceled`); without it, a DELETE's `Location` is polled, and a PUT
+//! is confirmed by reading the rule until `provisioningState` is `Succeeded`. An operation that
+//! ends `Failed` with a retryable code (another operation in progress, internal error) is
+//! re-issued — PUT and DELETE of a rule are idempotent.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::model::{AsyncOperationResult, CloudError, CloudErrorBody, SecurityRule};
+use super::token::TokenSource;
+use super::{AzureError, AzureSettings};
+
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Poll interval when ARM sends no `Retry-After`.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Floor for `Retry-After: 0` on polls, so a fast service is not hammered.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Ceiling for any single wait, whatever `Retry-After` says.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Error codes that mean "the NSG is busy with another write; try again".
+const BUSY_CODES: &[&str] = &[
+    "AnotherOperationInProgress",
+    "RetryableError",
+    "RetryableErrorDueToAnotherOperation",
+];
+/// Codes of a failed asynchronous operation that are worth re-issuing the write for.
+const RETRYABLE_OPERATION_CODES: &[&str] = &[
+    "AnotherOperationInProgress",
+    "RetryableError",
+    "RetryableErrorDueToAnotherOperation",
+    "InternalServerError",
+    "ServerTimeout",
+    "OperationPreempted",
+    "Canceled",
+];
+
+/// The one reqwest client for ARM (and for the credentials' own HTTP calls).
+pub(crate) fn build_http_client(request_timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(request_timeout)
+        .connect_timeout(request_timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("jitbot/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// A completed ARM response (2xx or 404; everything else became an error or a retry).
+#[derive(Debug)]
+pub(crate) struct ArmResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl ArmResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Parse the body as JSON, mapping failure to a retryable error (a truncated body).
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, AzureError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            AzureError::Transient(format!("ARM answered {what} with an unreadable body: {e}"))
+        })
+    }
+
+    /// The ARM error code of a 404 body (`ResourceNotFound`, `NotFound`, ...).
+    pub(crate) fn error_code(&self) -> String {
+        serde_json::from_slice::<CloudError>(&self.body)
+            .map(|e| e.error.code)
+            .unwrap_or_default()
+    }
+}
+
+/// What one HTTP attempt came to.
+enum Attempt {
+    Done(ArmResponse),
+    Fail(AzureError),
+    Unauthorized(String),
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+}
+
+/// Outcome of following a write to its end.
+enum WaitError {
+    /// The operation failed in a way that re-issuing the write may fix.
+    Reissue(String),
+    Fatal(AzureError),
+}
+
+/// The kind of rule write being followed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum WriteKind {
+    Put,
+    Delete,
+}
+
+/// ARM REST client.
+pub(crate) struct ArmClient {
+    http: reqwest::Client,
+    endpoint: url::Url,
+    api_version: String,
+    tokens: TokenSource,
+    retry_budget: Duration,
+    operation_timeout: Duration,
+}
+
+impl ArmClient {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        endpoint: url::Url,
+        settings: &AzureSettings,
+        tokens: TokenSource,
+    ) -> Self {
+        ArmClient {
+            http,
+            endpoint,
+            api_version: settings.api_version.clone(),
+            tokens,
+            retry_budget: settings.retry_budget,
+            operation_timeout: settings.operation_timeout,
+        }
+    }
+
+    /// `{arm_endpoint}{resource_path}?api-version=…`.
+    pub(crate) fn url(&self, resource_path: &str) -> Result<url::Url, AzureError> {
+        let raw = format!(
+            "{}{}",
+            self.endpoint.as_str().trim_end_matches('/'),
+            resource_path
+        );
+        let mut url = url::Url::parse(&raw).map_err(|e| AzureError::Invalid {
+            code: "InvalidResourceId".into(),
+            message: format!("cannot build an ARM URL from {resource_path:?}: {e}"),
+        })?;
+        url.query_pairs_mut()
+            .append_pair("api-version", &self.api_version);
+        Ok(url)
+    }
+
+    /// Refuse to send the bearer token anywhere but the configured ARM endpoint (nextLink and
+    /// polling URLs come from response bodies and headers).
+    pub(crate) fn check_same_origin(&self, url: &url::Url) -> Result<(), AzureError> {
+        if url.origin() == self.endpoint.origin() {
+            Ok(())
+        } else {
+            Err(AzureError::Invalid {
+                code: "UnexpectedUrl".into(),
+                message: format!(
+                    "ARM pointed jitbot at {} which is not the configured ARM endpoint {}; \
+                     refusing to send the token there",
+                    url.origin().ascii_serialization(),
+                    self.endpoint.origin().ascii_serialization()
+                ),
+            })
+        }
+    }
+
+    /// Send one request, retrying transient failures within the retry budget.
+    /// Returns 2xx and 404 responses; every other status becomes an error.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &url::Url,
+        body: Option<&SecurityRule>,
+    ) -> Result<ArmResponse, AzureError> {
+        let deadline = Instant::now() + self.retry_budget;
+        let mut attempts: u32 = 0;
+        let mut refreshed = false;
+        loop {
+            attempts += 1;
+            let bearer = self.tokens.token().await?;
+            let client_request_id = random_request_id();
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(&bearer.token)
+                .header("x-ms-client-request-id", &client_request_id)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let attempt = match req.send().await {
+                Err(e) => Attempt::Retry {
+                    reason: describe_reqwest_error(&e),
+                    after: None,
+                },
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Err(e) => Attempt::Retry {
+                            reason: describe_reqwest_error(&e),
+                            after: None,
+                        },
+                        Ok(body) => {
+                            let arm_request_id = headers
+                                .get("x-ms-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            debug!(
+                                %method,
+                                path = url.path(),
+                                status = status.as_u16(),
+                                request_id = %client_request_id,
+                                arm_request_id,
+                                "ARM call"
+                            );
+                            classify(
+                                &method,
+                                url,
+                                ArmResponse {
+                                    status,
+                                    headers,
+                                    body,
+                                },
+                            )
+                        }
+                    }
+                }
+            };
+            match attempt {
+                Attempt::Done(resp) => return Ok(resp),
+                Attempt::Fail(err) => return Err(err),
+                Attempt::Unauthorized(reason) => {
+                    if refreshed {
+                        return Err(AzureError::Auth(format!(
+                            "ARM rejected a freshly obtained token too ({reason}); check that \
+                             the credential belongs to the tenant of the subscription"
+                        )));
+                    }
+                    refreshed = true;
+                    warn!(%method, path = url.path(), request_id = %client_request_id, %reason,
+                        "ARM rejected the access token; getting a new one and retrying once");
+                    self.tokens.invalidate(bearer.generation)?;
+                }
+                Attempt::Retry { reason, after } => {
+                    let wait = after.unwrap_or_else(|| backoff(attempts));
+                    if Instant::now() + wait > deadline {
+                        return Err(AzureError::Transient(format!(
+                            "{method} {}: {reason}; gave up after {attempts} attempt(s) within \
+                             the {} retry budget",
+                            url.path(),
+                            humantime::format_duration(self.retry_budget)
+                        )));
+                    }
+                    warn!(%method, path = url.path(), request_id = %client_request_id, %reason,
+                        wait_ms = wait.as_millis() as u64, attempt = attempts,
+                        "transient ARM failure; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// PUT or DELETE a rule and follow the operation to its end. Re-issues the write when the
+    /// operation fails with a retryable code, within the retry budget.
+    pub(crate) async fn write_and_wait(
+        &self,
+        kind: WriteKind,
+        rule_url: &url::Url,
+        body: Option<&SecurityRule>,
+    ) -> Result<(), AzureError> {
+        let deadline = Instant::now() + self.retry_budget;
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let method = match kind {
+                WriteKind::Put => Method::PUT,
+                WriteKind::Delete => Method::DELETE,
+            };
+            let resp = self.send(method, rule_url, body).await?;
+            match self.wait(kind, rule_url, resp).await {
+                Ok(()) => return Ok(()),
+                Err(WaitError::Fatal(e)) => return Err(e),
+                Err(WaitError::Reissue(reason)) => {
+                    let wait = backoff(attempts);
+                    if Instant::now() + wait > deadline {
+                        return Err(AzureError::Transient(format!(
+                            "{kind:?} {}: {reason}; gave up after {attempts} attempt(s) within \
+                             the {} retry budget",
+                            rule_url.path(),
+                            humantime::format_duration(self.retry_budget)
+                        )));
+                    }
+                    warn!(?kind, path = rule_url.path(), %reason, attempt = attempts,
+                        "ARM operation failed with a retryable error; issuing the write again");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Follow the operation started by `resp`.
+    async fn wait(
+        &self,
+        kind: WriteKind,
+        rule_url: &url::Url,
+        resp: ArmResponse,
+    ) -> Result<(), WaitError> {
+        let status = resp.status;
+        if kind == WriteKind::Delete
+            && (status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND)
+        {
+            return Ok(());
+        }
+        if status == StatusCode::NOT_FOUND {
+            // PUT of a rule into an NSG that does not exist.
+            return Err(WaitError::Fatal(AzureError::NsgNotFound(format!(
+                "{} ({})",
+                rule_url.path(),
+                resp.error_code()
+            ))));
+        }
+        let deadline = Instant::now() + self.operation_timeout;
+        let mut interval = poll_interval(&resp);
+        if let Some(op) = resp.header("azure-asyncoperation") {
+            let op_url = parse_url(op).map_err(WaitError::Fatal)?;
+            self.check_same_origin(&op_url).map_err(WaitError::Fatal)?;
+            return self.poll_async_operation(&op_url, interval, deadline).await;
+        }
+        match kind {
+            WriteKind::Delete => {
+                if status == StatusCode::OK {
+                    return Ok(());
+                }
+                if let Some(loc) = resp.header("location") {
+                    let loc_url = parse_url(loc).map_err(WaitError::Fatal)?;
+                    self.check_same_origin(&loc_url).map_err(WaitError::Fatal)?;
+                    return self.poll_location(&loc_url, interval, deadline).await;
+                }
+                // 202 with no way to follow it: read the rule until it is gone.
+                loop {
+                    self.sleep_until_next_poll(interval, deadline, rule_url)
+                        .await?;
+                    let r = self
+                        .send(Method::GET, rule_url, None)
+                        .await
+                        .map_err(WaitError::Fatal)?;
+                    if r.status == StatusCode::NOT_FOUND {
+                        return Ok(());
+                    }
+                    interval = poll_interval(&r);
+                }
+            }
+            WriteKind::Put => {
+                // No async header: confirm by reading the rule.
+                let mut current = resp;
+                loop {
+                    if current.status == StatusCode::NOT_FOUND {
+                        return Err(WaitError::Reissue(
+                            "the rule vanished while it was being created".into(),
+                        ));
+                    }
+                    let rule: SecurityRule = current.json("the rule").map_err(WaitError::Fatal)?;
+                    match rule.properties.provisioning_state.as_deref() {
+                        None | Some("Succeeded") => return Ok(()),
+                        Some("Failed") => {
+                            return Err(WaitError::Reissue(
+                                "the rule's provisioningState is Failed".into(),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    self.sleep_until_next_poll(interval, deadline, rule_url)
+                        .await?;
+                    current = self
+                        .send(Method::GET, rule_url, None)
+                        .await
+                        .map_err(WaitError::Fatal)?;
+                    interval = poll_interval(&current);
+                }
+            }
+        }
+    }
+
+    async fn sleep_until_next_poll(
+        &self,
+        interval: Duration,
+        deadline: Instant,
+        what: &url::Url,
+    ) -> Result<(), WaitError> {
+        if Instant::now() + interval > deadline {
+            return Err(WaitError::Fatal(AzureError::Transient(format!(
+                "the operation on {} did not finish within {}; it may still complete — the job \
+                 will check again",
+                what.path(),
+                humantime::format_duration(self.operation_timeout)
+            ))));
+        }
+        tokio::time::sleep(interval).await;
+        Ok(())
+    }
+
+    async fn poll_async_operation(
+        &self,
+        op_url: &url::Url,
+        mut interval: Duration,
+        deadline: Instant,
+    ) -> Result<(), WaitError> {
+        loop {
+            self.sleep_until_next_poll(interval, deadline, op_url)
+                .await?;
+            let r = self
+                .send(Method::GET, op_url, None)
+                .await
+                .map_err(WaitError::Fatal)?;
+            if r.status == StatusCode::NOT_FOUND {
+                return Err(WaitError::Reissue(
+                    "ARM no longer knows the asynchronous operation".into(),
+                ));
+            }
+            let op: AsyncOperationResult =
+                r.json("the operation status").map_err(WaitError::Fatal)?;
+            interval = poll_interval(&r);
+            match op.status.as_str() {
+                "Succeeded" => return Ok(()),
+                "Failed" | "Canceled" => {
+                    let err = op.error.unwrap_or_else(|| CloudErrorBody {
+                        code: op.status.clone(),
+                        message: format!("the operation ended {}", op.status),
+                        ..CloudErrorBody::default()
+                    });
+                    return Err(operation_failure(&op.status, err));
+                }
+                _ => {} // InProgress (or a status this version does not know): keep polling.
+            }
+        }
+    }
+
+    async fn poll_location(
+        &self,
+        loc_url: &url::Url,
+        mut interval: Duration,
+        deadline: Instant,
+    ) -> Result<(), WaitError> {
+        loop {
+            self.sleep_until_next_poll(interval, deadline, loc_url)
+                .await?;
+            let r = self
+                .send(Method::GET, loc_url, None)
+                .await
+                .map_err(WaitError::Fatal)?;
+            if r.status == StatusCode::ACCEPTED {
+                interval = poll_interval(&r);
+                continue;
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Map a Failed/Canceled operation to a re-issue or a final error.
+fn operation_failure(status: &str, err: CloudErrorBody) -> WaitError {
+    let retryable = std::iter::once(&err)
+        .chain(err.details.iter())
+        .any(|e| RETRYABLE_OPERATION_CODES.contains(&e.code.as_str()));
+    if retryable || (status == "Canceled" && err.code == "Canceled") {
+        WaitError::Reissue(format!(
+            "operation ended {status}: {}: {}",
+            err.code, err.message
+        ))
+    } else {
+        WaitError::Fatal(AzureError::OperationFailed {
+            code: err.code,
+            message: err.message,
+        })
+    }
+}
+
+/// Sort a response into done / retry / fail.
+fn classify(method: &Method, url: &url::Url, resp: ArmResponse) -> Attempt {
+    let status = resp.status;
+    if status.is_success() || status == StatusCode::NOT_FOUND {
+        return Attempt::Done(resp);
+    }
+    let err = parse_error(&resp);
+    let what = format!("{method} {} -> {}", url.path(), status.as_u16());
+    let retry_after = retry_after(&resp.headers);
+    match status.as_u16() {
+        401 => Attempt::Unauthorized(format!("{}: {}", err.code, err.message)),
+        403 => Attempt::Fail(AzureError::Forbidden(format!(
+            "{what}: {}: {} — grant the bot's identity a role with \
+             Microsoft.Network/networkSecurityGroups/read, \
+             Microsoft.Network/networkSecurityGroups/securityRules/read|write|delete and \
+             Microsoft.Network/locations/operations/read on this NSG",
+            err.code, err.message
+        ))),
+        408 | 429 => Attempt::Retry {
+            reason: format!("{what} {}: {}", err.code, err.message),
+            after: retry_after,
+        },
+        409 if is_busy(&err) => Attempt::Retry {
+            reason: format!("{what} {}: {}", err.code, err.message),
+            after: retry_after,
+        },
+        500..=599 => Attempt::Retry {
+            reason: format!("{what} {}: {}", err.code, err.message),
+            after: retry_after,
+        },
+        _ => Attempt::Fail(AzureError::Invalid {
+            code: if err.code.is_empty() {
+                format!("Http{}", status.as_u16())
+            } else {
+                err.code
+            },
+            message: format!("{what}: {}", err.message),
+        }),
+    }
+}
+
+fn is_busy(err: &CloudErrorBody) -> bool {
+    std::iter::once(err)
+        .chain(err.details.iter())
+        .any(|e| BUSY_CODES.contains(&e.code.as_str()))
+}
+
+/// The ARM error body, with `x-ms-error-code` as fallback.
+fn parse_error(resp: &ArmResponse) -> CloudErrorBody {
+    let mut body = serde_json::from_slice::<CloudError>(&resp.body)
+        .map(|e| e.error)
+        .unwrap_or_default();
+    if body.code.is_empty()
+        && let Some(code) = resp.header("x-ms-error-code")
+    {
+        body.code = code.to_string();
+    }
+    if body.message.is_empty() {
+        body.message = String::from_utf8_lossy(&resp.body)
+            .chars()
+            .take(300)
+            .collect();
+    }
+    body
+}
+
+/// `retry-after-ms` / `x-ms-retry-after-ms` (milliseconds) or `Retry-After` (seconds).
+/// `Retry-After: 0` counts as "no hint" so the backoff applies instead of a tight loop.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let d = ["retry-after-ms", "x-ms-retry-after-ms"]
+        .iter()
+        .find_map(|h| get(h).and_then(|v| v.trim().parse::<u64>().ok()))
+        .map(Duration::from_millis)
+        .or_else(|| {
+            get("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+        })?;
+    if d.is_zero() {
+        None
+    } else {
+        Some(d.min(MAX_POLL_INTERVAL))
+    }
+}
+
+/// How long to wait before the next poll of an operation.
+fn poll_interval(resp: &ArmResponse) -> Duration {
+    let get = |name: &str| resp.header(name).and_then(|v| v.trim().parse::<u64>().ok());
+    let d = get("retry-after-ms")
+        .map(Duration::from_millis)
+        .or_else(|| get("retry-after").map(Duration::from_secs))
+        .unwrap_or(DEFAULT_POLL_INTERVAL);
+    d.clamp(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL)
+}
+
+/// Exponential backoff with jitter: 200 ms, 400 ms, … capped at 10 s, each scaled by a random
+/// factor in [0.5, 1.0] so that replicas do not retry in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
+    let capped = exp.min(BACKOFF_CAP);
+    capped.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+fn parse_url(s: &str) -> Result<url::Url, AzureError> {
+    url::Url::parse(s).map_err(|e| AzureError::Invalid {
+        code: "InvalidPollingUrl".into(),
+        message: format!("ARM returned an unusable polling URL {s:?}: {e}"),
+    })
+}
+
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "request timed out".to_string()
+    } else if e.is_connect() {
+        format!("cannot connect to ARM: {e}")
+    } else {
+        format!("HTTP error talking to ARM: {e}")
+    }
+}
+
+/// Random id for `x-ms-client-request-id`, in GUID form.
+fn random_request_id() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]),
+        u16::from_be_bytes([b[8], b[9]]),
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
