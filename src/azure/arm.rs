@@ -370,8 +370,7 @@ impl ArmClient {
                             "the rule vanished while it was being created".into(),
                         ));
                     }
-                    let rule: SecurityRule =
-                        current.json("the rule").map_err(WaitError::Fatal)?;
+                    let rule: SecurityRule = current.json("the rule").map_err(WaitError::Fatal)?;
                     match rule.properties.provisioning_state.as_deref() {
                         None | Some("Succeeded") => return Ok(()),
                         Some("Failed") => {
@@ -429,9 +428,8 @@ impl ArmClient {
                     "ARM no longer knows the asynchronous operation".into(),
                 ));
             }
-            let op: AsyncOperationResult = r
-                .json("the operation status")
-                .map_err(WaitError::Fatal)?;
+            let op: AsyncOperationResult =
+                r.json("the operation status").map_err(WaitError::Fatal)?;
             interval = poll_interval(&r);
             match op.status.as_str() {
                 "Succeeded" => return Ok(()),
@@ -546,7 +544,10 @@ fn parse_error(resp: &ArmResponse) -> CloudErrorBody {
         body.code = code.to_string();
     }
     if body.message.is_empty() {
-        body.message = String::from_utf8_lossy(&resp.body).chars().take(300).collect();
+        body.message = String::from_utf8_lossy(&resp.body)
+            .chars()
+            .take(300)
+            .collect();
     }
     body
 }

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use reqwest::{Method, StatusCode};
 use tracing::{info, warn};
 
+use super::AzureError;
 use super::arm::{ArmClient, WriteKind};
 use super::model::{
     NetworkSecurityGroup, SecurityRule, SecurityRuleListResult, SecurityRuleProperties,
 };
-use super::AzureError;
 
 /// Lowest and highest priority ARM accepts for user rules.
 const PRIORITY_MIN: u16 = 100;

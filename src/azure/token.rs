@@ -178,7 +178,6 @@ pub(crate) fn factory_from_settings(
                         .clone()
                         .map(azure_identity::UserAssignedId::ClientId),
                     client_options: client_options(),
-                    ..Default::default()
                 }),
             )
             .context("building ManagedIdentityCredential")?,
@@ -196,15 +195,13 @@ pub(crate) fn factory_from_settings(
                 "building WorkloadIdentityCredential (needs AZURE_FEDERATED_TOKEN_FILE, and \
                  AZURE_TENANT_ID/AZURE_CLIENT_ID unless azure.tenant_id/azure.client_id are set)",
             )?,
-            CredentialKind::AzureCli => {
-                azure_identity::AzureCliCredential::new(Some(
-                    azure_identity::AzureCliCredentialOptions {
-                        tenant_id: tenant_id.clone(),
-                        ..Default::default()
-                    },
-                ))
-                .context("building AzureCliCredential")?
-            }
+            CredentialKind::AzureCli => azure_identity::AzureCliCredential::new(Some(
+                azure_identity::AzureCliCredentialOptions {
+                    tenant_id: tenant_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .context("building AzureCliCredential")?,
         };
         Ok(credential)
     });

@@ -525,12 +525,60 @@ impl Nsg {
 /// Azure's six default rules.
 fn default_rules(nsg_id: &str, etag: &str) -> Vec<Value> {
     let rows = [
-        ("AllowVnetInBound", "Allow inbound traffic from all VMs in VNET", "VirtualNetwork", "VirtualNetwork", "Allow", 65000, "Inbound"),
-        ("AllowAzureLoadBalancerInBound", "Allow inbound traffic from azure load balancer", "AzureLoadBalancer", "*", "Allow", 65001, "Inbound"),
-        ("DenyAllInBound", "Deny all inbound traffic", "*", "*", "Deny", 65500, "Inbound"),
-        ("AllowVnetOutBound", "Allow outbound traffic from all VMs to all VMs in VNET", "VirtualNetwork", "VirtualNetwork", "Allow", 65000, "Outbound"),
-        ("AllowInternetOutBound", "Allow outbound traffic from all VMs to Internet", "*", "Internet", "Allow", 65001, "Outbound"),
-        ("DenyAllOutBound", "Deny all outbound traffic", "*", "*", "Deny", 65500, "Outbound"),
+        (
+            "AllowVnetInBound",
+            "Allow inbound traffic from all VMs in VNET",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            "Allow",
+            65000,
+            "Inbound",
+        ),
+        (
+            "AllowAzureLoadBalancerInBound",
+            "Allow inbound traffic from azure load balancer",
+            "AzureLoadBalancer",
+            "*",
+            "Allow",
+            65001,
+            "Inbound",
+        ),
+        (
+            "DenyAllInBound",
+            "Deny all inbound traffic",
+            "*",
+            "*",
+            "Deny",
+            65500,
+            "Inbound",
+        ),
+        (
+            "AllowVnetOutBound",
+            "Allow outbound traffic from all VMs to all VMs in VNET",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            "Allow",
+            65000,
+            "Outbound",
+        ),
+        (
+            "AllowInternetOutBound",
+            "Allow outbound traffic from all VMs to Internet",
+            "*",
+            "Internet",
+            "Allow",
+            65001,
+            "Outbound",
+        ),
+        (
+            "DenyAllOutBound",
+            "Deny all outbound traffic",
+            "*",
+            "*",
+            "Deny",
+            65500,
+            "Outbound",
+        ),
     ];
     rows.iter()
         .map(|(name, desc, src, dst, access, prio, dir)| {
@@ -648,7 +696,9 @@ impl Reply {
         Reply {
             status,
             headers: vec![("x-ms-error-code", code.to_string())],
-            body: Some(json!({"error": {"code": code, "message": message.into(), "details": details}})),
+            body: Some(
+                json!({"error": {"code": code, "message": message.into(), "details": details}}),
+            ),
             error_code: Some(code.to_string()),
         }
     }
@@ -674,7 +724,7 @@ impl IntoResponse for Reply {
             ("x-ms-correlation-request-id", id),
         ]
         .into_iter()
-        .chain(self.headers.into_iter().map(|(n, v)| (n, v)))
+        .chain(self.headers)
         {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(HeaderName::from_static(name), v);
@@ -873,11 +923,10 @@ impl SimState {
         if self.expired.contains(token) {
             return expired_token_reply();
         }
-        let params: HashMap<String, String> = url::form_urlencoded::parse(
-            query.unwrap_or_default().as_bytes(),
-        )
-        .into_owned()
-        .collect();
+        let params: HashMap<String, String> =
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
         let Some(api_version) = params.get("api-version").cloned() else {
             return Reply::bad_request(
                 "MissingApiVersionParameter",
@@ -1053,7 +1102,10 @@ impl SimState {
                 op.id.clone(),
                 op.rule.clone(),
                 op.sub.clone(),
-                self.nsgs.get(key).map(|n| n.location.clone()).unwrap_or_default(),
+                self.nsgs
+                    .get(key)
+                    .map(|n| n.location.clone())
+                    .unwrap_or_default(),
             ),
             None => Default::default(),
         };
@@ -1090,6 +1142,7 @@ impl SimState {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_op(
         &mut self,
         method: &Method,
@@ -1119,7 +1172,13 @@ impl SimState {
         id
     }
 
-    fn op_urls(&self, p: &NsgPath, location: &str, id: &str, api_version: &str) -> (String, String) {
+    fn op_urls(
+        &self,
+        p: &NsgPath,
+        location: &str,
+        id: &str,
+        api_version: &str,
+    ) -> (String, String) {
         let base = format!(
             "{}/subscriptions/{}/providers/Microsoft.Network/locations/{location}",
             self.base_url, p.sub
@@ -1130,7 +1189,6 @@ impl SimState {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn put_rule(
         &mut self,
         method: &Method,
@@ -1171,13 +1229,18 @@ impl SimState {
         if existing.is_none() && nsg.rules.len() >= MAX_RULES {
             return Reply::bad_request(
                 "SecurityRulesPerNetworkSecurityGroupLimitReached",
-                format!("Network security group {} cannot have more than {MAX_RULES} security rules.", nsg.id),
+                format!(
+                    "Network security group {} cannot have more than {MAX_RULES} security rules.",
+                    nsg.id
+                ),
             );
         }
         if let Some(other) = nsg.rules.iter().find(|r| {
             !r.name.eq_ignore_ascii_case(name)
                 && r.properties.priority == props.priority
-                && r.properties.direction.eq_ignore_ascii_case(&props.direction)
+                && r.properties
+                    .direction
+                    .eq_ignore_ascii_case(&props.direction)
         }) {
             return Reply::bad_request(
                 "SecurityRuleConflict",
@@ -1373,7 +1436,10 @@ impl SimState {
 
 fn print_put(nsg: &str, rule: &SecurityRule, created: bool) {
     let p = &rule.properties;
-    let verb = match (created, p.access.eq_ignore_ascii_case("Allow") && p.is_inbound()) {
+    let verb = match (
+        created,
+        p.access.eq_ignore_ascii_case("Allow") && p.is_inbound(),
+    ) {
         (true, true) => "opened",
         (true, false) => "added",
         (false, _) => "updated",
@@ -1475,10 +1541,7 @@ fn rule_not_found(p: &NsgPath, name: &str) -> Reply {
     Reply::error(
         StatusCode::NOT_FOUND,
         "NotFound",
-        format!(
-            "Resource {}/securityRules/{name} not found.",
-            p.id()
-        ),
+        format!("Resource {}/securityRules/{name} not found.", p.id()),
     )
 }
 
@@ -1522,10 +1585,7 @@ fn validate_rule_name(name: &str) -> Result<(), Reply> {
     }
 }
 
-fn get_str(
-    props: &serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<String>, Reply> {
+fn get_str(props: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, Reply> {
     match props.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -1536,10 +1596,7 @@ fn get_str(
     }
 }
 
-fn get_list(
-    props: &serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Vec<String>, Reply> {
+fn get_list(props: &serde_json::Map<String, Value>, key: &str) -> Result<Vec<String>, Reply> {
     match props.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -1594,7 +1651,12 @@ fn validate_properties(rule_id: &str, body: &Value) -> Result<SecurityRuleProper
             "Cannot parse the request. 'properties' is missing or is not an object.",
         ));
     };
-    one_of(rule_id, props, "protocol", &["Tcp", "Udp", "Icmp", "Esp", "Ah", "*"])?;
+    one_of(
+        rule_id,
+        props,
+        "protocol",
+        &["Tcp", "Udp", "Icmp", "Esp", "Ah", "*"],
+    )?;
     one_of(rule_id, props, "access", &["Allow", "Deny"])?;
     one_of(rule_id, props, "direction", &["Inbound", "Outbound"])?;
     match props.get("priority") {
@@ -1730,19 +1792,26 @@ fn validate_prefixes(
     if given > 1 {
         return Err(Reply::bad_request(
             "SecurityRuleInvalidAddressPrefix",
-            format!("Security rule {rule_id} can specify only one of {one_key}, {many_key} and {asg_key}."),
+            format!(
+                "Security rule {rule_id} can specify only one of {one_key}, {many_key} and {asg_key}."
+            ),
         ));
     }
     if let Some(v) = one
         && !(v == "*" || is_service_tag(&v) || is_ip_or_cidr(&v))
     {
-        return Err(bad(&v, "Value should be an IP address, a CIDR, '*' or a service tag."));
+        return Err(bad(
+            &v,
+            "Value should be an IP address, a CIDR, '*' or a service tag.",
+        ));
     }
     for v in &many {
         if !is_ip_or_cidr(v) {
             return Err(bad(
                 v,
-                &format!("{many_key} accepts IP addresses and CIDRs only; '*' and service tags go in {one_key}."),
+                &format!(
+                    "{many_key} accepts IP addresses and CIDRs only; '*' and service tags go in {one_key}."
+                ),
             ));
         }
     }
@@ -1757,7 +1826,8 @@ fn is_ip_or_cidr(v: &str) -> bool {
 fn is_service_tag(v: &str) -> bool {
     let mut parts = v.split('.');
     let first_ok = parts.next().is_some_and(|p| {
-        p.starts_with(|c: char| c.is_ascii_alphabetic()) && p.chars().all(|c| c.is_ascii_alphanumeric())
+        p.starts_with(|c: char| c.is_ascii_alphabetic())
+            && p.chars().all(|c| c.is_ascii_alphanumeric())
     });
     first_ok
         && parts.all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
