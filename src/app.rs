@@ -1,8 +1,8 @@
 //! Wiring: build every part from [`Settings`], start the HTTP server and the worker, stop them.
 
 use crate::azure::{self, Azure, AzureOverrides};
-use crate::chat::{ChatApi, Platform};
 use crate::chat::slack::SlackApi;
+use crate::chat::{ChatApi, Platform};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
 use crate::outbox::Destinations;
@@ -41,10 +41,17 @@ impl Application {
     pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database_url)
             .await
-            .with_context(|| format!("opening the database {}", redact_url(&settings.database_url)))?;
+            .with_context(|| {
+                format!(
+                    "opening the database {}",
+                    redact_url(&settings.database_url)
+                )
+            })?;
         let azure = azure::connect(&settings.azure, overrides.azure).await?;
         if azure.simulated {
-            tracing::warn!("SIMULATED AZURE BACKEND: no real NSG is changed; every message and audit event says so");
+            tracing::warn!(
+                "SIMULATED AZURE BACKEND: no real NSG is changed; every message and audit event says so"
+            );
         }
         let policy = Arc::new(settings.policy.clone());
         let mut chats: HashMap<Platform, Arc<dyn ChatApi>> = HashMap::new();
@@ -54,9 +61,15 @@ impl Application {
             let api = SlackApi::new(&s.api_base_url, s.bot_token.expose().to_string())
                 .map_err(|e| anyhow::anyhow!("Slack client: {e}"))?;
             chats.insert(Platform::Slack, Arc::new(api));
-            out.platforms.push((Platform::Slack, s.audit_channel.clone()));
+            out.platforms
+                .push((Platform::Slack, s.audit_channel.clone()));
         }
-        let service = Service { store: store.clone(), policy: policy.clone(), out: out.clone(), simulated: azure.simulated };
+        let service = Service {
+            store: store.clone(),
+            policy: policy.clone(),
+            out: out.clone(),
+            simulated: azure.simulated,
+        };
         {
             let mut tx = store.begin().await?;
             tx.audit(
@@ -78,7 +91,13 @@ impl Application {
             out,
             settings: settings.worker.clone(),
             simulated: azure.simulated,
-            owner: format!("{}-{}", std::process::id(), crate::domain::RequestId::generate().as_str().trim_start_matches("req_")),
+            owner: format!(
+                "{}-{}",
+                std::process::id(),
+                crate::domain::RequestId::generate()
+                    .as_str()
+                    .trim_start_matches("req_")
+            ),
             heartbeat: heartbeat.clone(),
         });
         let (shutdown, rx) = watch::channel(false);
@@ -90,18 +109,33 @@ impl Application {
                 .with_context(|| format!("binding {}", settings.server.listen))?,
         };
         let addr = listener.local_addr()?;
-        let router = http::router(HttpState { service: service.clone(), slack, worker_heartbeat: heartbeat });
+        let router = http::router(HttpState {
+            service: service.clone(),
+            slack,
+            worker_heartbeat: heartbeat,
+        });
         let mut stop = rx;
         let server = tokio::spawn(async move {
             let graceful = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+            {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
         tracing::info!(%addr, "jitbot is listening");
-        Ok(Application { addr, store, service, shutdown, server, worker, _azure: azure })
+        Ok(Application {
+            addr,
+            store,
+            service,
+            shutdown,
+            server,
+            worker,
+            _azure: azure,
+        })
     }
 
     /// Graceful stop: no new requests, running jobs finish (or keep their lease), then return.
@@ -126,7 +160,9 @@ impl Application {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         let term = async {
-            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 s.recv().await;
             }
         };

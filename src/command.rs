@@ -53,12 +53,17 @@ impl Command {
         let id_arg = |what: &str| -> Result<RequestId, String> {
             match rest.first() {
                 Some(id) => RequestId::parse(id),
-                None => Err(format!("`/jit {what}` needs a request id, e.g. `/jit {what} req_7f3a9c01`")),
+                None => Err(format!(
+                    "`/jit {what}` needs a request id, e.g. `/jit {what} req_7f3a9c01`"
+                )),
             }
         };
         let no_more = |n: usize, what: &str| -> Result<(), String> {
             if rest.len() > n {
-                Err(format!("`/jit {what}` takes no more words after `{}`", rest[n - 1].max(first)))
+                Err(format!(
+                    "`/jit {what}` takes no more words after `{}`",
+                    rest[n - 1].max(first)
+                ))
             } else {
                 Ok(())
             }
@@ -98,7 +103,9 @@ impl Command {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(format!("`{target}` is not a target name; `/jit targets` lists yours"));
+            return Err(format!(
+                "`{target}` is not a target name; `/jit targets` lists yours"
+            ));
         }
         let Some(ports) = words.get(1) else {
             return Err(format!(
@@ -150,14 +157,20 @@ mod tests {
     #[test]
     fn parses_the_documented_examples() {
         let r = request("web1 22 1h");
-        assert_eq!((r.target.as_str(), r.ports.as_slice(), r.duration.as_secs()), ("web1", &[22][..], 3600));
+        assert_eq!(
+            (r.target.as_str(), r.ports.as_slice(), r.duration.as_secs()),
+            ("web1", &[22][..], 3600)
+        );
         assert_eq!(r.source, None);
         assert_eq!(r.reason, None);
 
         let r = request("web1 22,3389 90m from 203.0.113.7 deploy hotfix");
         assert_eq!(r.ports.as_slice(), &[22, 3389]);
         assert_eq!(r.duration.as_secs(), 5400);
-        assert_eq!(r.source, Some(SourceSpec::Cidr(SourceCidr::parse("203.0.113.7").unwrap())));
+        assert_eq!(
+            r.source,
+            Some(SourceSpec::Cidr(SourceCidr::parse("203.0.113.7").unwrap()))
+        );
         assert_eq!(r.reason.as_deref(), Some("deploy hotfix"));
 
         let r = request("web1 ssh 30s");
@@ -166,7 +179,10 @@ mod tests {
 
         let r = request("web1 22 PT1H because reasons");
         assert_eq!(r.reason.as_deref(), Some("because reasons"));
-        assert_eq!(request("web1 22 1h from 0.0.0.0/0").source, Some(SourceSpec::Any));
+        assert_eq!(
+            request("web1 22 1h from 0.0.0.0/0").source,
+            Some(SourceSpec::Any)
+        );
     }
 
     #[test]
@@ -176,8 +192,14 @@ mod tests {
         assert_eq!(Command::parse("targets").unwrap(), Command::Targets);
         assert_eq!(Command::parse("list").unwrap(), Command::List);
         let id = RequestId::parse("req_abc12345").unwrap();
-        assert_eq!(Command::parse("status req_abc12345").unwrap(), Command::Status(id.clone()));
-        assert_eq!(Command::parse("revoke req_abc12345").unwrap(), Command::Revoke(id.clone()));
+        assert_eq!(
+            Command::parse("status req_abc12345").unwrap(),
+            Command::Status(id.clone())
+        );
+        assert_eq!(
+            Command::parse("revoke req_abc12345").unwrap(),
+            Command::Revoke(id.clone())
+        );
         assert_eq!(
             Command::parse("extend req_abc12345 30m").unwrap(),
             Command::Extend(id, GrantDuration::from_secs(1800))
@@ -188,12 +210,40 @@ mod tests {
     fn errors_say_what_to_type() {
         assert!(Command::parse("web1").unwrap_err().contains("which port"));
         assert!(Command::parse("web1 22").unwrap_err().contains("how long"));
-        assert!(Command::parse("web1 telnet 1h").unwrap_err().contains("not a port"));
-        assert!(Command::parse("web1 22 forever").unwrap_err().contains("not a duration"));
-        assert!(Command::parse("web1 22 1h from").unwrap_err().contains("needs an address"));
-        assert!(Command::parse("web1 22 1h from nowhere").unwrap_err().contains("not an IP"));
-        assert!(Command::parse("status").unwrap_err().contains("needs a request id"));
-        assert!(Command::parse("extend req_abc12345").unwrap_err().contains("duration"));
-        assert!(Command::parse("we;b1 22 1h").unwrap_err().contains("not a target"));
+        assert!(
+            Command::parse("web1 telnet 1h")
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(
+            Command::parse("web1 22 forever")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            Command::parse("web1 22 1h from")
+                .unwrap_err()
+                .contains("needs an address")
+        );
+        assert!(
+            Command::parse("web1 22 1h from nowhere")
+                .unwrap_err()
+                .contains("not an IP")
+        );
+        assert!(
+            Command::parse("status")
+                .unwrap_err()
+                .contains("needs a request id")
+        );
+        assert!(
+            Command::parse("extend req_abc12345")
+                .unwrap_err()
+                .contains("duration")
+        );
+        assert!(
+            Command::parse("we;b1 22 1h")
+                .unwrap_err()
+                .contains("not a target")
+        );
     }
 }

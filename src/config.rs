@@ -134,10 +134,10 @@ impl std::fmt::Debug for Secret {
 
 /// Reads secret `NAME` from the environment, or from the file named by `NAME_FILE`.
 pub fn secret(name: &str) -> Result<Option<Secret>, String> {
-    if let Ok(v) = std::env::var(name) {
-        if !v.trim().is_empty() {
-            return Ok(Some(Secret(v.trim().to_string())));
-        }
+    if let Ok(v) = std::env::var(name)
+        && !v.trim().is_empty()
+    {
+        return Ok(Some(Secret(v.trim().to_string())));
     }
     let file_var = format!("{name}_FILE");
     if let Ok(path) = std::env::var(&file_var) {
@@ -183,7 +183,7 @@ impl Settings {
     /// Parses configuration text (secrets from the environment).
     pub fn parse(text: &str) -> Result<Settings, Vec<String>> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
-        Settings::resolve(file, |name| secret(name))
+        Settings::resolve(file, secret)
     }
 
     /// Resolves a parsed file; `secrets` reads a named secret (tests pass their own).
@@ -203,7 +203,9 @@ impl Settings {
             match secrets(name) {
                 Ok(Some(s)) => Some(s),
                 Ok(None) => {
-                    errors.push(format!("secret {name} is not set (set {name} or {name}_FILE)"));
+                    errors.push(format!(
+                        "secret {name} is not set (set {name} or {name}_FILE)"
+                    ));
                     None
                 }
                 Err(e) => {

@@ -64,23 +64,55 @@ pub async fn run() -> anyhow::Result<()> {
     let slack = SlackSim::start(BOT_TOKEN).await?.with_printer(true);
     let file: ConfigFile = toml::from_str(&demo_config(&slack.base_url, &db))?;
     let settings = Settings::resolve(file, |name| {
-        Ok(Some(Secret::new(if name == "SLACK_SIGNING_SECRET" { SIGNING_SECRET } else { BOT_TOKEN })))
+        Ok(Some(Secret::new(if name == "SLACK_SIGNING_SECRET" {
+            SIGNING_SECRET
+        } else {
+            BOT_TOKEN
+        })))
     })
     .map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app = Application::build(settings, Overrides { listener: Some(listener), ..Default::default() }).await?;
+    let app = Application::build(
+        settings,
+        Overrides {
+            listener: Some(listener),
+            ..Default::default()
+        },
+    )
+    .await?;
     let base = format!("http://{}", app.addr);
     let http = reqwest::Client::new();
     println!("jitbot demo — SIMULATED Azure and Slack; no real firewall or workspace is touched.");
-    println!("server on {base}, database {}", dir.join("demo.db").display());
+    println!(
+        "server on {base}, database {}",
+        dir.join("demo.db").display()
+    );
 
     banner("steve types:  /jit web1 22 5s from 203.0.113.7 deploy hotfix");
-    let body = slack_user::slash_command("U0STEVE", "steve", "C0OPS", "web1 22 5s from 203.0.113.7 deploy hotfix");
-    let resp = slack_user::send(&http, &format!("{base}/slack/commands"), SIGNING_SECRET, &body).await?;
+    let body = slack_user::slash_command(
+        "U0STEVE",
+        "steve",
+        "C0OPS",
+        "web1 22 5s from 203.0.113.7 deploy hotfix",
+    );
+    let resp = slack_user::send(
+        &http,
+        &format!("{base}/slack/commands"),
+        SIGNING_SECRET,
+        &body,
+    )
+    .await?;
     let answer: serde_json::Value = resp.json().await?;
-    println!("steve sees (only to him): {}", answer["text"].as_str().unwrap_or_default());
+    println!(
+        "steve sees (only to him): {}",
+        answer["text"].as_str().unwrap_or_default()
+    );
 
-    let card = wait(Duration::from_secs(10), || slack.messages("C0APPROVALS").into_iter().next()).await.context("the approval card never arrived")?;
+    let card = wait(Duration::from_secs(10), || {
+        slack.messages("C0APPROVALS").into_iter().next()
+    })
+    .await
+    .context("the approval card never arrived")?;
     let request_id = app
         .store
         .requests_in(&[crate::domain::Status::Pending])
@@ -90,14 +122,31 @@ pub async fn run() -> anyhow::Result<()> {
         .context("no pending request")?;
 
     banner("alice clicks Approve on the card");
-    let body = slack_user::block_action("U0ALICE", "alice", "C0APPROVALS", &card.ts, "jit_approve", &request_id);
-    let resp = slack_user::send(&http, &format!("{base}/slack/interactions"), SIGNING_SECRET, &body).await?;
+    let body = slack_user::block_action(
+        "U0ALICE",
+        "alice",
+        "C0APPROVALS",
+        &card.ts,
+        "jit_approve",
+        &request_id,
+    );
+    let resp = slack_user::send(
+        &http,
+        &format!("{base}/slack/interactions"),
+        SIGNING_SECRET,
+        &body,
+    )
+    .await?;
     println!("Slack got HTTP {} from jitbot", resp.status());
 
     banner("the worker opens the rule, waits 5 s, and closes it");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let req = app.store.request(&request_id).await?.context("the request vanished")?;
+        let req = app
+            .store
+            .request(&request_id)
+            .await?
+            .context("the request vanished")?;
         if req.status == crate::domain::Status::Revoked {
             break;
         }
@@ -110,15 +159,29 @@ pub async fn run() -> anyhow::Result<()> {
 
     banner("audit trail");
     for e in audit::events(app.store.pool(), 0, None).await? {
-        println!("#{:<3} {}  {:<18} {:<14} {:<8} {}", e.seq, crate::messages::timestamp(e.at), e.kind, e.request_id.unwrap_or_default(), e.actor.unwrap_or_default(), e.detail);
+        println!(
+            "#{:<3} {}  {:<18} {:<14} {:<8} {}",
+            e.seq,
+            crate::messages::timestamp(e.at),
+            e.kind,
+            e.request_id.unwrap_or_default(),
+            e.actor.unwrap_or_default(),
+            e.detail
+        );
     }
     let report = audit::verify(app.store.pool()).await?;
     match report.broken {
-        None => println!("audit chain verified: {} events, head {}", report.events, report.head_hash),
+        None => println!(
+            "audit chain verified: {} events, head {}",
+            report.events, report.head_hash
+        ),
         Some((seq, why)) => println!("audit chain BROKEN at {seq}: {why}"),
     }
     app.stop().await;
-    println!("\nDone in {:.1}s. Next: README.md, \"Deploying for real\".", (now_ms() - started) as f64 / 1000.0);
+    println!(
+        "\nDone in {:.1}s. Next: README.md, \"Deploying for real\".",
+        (now_ms() - started) as f64 / 1000.0
+    );
     Ok(())
 }
 

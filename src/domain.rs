@@ -33,11 +33,15 @@ impl RequestId {
         let ok = s.len() > 4
             && s.len() <= 40
             && s.starts_with("req_")
-            && s[4..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            && s[4..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if ok {
             Ok(RequestId(s.to_string()))
         } else {
-            Err(format!("`{s}` is not a request id (they look like `req_7f3a9c01`)"))
+            Err(format!(
+                "`{s}` is not a request id (they look like `req_7f3a9c01`)"
+            ))
         }
     }
 
@@ -165,7 +169,9 @@ impl GrantDuration {
             ));
         }
         if total == 0 {
-            return Err(format!("`{trimmed}` is zero: a grant must last at least 1s"));
+            return Err(format!(
+                "`{trimmed}` is zero: a grant must last at least 1s"
+            ));
         }
         Ok(GrantDuration(Duration::from_secs(total)))
     }
@@ -247,7 +253,11 @@ impl SourceCidr {
         let s = s.trim();
         let net = if s.contains('/') {
             IpNet::from_str(s)
-                .map_err(|_| format!("`{s}` is not an IP address or CIDR (e.g. 203.0.113.7 or 203.0.113.0/24)"))?
+                .map_err(|_| {
+                    format!(
+                        "`{s}` is not an IP address or CIDR (e.g. 203.0.113.7 or 203.0.113.0/24)"
+                    )
+                })?
                 .trunc()
         } else {
             let ip = IpAddr::from_str(s).map_err(|_| {
@@ -381,10 +391,17 @@ mod tests {
             ("1d", 86400),
             ("1H", 3600),
         ] {
-            assert_eq!(GrantDuration::parse(text).unwrap().as_secs(), secs, "{text}");
+            assert_eq!(
+                GrantDuration::parse(text).unwrap().as_secs(),
+                secs,
+                "{text}"
+            );
         }
         for bad in ["", "0s", "10", "1x", "h", "1h1h", "PT", "-5m"] {
-            assert!(GrantDuration::parse(bad).is_err(), "{bad} should be refused");
+            assert!(
+                GrantDuration::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
         assert_eq!(GrantDuration::from_secs(5400).to_string(), "1h30m");
         assert_eq!(GrantDuration::from_secs(90).to_string(), "1m30s");

@@ -55,7 +55,14 @@ async fn readyz(State(st): State<HttpState>) -> Response {
 }
 
 /// Records a refused HTTP call (bad signature, malformed body) and answers with `status`.
-async fn refuse_http(st: &HttpState, status: StatusCode, rule: &'static str, why: String, path: &str, headers: &HeaderMap) -> Response {
+async fn refuse_http(
+    st: &HttpState,
+    status: StatusCode,
+    rule: &'static str,
+    why: String,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
     tracing::warn!(path, rule, reason = %why, "refused a chat request");
     let agent = headers
         .get("user-agent")
@@ -67,7 +74,12 @@ async fn refuse_http(st: &HttpState, status: StatusCode, rule: &'static str, why
     let refusal = Refusal::new(rule, why);
     if let Err(e) = st
         .service
-        .refuse(None, None, &refusal, json!({ "path": path, "user_agent": agent }))
+        .refuse(
+            None,
+            None,
+            &refusal,
+            json!({ "path": path, "user_agent": agent }),
+        )
         .await
     {
         tracing::error!(error = %e, "could not audit a refused request");
@@ -92,12 +104,31 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
     let Some(cfg) = st.slack.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix()) {
-        return refuse_http(&st, StatusCode::UNAUTHORIZED, "bad_signature", e.to_string(), path, &headers).await;
+    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix())
+    {
+        return refuse_http(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+            path,
+            &headers,
+        )
+        .await;
     }
     let cmd = match slack::parse_slash_command(&body) {
         Ok(c) => c,
-        Err(e) => return refuse_http(&st, StatusCode::BAD_REQUEST, "malformed_request", e.to_string(), path, &headers).await,
+        Err(e) => {
+            return refuse_http(
+                &st,
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                e.to_string(),
+                path,
+                &headers,
+            )
+            .await;
+        }
     };
     let user = ChatUser {
         platform: Platform::Slack,
@@ -118,13 +149,26 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
     }
 }
 
-async fn slack_interaction(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn slack_interaction(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = "/slack/interactions";
     let Some(cfg) = st.slack.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix()) {
-        return refuse_http(&st, StatusCode::UNAUTHORIZED, "bad_signature", e.to_string(), path, &headers).await;
+    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix())
+    {
+        return refuse_http(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+            path,
+            &headers,
+        )
+        .await;
     }
     let click = match slack::parse_interaction(&body) {
         Ok(Interaction::Button(c)) => c,
@@ -132,7 +176,17 @@ async fn slack_interaction(State(st): State<HttpState>, headers: HeaderMap, body
             tracing::debug!(kind, "ignoring an interaction that is not a jitbot button");
             return StatusCode::OK.into_response();
         }
-        Err(e) => return refuse_http(&st, StatusCode::BAD_REQUEST, "malformed_request", e.to_string(), path, &headers).await,
+        Err(e) => {
+            return refuse_http(
+                &st,
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                e.to_string(),
+                path,
+                &headers,
+            )
+            .await;
+        }
     };
     let user = ChatUser {
         platform: Platform::Slack,
@@ -146,7 +200,14 @@ async fn slack_interaction(State(st): State<HttpState>, headers: HeaderMap, body
         if let Some(answer) = answer {
             // Tell the clicker privately, durably (a direct message job).
             let mut tx = service.store.begin().await?;
-            outbox::post(&mut tx, Platform::Slack, &user.user_id, Some(&click.action.request_id), &answer).await?;
+            outbox::post(
+                &mut tx,
+                Platform::Slack,
+                &user.user_id,
+                Some(&click.action.request_id),
+                &answer,
+            )
+            .await?;
             tx.commit().await?;
         }
         Ok::<_, crate::store::StoreError>(())

@@ -6,10 +6,14 @@ use jitbot::app::{Application, Overrides};
 use jitbot::config::{LogFormat, Settings};
 use jitbot::store::{Store, audit};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "jitbot", version, about = "Just-in-time network access to Azure VMs, approved in Slack")]
+#[command(
+    name = "jitbot",
+    version,
+    about = "Just-in-time network access to Azure VMs, approved in Slack"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -75,17 +79,24 @@ enum ExportFormat {
 }
 
 /// Settings for commands that only need the database (no secrets required).
-fn database_url(config: &PathBuf) -> anyhow::Result<String> {
+fn database_url(config: &Path) -> anyhow::Result<String> {
     if let Ok(url) = std::env::var("JITBOT_DATABASE_URL") {
         return Ok(url);
     }
-    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let file: jitbot::config::ConfigFile = toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let file: jitbot::config::ConfigFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
     Ok(file.database.url)
 }
 
-fn load(config: &PathBuf) -> anyhow::Result<Settings> {
-    Settings::load(config).map_err(|errors| anyhow::anyhow!("the configuration has problems:\n  - {}", errors.join("\n  - ")))
+fn load(config: &Path) -> anyhow::Result<Settings> {
+    Settings::load(config).map_err(|errors| {
+        anyhow::anyhow!(
+            "the configuration has problems:\n  - {}",
+            errors.join("\n  - ")
+        )
+    })
 }
 
 fn parse_since(s: &str) -> anyhow::Result<i64> {
@@ -94,7 +105,9 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
     }
     match jitbot::domain::GrantDuration::parse(s) {
         Ok(d) => Ok(jitbot::store::now_ms() - d.as_millis()),
-        Err(_) => bail!("--since {s}: give an RFC 3339 time (2026-11-21T00:00:00Z) or a duration (24h)"),
+        Err(_) => {
+            bail!("--since {s}: give an RFC 3339 time (2026-11-21T00:00:00Z) or a duration (24h)")
+        }
     }
 }
 
@@ -118,13 +131,16 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await;
         }
         Cmd::Check { config, secrets } => {
-            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
             let result = if secrets {
                 Settings::parse(&text)
             } else {
                 let file: Result<jitbot::config::ConfigFile, _> = toml::from_str(&text);
                 match file {
-                    Ok(f) => Settings::resolve(f, |_| Ok(Some(jitbot::config::Secret::new("unchecked")))),
+                    Ok(f) => {
+                        Settings::resolve(f, |_| Ok(Some(jitbot::config::Secret::new("unchecked"))))
+                    }
                     Err(e) => Err(vec![e.to_string()]),
                 }
             };
@@ -141,8 +157,15 @@ async fn main() -> anyhow::Result<()> {
                     for t in s.policy.targets.values() {
                         println!(
                             "  {}: ports {} ({}), max {}, sources {}, approvers {} ({} needed), band {}-{}",
-                            t.name, t.ports_text(), t.protocol, t.max_duration, t.sources_text(), t.approvers_text(),
-                            t.approvals_required, t.priority_band.0, t.priority_band.1
+                            t.name,
+                            t.ports_text(),
+                            t.protocol,
+                            t.max_duration,
+                            t.sources_text(),
+                            t.approvers_text(),
+                            t.approvals_required,
+                            t.priority_band.0,
+                            t.priority_band.1
                         );
                     }
                 }
@@ -163,24 +186,42 @@ async fn main() -> anyhow::Result<()> {
             Store::connect(&database_url(&config)?).await?;
             println!("migrations applied");
         }
-        Cmd::Audit { command: AuditCmd::Verify { config } } => {
+        Cmd::Audit {
+            command: AuditCmd::Verify { config },
+        } => {
             let store = Store::connect(&database_url(&config)?).await?;
             let report = audit::verify(store.pool()).await?;
             match report.broken {
-                None => println!("audit chain OK: {} events, head {}", report.events, report.head_hash),
+                None => println!(
+                    "audit chain OK: {} events, head {}",
+                    report.events, report.head_hash
+                ),
                 Some((seq, why)) => {
-                    eprintln!("audit chain BROKEN at event {seq}: {why} ({} events verified before it)", report.events);
+                    eprintln!(
+                        "audit chain BROKEN at event {seq}: {why} ({} events verified before it)",
+                        report.events
+                    );
                     std::process::exit(2);
                 }
             }
         }
-        Cmd::Audit { command: AuditCmd::Export { config, format, since } } => {
+        Cmd::Audit {
+            command:
+                AuditCmd::Export {
+                    config,
+                    format,
+                    since,
+                },
+        } => {
             let store = Store::connect(&database_url(&config)?).await?;
             let since = since.as_deref().map(parse_since).transpose()?;
             let events = audit::events(store.pool(), 0, since).await?;
             let mut out = std::io::stdout().lock();
             if let ExportFormat::Csv = format {
-                writeln!(out, "seq,at,kind,request_id,actor,simulated,detail,prev_hash,hash")?;
+                writeln!(
+                    out,
+                    "seq,at,kind,request_id,actor,simulated,detail,prev_hash,hash"
+                )?;
             }
             for e in events {
                 match format {
@@ -205,7 +246,13 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::connect(&database_url(&config)?).await?;
             use jitbot::domain::Status;
             let rows = store
-                .requests_in(&[Status::Pending, Status::Approved, Status::Applying, Status::Active, Status::Revoking])
+                .requests_in(&[
+                    Status::Pending,
+                    Status::Approved,
+                    Status::Applying,
+                    Status::Active,
+                    Status::Revoking,
+                ])
                 .await?;
             if rows.is_empty() {
                 println!("no open grants or pending requests");

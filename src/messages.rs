@@ -10,8 +10,7 @@ use crate::store::{DecisionRow, RequestRow};
 use chrono::{DateTime, Utc};
 
 /// Shown on every message when the simulated Azure backend is in use.
-pub const SIMULATED_FOOTER: &str =
-    "⚠ SIMULATED AZURE BACKEND: no real firewall rule was changed";
+pub const SIMULATED_FOOTER: &str = "⚠ SIMULATED AZURE BACKEND: no real firewall rule was changed";
 
 /// `14:05 UTC` (with seconds for grants shorter than ten minutes, where they matter).
 pub fn clock(ms: i64, with_seconds: bool) -> String {
@@ -66,21 +65,53 @@ fn summary(policy: &Policy, req: &RequestRow, platform: Platform) -> String {
 }
 
 /// The approval card: what is asked, where it stands, and the buttons while a decision is open.
-pub fn card(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platform: Platform) -> Message {
+pub fn card(
+    policy: &Policy,
+    req: &RequestRow,
+    decisions: &[DecisionRow],
+    platform: Platform,
+) -> Message {
     let mut fields = vec![
-        Field { label: "Request".into(), value: format!("`{}`", req.id) },
-        Field { label: "Requester".into(), value: who(policy, &req.requester, platform) },
-        Field { label: "Target".into(), value: req.target.clone() },
-        Field { label: "Ports".into(), value: ports_text(req) },
-        Field { label: "Source".into(), value: req.source.clone() },
-        Field { label: "Duration".into(), value: GrantDuration::from_millis(req.duration_ms).to_string() },
-        Field { label: "Reason".into(), value: req.reason.clone().unwrap_or_else(|| "—".into()) },
+        Field {
+            label: "Request".into(),
+            value: format!("`{}`", req.id),
+        },
+        Field {
+            label: "Requester".into(),
+            value: who(policy, &req.requester, platform),
+        },
+        Field {
+            label: "Target".into(),
+            value: req.target.clone(),
+        },
+        Field {
+            label: "Ports".into(),
+            value: ports_text(req),
+        },
+        Field {
+            label: "Source".into(),
+            value: req.source.clone(),
+        },
+        Field {
+            label: "Duration".into(),
+            value: GrantDuration::from_millis(req.duration_ms).to_string(),
+        },
+        Field {
+            label: "Reason".into(),
+            value: req.reason.clone().unwrap_or_else(|| "—".into()),
+        },
     ];
     let decided_by = |round: i64, kind: &str| -> Vec<String> {
         decisions
             .iter()
             .filter(|d| d.round == round && d.decision == kind)
-            .map(|d| format!("{} at {}", who(policy, &d.approver, platform), clock(d.at, true)))
+            .map(|d| {
+                format!(
+                    "{} at {}",
+                    who(policy, &d.approver, platform),
+                    clock(d.at, true)
+                )
+            })
             .collect()
     };
     let approvals = decided_by(0, "approve");
@@ -95,7 +126,9 @@ pub fn card(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platfo
             ),
             Tone::Pending,
         ),
-        Status::Approved | Status::Applying => ("Approved: opening the rule…".to_string(), Tone::Info),
+        Status::Approved | Status::Applying => {
+            ("Approved: opening the rule…".to_string(), Tone::Info)
+        }
         Status::Active => (
             format!(
                 "Open until {}",
@@ -105,7 +138,10 @@ pub fn card(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platfo
         ),
         Status::Revoking => ("Closing the rule…".to_string(), Tone::Info),
         Status::Revoked => (
-            format!("Closed at {}", clock(req.closed_at.unwrap_or_default(), true)),
+            format!(
+                "Closed at {}",
+                clock(req.closed_at.unwrap_or_default(), true)
+            ),
             Tone::Info,
         ),
         Status::Denied => ("Denied".to_string(), Tone::Danger),
@@ -117,28 +153,37 @@ pub fn card(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platfo
         ),
     };
     if !approvals.is_empty() {
-        fields.push(Field { label: "Approved by".into(), value: approvals.join(", ") });
+        fields.push(Field {
+            label: "Approved by".into(),
+            value: approvals.join(", "),
+        });
     }
     if !denials.is_empty() {
-        fields.push(Field { label: "Denied by".into(), value: denials.join(", ") });
+        fields.push(Field {
+            label: "Denied by".into(),
+            value: denials.join(", "),
+        });
     }
-    fields.push(Field { label: "Status".into(), value: status });
+    fields.push(Field {
+        label: "Status".into(),
+        value: status,
+    });
     let mut buttons = Vec::new();
     if req.status == Status::Pending {
         buttons = decision_buttons(req, 0);
-    } else if req.status == Status::Active {
-        if let (Some(ext), Some(by)) = (req.extension_ms, &req.extension_by) {
-            fields.push(Field {
-                label: "Extension requested".into(),
-                value: format!(
-                    "+{} by {} · expires unanswered at {}",
-                    GrantDuration::from_millis(ext),
-                    who(policy, by, platform),
-                    clock(req.pending_until, true)
-                ),
-            });
-            buttons = decision_buttons(req, req.round);
-        }
+    } else if req.status == Status::Active
+        && let (Some(ext), Some(by)) = (req.extension_ms, &req.extension_by)
+    {
+        fields.push(Field {
+            label: "Extension requested".into(),
+            value: format!(
+                "+{} by {} · expires unanswered at {}",
+                GrantDuration::from_millis(ext),
+                who(policy, by, platform),
+                clock(req.pending_until, true)
+            ),
+        });
+        buttons = decision_buttons(req, req.round);
     }
     Message {
         title: "JIT access request".into(),
@@ -155,18 +200,30 @@ fn decision_buttons(req: &RequestRow, round: i64) -> Vec<Button> {
     vec![
         Button {
             label: "Approve".into(),
-            action: ButtonAction { kind: Decision::Approve, request_id: req.id.clone(), round },
+            action: ButtonAction {
+                kind: Decision::Approve,
+                request_id: req.id.clone(),
+                round,
+            },
             confirm: Some(format!(
                 "{what} {} port {} from {} for {}?",
                 req.target,
                 req.ports,
                 req.source,
-                GrantDuration::from_millis(if round == 0 { req.duration_ms } else { req.extension_ms.unwrap_or(0) })
+                GrantDuration::from_millis(if round == 0 {
+                    req.duration_ms
+                } else {
+                    req.extension_ms.unwrap_or(0)
+                })
             )),
         },
         Button {
             label: "Deny".into(),
-            action: ButtonAction { kind: Decision::Deny, request_id: req.id.clone(), round },
+            action: ButtonAction {
+                kind: Decision::Deny,
+                request_id: req.id.clone(),
+                round,
+            },
             confirm: None,
         },
     ]
@@ -177,7 +234,10 @@ pub fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Messag
     Message {
         title: title.to_string(),
         text,
-        fields: vec![Field { label: "Request".into(), value: format!("`{}`", req.id) }],
+        fields: vec![Field {
+            label: "Request".into(),
+            value: format!("`{}`", req.id),
+        }],
         buttons: vec![],
         footer: footer(req),
         tone,
@@ -199,7 +259,10 @@ pub fn reply(tone: Tone, title: &str, text: impl Into<String>, simulated: bool) 
 /// One line describing a request, for `/jit list`.
 pub fn line(req: &RequestRow) -> String {
     let when = match req.status {
-        Status::Active => format!(" until {}", clock(req.expires_at.unwrap_or_default(), short(req))),
+        Status::Active => format!(
+            " until {}",
+            clock(req.expires_at.unwrap_or_default(), short(req))
+        ),
         Status::Pending => format!(" (undecided until {})", clock(req.pending_until, true)),
         _ => String::new(),
     };
@@ -216,12 +279,20 @@ pub fn line(req: &RequestRow) -> String {
 }
 
 /// `/jit status <id>`: the card's facts as a reply.
-pub fn status(policy: &Policy, req: &RequestRow, decisions: &[DecisionRow], platform: Platform) -> Message {
+pub fn status(
+    policy: &Policy,
+    req: &RequestRow,
+    decisions: &[DecisionRow],
+    platform: Platform,
+) -> Message {
     let mut m = card(policy, req, decisions, platform);
     m.title = format!("Request {}", req.id);
     m.buttons.clear();
     if let Some(p) = req.rule_priority {
-        m.fields.push(Field { label: "Rule".into(), value: format!("`{}` priority {p}", req.rule_name) });
+        m.fields.push(Field {
+            label: "Rule".into(),
+            value: format!("`{}` priority {p}", req.rule_name),
+        });
     }
     m
 }

@@ -32,8 +32,19 @@ pub async fn post(
 }
 
 /// Tells the requester, on the platform they asked from, by direct message.
-pub async fn tell_requester(tx: &mut Tx, req: &crate::store::RequestRow, message: &Message) -> Result<()> {
-    post(tx, req.platform, &req.requester_chat_id, Some(&req.id), message).await
+pub async fn tell_requester(
+    tx: &mut Tx,
+    req: &crate::store::RequestRow,
+    message: &Message,
+) -> Result<()> {
+    post(
+        tx,
+        req.platform,
+        &req.requester_chat_id,
+        Some(&req.id),
+        message,
+    )
+    .await
 }
 
 impl Destinations {
@@ -42,7 +53,12 @@ impl Destinations {
     }
 
     /// Sends `message` to every configured audit channel.
-    pub async fn feed(&self, tx: &mut Tx, request_id: Option<&str>, message: &Message) -> Result<()> {
+    pub async fn feed(
+        &self,
+        tx: &mut Tx,
+        request_id: Option<&str>,
+        message: &Message,
+    ) -> Result<()> {
         for (platform, channel) in &self.platforms {
             if let Some(channel) = channel {
                 post(tx, *platform, channel, request_id, message).await?;
@@ -52,7 +68,12 @@ impl Destinations {
     }
 
     /// Posts the approval card for a new request to the target's approval channels.
-    pub async fn post_cards(&self, tx: &mut Tx, request_id: &str, channels: &[(Platform, String)]) -> Result<()> {
+    pub async fn post_cards(
+        &self,
+        tx: &mut Tx,
+        request_id: &str,
+        channels: &[(Platform, String)],
+    ) -> Result<()> {
         for (platform, channel) in channels {
             if self.configured(*platform) {
                 Job::ChatCard {

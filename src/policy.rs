@@ -245,7 +245,9 @@ impl Policy {
         let mut seen_ids: BTreeMap<String, String> = BTreeMap::new();
         for (name, p) in people {
             if !valid_name(name) {
-                errors.push(format!("people.{name}: names may use letters, digits, '-', '_' and '.'"));
+                errors.push(format!(
+                    "people.{name}: names may use letters, digits, '-', '_' and '.'"
+                ));
             }
             for (platform, id) in [("slack", &p.slack), ("discord", &p.discord)] {
                 if let Some(id) = id {
@@ -261,7 +263,9 @@ impl Policy {
                 }
             }
             if platform_ids_missing(p) {
-                errors.push(format!("people.{name}: give at least one of slack = \"U…\" or discord = \"…\""));
+                errors.push(format!(
+                    "people.{name}: give at least one of slack = \"U…\" or discord = \"…\""
+                ));
             }
             policy.people.insert(
                 name.clone(),
@@ -276,7 +280,9 @@ impl Policy {
         for (group, members) in groups {
             for m in members {
                 if !policy.people.contains_key(m) {
-                    errors.push(format!("groups.{group}: unknown person `{m}` (not in [people])"));
+                    errors.push(format!(
+                        "groups.{group}: unknown person `{m}` (not in [people])"
+                    ));
                 }
             }
             policy
@@ -339,15 +345,30 @@ impl Policy {
     }
 
     /// Checks a request against the target's rules.
-    pub fn evaluate(&self, actor: &Actor<'_>, req: &AccessRequest) -> Result<ApprovedShape, Refusal> {
+    pub fn evaluate(
+        &self,
+        actor: &Actor<'_>,
+        req: &AccessRequest,
+    ) -> Result<ApprovedShape, Refusal> {
         let Some(target) = self.targets.get(&req.target) else {
-            let mine: Vec<&str> = self.requestable(actor).iter().map(|t| t.name.as_str()).collect();
+            let mine: Vec<&str> = self
+                .requestable(actor)
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
             return Err(Refusal::new(
                 "unknown_target",
                 if mine.is_empty() {
-                    format!("there is no target `{}`, and you may not request any target", req.target)
+                    format!(
+                        "there is no target `{}`, and you may not request any target",
+                        req.target
+                    )
                 } else {
-                    format!("there is no target `{}`; you may request: {}", req.target, mine.join(", "))
+                    format!(
+                        "there is no target `{}`; you may request: {}",
+                        req.target,
+                        mine.join(", ")
+                    )
                 },
             ));
         };
@@ -369,7 +390,11 @@ impl Policy {
             .filter(|p| !target.ports.contains(p))
             .collect();
         if !refused.is_empty() {
-            let (noun, verb) = if refused.len() == 1 { ("port", "is") } else { ("ports", "are") };
+            let (noun, verb) = if refused.len() == 1 {
+                ("port", "is")
+            } else {
+                ("ports", "are")
+            };
             return Err(Refusal::new(
                 "port_not_allowed",
                 format!(
@@ -402,7 +427,8 @@ impl Policy {
                 ));
             }
             Some(SourceSpec::Cidr(cidr)) => {
-                if target.allow_any_source || target.allowed_sources.iter().any(|a| cidr.within(a)) {
+                if target.allow_any_source || target.allowed_sources.iter().any(|a| cidr.within(a))
+                {
                     cidr.to_string()
                 } else {
                     return Err(Refusal::new(
@@ -452,8 +478,7 @@ fn platform_ids_missing(p: &PersonFile) -> bool {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -480,7 +505,9 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
     let mut errors = Vec::new();
     let at = |field: &str| format!("targets.{name}.{field}");
     if !valid_name(name) {
-        errors.push(format!("targets.{name}: names may use letters, digits, '-', '_' and '.' (at most 40)"));
+        errors.push(format!(
+            "targets.{name}: names may use letters, digits, '-', '_' and '.' (at most 40)"
+        ));
     }
     if !is_nsg_id(&t.nsg) {
         errors.push(format!(
@@ -490,7 +517,11 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         ));
     }
     if SourceCidr::parse(&t.destination).is_err() {
-        errors.push(format!("{}: `{}` is not an IP address or CIDR", at("destination"), t.destination));
+        errors.push(format!(
+            "{}: `{}` is not an IP address or CIDR",
+            at("destination"),
+            t.destination
+        ));
     }
     if t.ports.is_empty() {
         errors.push(format!("{}: list at least one port", at("ports")));
@@ -503,14 +534,21 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         "udp" => "Udp",
         "*" | "any" => "*",
         _ => {
-            errors.push(format!("{}: `{}` must be Tcp, Udp or *", at("protocol"), t.protocol));
+            errors.push(format!(
+                "{}: `{}` must be Tcp, Udp or *",
+                at("protocol"),
+                t.protocol
+            ));
             "Tcp"
         }
     };
     let duration = |field: &str, value: &str, errors: &mut Vec<String>| -> GrantDuration {
         match GrantDuration::parse(value) {
             Ok(d) if d.as_secs() > MAX_GRANT => {
-                errors.push(format!("{}: {d} is over 24h, the longest jitbot allows", at(field)));
+                errors.push(format!(
+                    "{}: {d} is over 24h, the longest jitbot allows",
+                    at(field)
+                ));
                 d
             }
             Ok(d) => d,
@@ -534,17 +572,26 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         }
     }
     if t.allowed_sources.is_empty() && !t.allow_any_source {
-        errors.push(format!("{}: is empty, so nobody could ever be let in; list the addresses people connect from", at("allowed_sources")));
+        errors.push(format!(
+            "{}: is empty, so nobody could ever be let in; list the addresses people connect from",
+            at("allowed_sources")
+        ));
     }
     let default_source = match &t.default_source {
         None => None,
         Some(s) => match SourceCidr::parse(s) {
             Ok(c) if c.is_everything() => {
-                errors.push(format!("{}: may not be the whole Internet", at("default_source")));
+                errors.push(format!(
+                    "{}: may not be the whole Internet",
+                    at("default_source")
+                ));
                 None
             }
             Ok(c) if !t.allow_any_source && !allowed_sources.iter().any(|a| c.within(a)) => {
-                errors.push(format!("{}: {c} is outside allowed_sources", at("default_source")));
+                errors.push(format!(
+                    "{}: {c} is outside allowed_sources",
+                    at("default_source")
+                ));
                 None
             }
             Ok(c) => Some(c),
@@ -559,13 +606,17 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         for raw in list {
             let p = Principal::parse(raw);
             match &p {
-                Principal::Person(n) if !policy.people.contains_key(n) => {
-                    errors.push(format!("{}: unknown person `{n}` (not in [people])", at(field)))
-                }
-                Principal::Group(g) if !policy.groups.contains_key(g) => {
-                    errors.push(format!("{}: unknown group `{g}` (not in [groups])", at(field)))
-                }
-                Principal::DiscordRole(r) if r.is_empty() || !r.chars().all(|c| c.is_ascii_digit()) => {
+                Principal::Person(n) if !policy.people.contains_key(n) => errors.push(format!(
+                    "{}: unknown person `{n}` (not in [people])",
+                    at(field)
+                )),
+                Principal::Group(g) if !policy.groups.contains_key(g) => errors.push(format!(
+                    "{}: unknown group `{g}` (not in [groups])",
+                    at(field)
+                )),
+                Principal::DiscordRole(r)
+                    if r.is_empty() || !r.chars().all(|c| c.is_ascii_digit()) =>
+                {
                     errors.push(format!("{}: `{raw}` needs a numeric role id", at(field)))
                 }
                 _ => {}
@@ -580,20 +631,28 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         errors.push(format!("{}: name at least one approver", at("approvers")));
     }
     if approvers.contains(&Principal::Everyone) {
-        errors.push(format!("{}: `*` would let anyone approve; name people or groups", at("approvers")));
+        errors.push(format!(
+            "{}: `*` would let anyone approve; name people or groups",
+            at("approvers")
+        ));
     }
     if t.approvals_required == 0 {
         errors.push(format!("{}: must be at least 1", at("approvals_required")));
     }
     // Count the approvers we can enumerate; roles are unknown until a click, so skip then.
-    if !approvers.iter().any(|p| matches!(p, Principal::DiscordRole(_))) {
+    if !approvers
+        .iter()
+        .any(|p| matches!(p, Principal::DiscordRole(_)))
+    {
         let mut people = BTreeSet::new();
         for p in &approvers {
             match p {
                 Principal::Person(n) => {
                     people.insert(n.clone());
                 }
-                Principal::Group(g) => people.extend(policy.groups.get(g).cloned().unwrap_or_default()),
+                Principal::Group(g) => {
+                    people.extend(policy.groups.get(g).cloned().unwrap_or_default())
+                }
                 _ => {}
             }
         }
@@ -614,17 +673,23 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         ));
     }
     if t.approval_channel.slack.is_none() && t.approval_channel.discord.is_none() {
-        errors.push(format!("{}: set slack = \"C…\" and/or discord = \"…\" so approvers see the card", at("approval_channel")));
+        errors.push(format!(
+            "{}: set slack = \"C…\" and/or discord = \"…\" so approvers see the card",
+            at("approval_channel")
+        ));
     }
     let auto_approve = t.auto_approve.as_ref().map(|a| AutoApprove {
         requesters: principals("auto_approve.requesters", &a.requesters, &mut errors),
         ports: a.ports.clone(),
         max_duration: duration("auto_approve.max_duration", &a.max_duration, &mut errors),
     });
-    if let Some(a) = &auto_approve {
-        if a.ports.iter().any(|p| !t.ports.contains(p)) {
-            errors.push(format!("{}: lists ports the target does not allow", at("auto_approve.ports")));
-        }
+    if let Some(a) = &auto_approve
+        && a.ports.iter().any(|p| !t.ports.contains(p))
+    {
+        errors.push(format!(
+            "{}: lists ports the target does not allow",
+            at("auto_approve.ports")
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -18,7 +18,10 @@ pub fn slash_command(user_id: &str, user_name: &str, channel_id: &str, text: &st
         ("text", text),
         ("api_app_id", "A123456"),
         ("is_enterprise_install", "false"),
-        ("response_url", "https://hooks.slack.com/commands/T0001/1234567890123/abcdEFGHijklMNOPqrstUVWX"),
+        (
+            "response_url",
+            "https://hooks.slack.com/commands/T0001/1234567890123/abcdEFGHijklMNOPqrstUVWX",
+        ),
         ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
     ])
     .unwrap_or_default()
@@ -77,6 +80,11 @@ pub async fn send_at(
 }
 
 /// Posts `body` to `url`, signed now.
-pub async fn send(client: &reqwest::Client, url: &str, secret: &str, body: &str) -> reqwest::Result<reqwest::Response> {
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
     send_at(client, url, secret, body, chrono::Utc::now().timestamp()).await
 }

@@ -75,18 +75,29 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// The hashed content of an event.
+pub struct Hashed<'a> {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: &'a str,
+    pub request_id: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub detail: &'a str,
+    pub simulated: bool,
+}
+
 /// The hash of an event: SHA-256 over the previous hash and the event's canonical JSON form.
-pub fn event_hash(
-    prev_hash: &str,
-    seq: i64,
-    at: i64,
-    kind: &str,
-    request_id: Option<&str>,
-    actor: Option<&str>,
-    detail: &str,
-    simulated: bool,
-) -> String {
-    let canonical = serde_json::json!([prev_hash, seq, at, kind, request_id, actor, detail, simulated]);
+pub fn event_hash(prev_hash: &str, e: &Hashed<'_>) -> String {
+    let canonical = serde_json::json!([
+        prev_hash,
+        e.seq,
+        e.at,
+        e.kind,
+        e.request_id,
+        e.actor,
+        e.detail,
+        e.simulated
+    ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -101,14 +112,26 @@ impl Tx {
         simulated: bool,
     ) -> Result<i64> {
         // Locks the head row until commit: appends are serial across connections and replicas.
-        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(self.conn())
-            .await?;
+        let head =
+            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(self.conn())
+                .await?;
         let seq: i64 = head.try_get("seq")?;
         let prev: String = head.try_get("hash")?;
         let at = now_ms();
         let detail_text = detail.to_string();
-        let hash = event_hash(&prev, seq, at, kind.as_str(), request_id, actor, &detail_text, simulated);
+        let hash = event_hash(
+            &prev,
+            &Hashed {
+                seq,
+                at,
+                kind: kind.as_str(),
+                request_id,
+                actor,
+                detail: &detail_text,
+                simulated,
+            },
+        );
         sqlx::query(
             "INSERT INTO audit_events (seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash)
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
@@ -134,7 +157,11 @@ impl Tx {
 }
 
 /// Reads events with `seq > after` and `at >= since_ms`, in order.
-pub async fn events(pool: &sqlx::AnyPool, after: i64, since_ms: Option<i64>) -> Result<Vec<AuditEvent>> {
+pub async fn events(
+    pool: &sqlx::AnyPool,
+    after: i64,
+    since_ms: Option<i64>,
+) -> Result<Vec<AuditEvent>> {
     let rows = sqlx::query(
         "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events
          WHERE seq > $1 AND at >= $2 ORDER BY seq",
@@ -180,9 +207,9 @@ pub async fn verify(pool: &sqlx::AnyPool) -> Result<ChainReport> {
     .fetch_all(pool)
     .await?;
     let mut prev = "0".repeat(64);
-    let mut expected_seq = 1;
     let mut count = 0;
-    for r in &rows {
+    for (i, r) in rows.iter().enumerate() {
+        let expected_seq = i as i64 + 1;
         let seq: i64 = r.try_get("seq")?;
         let detail: String = r.try_get("detail")?;
         let kind: String = r.try_get("kind")?;
@@ -198,17 +225,33 @@ pub async fn verify(pool: &sqlx::AnyPool) -> Result<ChainReport> {
             broken: Some((seq, why)),
         };
         if seq != expected_seq {
-            return Ok(broken(format!("expected event {expected_seq}, found {seq}: events are missing")));
+            return Ok(broken(format!(
+                "expected event {expected_seq}, found {seq}: events are missing"
+            )));
         }
         if stored_prev != prev {
-            return Ok(broken("its prev_hash does not match the event before it".into()));
+            return Ok(broken(
+                "its prev_hash does not match the event before it".into(),
+            ));
         }
-        let h = event_hash(&prev, seq, at, &kind, request_id.as_deref(), actor.as_deref(), &detail, simulated);
+        let h = event_hash(
+            &prev,
+            &Hashed {
+                seq,
+                at,
+                kind: &kind,
+                request_id: request_id.as_deref(),
+                actor: actor.as_deref(),
+                detail: &detail,
+                simulated,
+            },
+        );
         if h != stored {
-            return Ok(broken("its content does not match its hash: it was altered".into()));
+            return Ok(broken(
+                "its content does not match its hash: it was altered".into(),
+            ));
         }
         prev = h;
-        expected_seq += 1;
         count += 1;
     }
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
@@ -222,7 +265,9 @@ pub async fn verify(pool: &sqlx::AnyPool) -> Result<ChainReport> {
             head_hash: prev,
             broken: Some((
                 head_seq,
-                format!("the chain head says {head_seq} events ending in {head_hash}: events after {count} were removed"),
+                format!(
+                    "the chain head says {head_seq} events ending in {head_hash}: events after {count} were removed"
+                ),
             )),
         });
     }

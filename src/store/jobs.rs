@@ -55,7 +55,12 @@ impl Tx {
 
 impl Store {
     /// Claims up to `limit` due jobs for `owner`, holding them until `now + lease_ms`.
-    pub async fn claim_jobs(&self, owner: &str, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedJob>> {
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>> {
         let now = now_ms();
         let lock = match self.backend() {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -102,11 +107,13 @@ impl Store {
 
     /// Renews the leases of every job `owner` is running.
     pub async fn renew_leases(&self, owner: &str, lease_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET lease_until = $2 WHERE lease_owner = $1 AND state = 'running'")
-            .bind(owner)
-            .bind(now_ms() + lease_ms)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET lease_until = $2 WHERE lease_owner = $1 AND state = 'running'",
+        )
+        .bind(owner)
+        .bind(now_ms() + lease_ms)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

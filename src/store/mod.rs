@@ -76,9 +76,15 @@ impl Store {
                     .max_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
                             Ok(())
                         })
                     })
@@ -94,7 +100,9 @@ impl Store {
             }
         };
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         } else {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
@@ -172,7 +180,11 @@ impl Store {
     }
 
     /// Where the approval card of a request lives on a platform.
-    pub async fn card(&self, request_id: &str, platform: Platform) -> Result<Vec<(String, String)>> {
+    pub async fn card(
+        &self,
+        request_id: &str,
+        platform: Platform,
+    ) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(
             "SELECT channel, message_id FROM chat_messages WHERE request_id = $1 AND platform = $2",
         )
@@ -300,7 +312,10 @@ impl RequestRow {
     }
 
     pub fn ports_list(&self) -> Vec<u16> {
-        self.ports.split(',').filter_map(|p| p.parse().ok()).collect()
+        self.ports
+            .split(',')
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 }
 
@@ -418,7 +433,13 @@ impl Tx {
     }
 
     /// `applying → active`: the rule is live; the clock starts now.
-    pub async fn activate(&mut self, id: &str, priority: i64, activated_at: i64, expires_at: i64) -> Result<bool> {
+    pub async fn activate(
+        &mut self,
+        id: &str,
+        priority: i64,
+        activated_at: i64,
+        expires_at: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE requests SET status = 'active', rule_priority = $2, activated_at = $3, expires_at = $4, updated_at = $3
              WHERE id = $1 AND status = 'applying'",
@@ -507,7 +528,12 @@ impl Tx {
     }
 
     /// Closes the extension round `round`: applies it (new expiry) or drops it.
-    pub async fn close_extension(&mut self, id: &str, round: i64, new_expires_at: Option<i64>) -> Result<bool> {
+    pub async fn close_extension(
+        &mut self,
+        id: &str,
+        round: i64,
+        new_expires_at: Option<i64>,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE requests SET extension_ms = NULL, extension_by = NULL, expires_at = COALESCE($3, expires_at), updated_at = $4
              WHERE id = $1 AND status = 'active' AND round = $2 AND extension_ms IS NOT NULL",

@@ -22,10 +22,26 @@ pub enum Job {
     /// The approval round `round` timed out.
     Expire { request_id: String, round: i64 },
     /// Remove a rule that must not stay (after a failed apply).
-    Cleanup { request_id: String, nsg: String, rule_name: String },
-    ChatPost { platform: Platform, channel: String, request_id: Option<String>, message: Message },
-    ChatCard { platform: Platform, channel: String, request_id: String },
-    ChatCardUpdate { platform: Platform, request_id: String },
+    Cleanup {
+        request_id: String,
+        nsg: String,
+        rule_name: String,
+    },
+    ChatPost {
+        platform: Platform,
+        channel: String,
+        request_id: Option<String>,
+        message: Message,
+    },
+    ChatCard {
+        platform: Platform,
+        channel: String,
+        request_id: String,
+    },
+    ChatCardUpdate {
+        platform: Platform,
+        request_id: String,
+    },
 }
 
 impl Job {
@@ -90,12 +106,33 @@ impl Worker {
             Job::Apply { request_id } => self.apply(claimed, &request_id).await,
             Job::Revoke { request_id } => self.revoke(claimed, &request_id).await,
             Job::Expire { request_id, round } => self.expire(&request_id, round).await,
-            Job::Cleanup { request_id, nsg, rule_name } => self.cleanup(claimed, &request_id, &nsg, &rule_name).await,
-            Job::ChatPost { platform, channel, message, .. } => {
-                Ok(self.chat(claimed, platform, |api| async move { api.post(&channel, &message).await.map(drop) }).await)
+            Job::Cleanup {
+                request_id,
+                nsg,
+                rule_name,
+            } => self.cleanup(claimed, &request_id, &nsg, &rule_name).await,
+            Job::ChatPost {
+                platform,
+                channel,
+                message,
+                ..
+            } => Ok(self
+                .chat(claimed, platform, |api| async move {
+                    api.post(&channel, &message).await.map(drop)
+                })
+                .await),
+            Job::ChatCard {
+                platform,
+                channel,
+                request_id,
+            } => {
+                self.post_card(claimed, platform, &channel, &request_id)
+                    .await
             }
-            Job::ChatCard { platform, channel, request_id } => self.post_card(claimed, platform, &channel, &request_id).await,
-            Job::ChatCardUpdate { platform, request_id } => self.update_cards(claimed, platform, &request_id).await,
+            Job::ChatCardUpdate {
+                platform,
+                request_id,
+            } => self.update_cards(claimed, platform, &request_id).await,
         }
     }
 
@@ -112,7 +149,10 @@ impl Worker {
         match req.status {
             Status::Approved => {
                 let mut tx = self.store.begin().await?;
-                if !tx.transition(id, Status::Approved, Status::Applying, None).await? {
+                if !tx
+                    .transition(id, Status::Approved, Status::Applying, None)
+                    .await?
+                {
                     return Ok(Outcome::Done);
                 }
                 tx.commit().await?;
@@ -121,10 +161,20 @@ impl Worker {
             _ => return Ok(Outcome::Done),
         }
         let Some(target) = self.policy.targets.get(&req.target) else {
-            return self.fail(&req, &format!("target {} is no longer in the policy", req.target)).await;
+            return self
+                .fail(
+                    &req,
+                    &format!("target {} is no longer in the policy", req.target),
+                )
+                .await;
         };
         let eta = now_ms() + req.duration_ms;
-        let mut description = format!("jitbot {} for {} until {} (approx.)", req.id, req.requester, messages::timestamp(eta));
+        let mut description = format!(
+            "jitbot {} for {} until {} (approx.)",
+            req.id,
+            req.requester,
+            messages::timestamp(eta)
+        );
         description.truncate(140);
         let spec = RuleSpec {
             name: req.rule_name.clone(),
@@ -140,11 +190,18 @@ impl Worker {
                 let now = now_ms();
                 let expires = now + req.duration_ms;
                 let mut tx = self.store.begin().await?;
-                if !tx.activate(id, applied.priority as i64, now, expires).await? {
+                if !tx
+                    .activate(id, applied.priority as i64, now, expires)
+                    .await?
+                {
                     // Someone moved the request on while we opened the rule: never leave it open.
-                    Job::Cleanup { request_id: id.into(), nsg: req.nsg.clone(), rule_name: req.rule_name.clone() }
-                        .enqueue(&mut tx, now)
-                        .await?;
+                    Job::Cleanup {
+                        request_id: id.into(),
+                        nsg: req.nsg.clone(),
+                        rule_name: req.rule_name.clone(),
+                    }
+                    .enqueue(&mut tx, now)
+                    .await?;
                     tx.commit().await?;
                     return Ok(Outcome::Done);
                 }
@@ -157,7 +214,11 @@ impl Worker {
                     req.simulated,
                 )
                 .await?;
-                Job::Revoke { request_id: id.into() }.enqueue(&mut tx, expires).await?;
+                Job::Revoke {
+                    request_id: id.into(),
+                }
+                .enqueue(&mut tx, expires)
+                .await?;
                 let text = format!(
                     "{} port {} is open from {} until {} ({})",
                     req.target,
@@ -166,14 +227,26 @@ impl Worker {
                     clock(expires, req.duration_ms < 600_000),
                     GrantDuration::from_millis(req.duration_ms)
                 );
-                self.announce(&mut tx, &req, &notice(&req, Tone::Success, "Access open", text)).await?;
+                self.announce(
+                    &mut tx,
+                    &req,
+                    &notice(&req, Tone::Success, "Access open", text),
+                )
+                .await?;
                 tx.commit().await?;
                 tracing::info!(request_id = id, nsg = %req.nsg, priority = applied.priority, "grant active");
                 Ok(Outcome::Done)
             }
-            Err(e) if e.is_retryable() && now_ms() - claimed.created_at < self.settings.apply_deadline.as_millis() as i64 => {
+            Err(e)
+                if e.is_retryable()
+                    && now_ms() - claimed.created_at
+                        < self.settings.apply_deadline.as_millis() as i64 =>
+            {
                 tracing::warn!(request_id = id, nsg = %req.nsg, error = %e, "apply failed; will retry");
-                Ok(Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 30_000), e.to_string()))
+                Ok(Outcome::RetryAt(
+                    now_ms() + backoff(claimed.attempts, 30_000),
+                    e.to_string(),
+                ))
             }
             Err(e) => self.fail(&req, &e.to_string()).await,
         }
@@ -182,13 +255,32 @@ impl Worker {
     /// The request could not be opened: mark it failed, tell everyone, and make sure no rule stays.
     async fn fail(&self, req: &RequestRow, why: &str) -> Result<Outcome> {
         let mut tx = self.store.begin().await?;
-        if tx.transition(&req.id, Status::Applying, Status::Failed, Some(why)).await? {
-            tx.audit(AuditKind::Failed, Some(&req.id), Some("jitbot"), json!({ "error": why, "nsg": req.nsg }), req.simulated).await?;
-            Job::Cleanup { request_id: req.id.clone(), nsg: req.nsg.clone(), rule_name: req.rule_name.clone() }
-                .enqueue(&mut tx, now_ms())
-                .await?;
+        if tx
+            .transition(&req.id, Status::Applying, Status::Failed, Some(why))
+            .await?
+        {
+            tx.audit(
+                AuditKind::Failed,
+                Some(&req.id),
+                Some("jitbot"),
+                json!({ "error": why, "nsg": req.nsg }),
+                req.simulated,
+            )
+            .await?;
+            Job::Cleanup {
+                request_id: req.id.clone(),
+                nsg: req.nsg.clone(),
+                rule_name: req.rule_name.clone(),
+            }
+            .enqueue(&mut tx, now_ms())
+            .await?;
             let text = format!("could not open {} port {}: {why}", req.target, req.ports);
-            self.announce(&mut tx, req, &notice(req, Tone::Danger, "Access failed", text)).await?;
+            self.announce(
+                &mut tx,
+                req,
+                &notice(req, Tone::Danger, "Access failed", text),
+            )
+            .await?;
         }
         tx.commit().await?;
         tracing::error!(request_id = %req.id, nsg = %req.nsg, error = why, "grant failed");
@@ -208,7 +300,10 @@ impl Worker {
                     return Ok(Outcome::RescheduleAt(expires));
                 }
                 let mut tx = self.store.begin().await?;
-                if !tx.transition(id, Status::Active, Status::Revoking, Some("expired")).await? {
+                if !tx
+                    .transition(id, Status::Active, Status::Revoking, Some("expired"))
+                    .await?
+                {
                     return Ok(Outcome::Done);
                 }
                 tx.commit().await?;
@@ -220,9 +315,15 @@ impl Worker {
             Ok(()) => {
                 let closed = now_ms();
                 let late_ms = req.expires_at.map(|e| closed - e);
-                let early = req.detail.as_deref().is_some_and(|d| d.starts_with("revoked early"));
+                let early = req
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("revoked early"));
                 let mut tx = self.store.begin().await?;
-                if tx.transition(id, Status::Revoking, Status::Revoked, None).await? {
+                if tx
+                    .transition(id, Status::Revoking, Status::Revoked, None)
+                    .await?
+                {
                     tx.audit(
                         AuditKind::Revoked,
                         Some(id),
@@ -236,9 +337,18 @@ impl Worker {
                         req.target,
                         req.ports,
                         req.source,
-                        if early { req.detail.clone().unwrap_or_default() } else { "expired".to_string() }
+                        if early {
+                            req.detail.clone().unwrap_or_default()
+                        } else {
+                            "expired".to_string()
+                        }
                     );
-                    self.announce(&mut tx, &req, &notice(&req, Tone::Info, "Access closed", text)).await?;
+                    self.announce(
+                        &mut tx,
+                        &req,
+                        &notice(&req, Tone::Info, "Access closed", text),
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
                 tracing::info!(request_id = id, nsg = %req.nsg, late_ms, "grant revoked");
@@ -247,21 +357,39 @@ impl Worker {
             // Never give up on closing a port: retry until Azure lets us.
             Err(e) => {
                 tracing::error!(request_id = id, nsg = %req.nsg, error = %e, attempts = claimed.attempts, "revoke failed; retrying");
-                Ok(Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 15_000), e.to_string()))
+                Ok(Outcome::RetryAt(
+                    now_ms() + backoff(claimed.attempts, 15_000),
+                    e.to_string(),
+                ))
             }
         }
     }
 
-    async fn cleanup(&self, claimed: &ClaimedJob, id: &str, nsg: &str, rule: &str) -> Result<Outcome> {
+    async fn cleanup(
+        &self,
+        claimed: &ClaimedJob,
+        id: &str,
+        nsg: &str,
+        rule: &str,
+    ) -> Result<Outcome> {
         match self.nsgs.remove_rule(nsg, rule).await {
             Ok(()) => {
                 let mut tx = self.store.begin().await?;
-                tx.audit(AuditKind::RuleCleanup, Some(id), Some("jitbot"), json!({ "nsg": nsg, "rule": rule }), self.simulated)
-                    .await?;
+                tx.audit(
+                    AuditKind::RuleCleanup,
+                    Some(id),
+                    Some("jitbot"),
+                    json!({ "nsg": nsg, "rule": rule }),
+                    self.simulated,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(Outcome::Done)
             }
-            Err(e) => Ok(Outcome::RetryAt(now_ms() + backoff(claimed.attempts, 15_000), e.to_string())),
+            Err(e) => Ok(Outcome::RetryAt(
+                now_ms() + backoff(claimed.attempts, 15_000),
+                e.to_string(),
+            )),
         }
     }
 
@@ -271,23 +399,58 @@ impl Worker {
         };
         let mut tx = self.store.begin().await?;
         if round == 0 {
-            if !tx.transition(id, Status::Pending, Status::Expired, Some("nobody decided in time")).await? {
+            if !tx
+                .transition(
+                    id,
+                    Status::Pending,
+                    Status::Expired,
+                    Some("nobody decided in time"),
+                )
+                .await?
+            {
                 return Ok(Outcome::Done);
             }
-            tx.audit(AuditKind::Expired, Some(id), Some("jitbot"), json!({ "round": 0 }), req.simulated).await?;
-            let text = format!("nobody decided on {} port {} in time; ask again if you still need it", req.target, req.ports);
-            self.announce(&mut tx, &req, &notice(&req, Tone::Warning, "Request expired", text)).await?;
+            tx.audit(
+                AuditKind::Expired,
+                Some(id),
+                Some("jitbot"),
+                json!({ "round": 0 }),
+                req.simulated,
+            )
+            .await?;
+            let text = format!(
+                "nobody decided on {} port {} in time; ask again if you still need it",
+                req.target, req.ports
+            );
+            self.announce(
+                &mut tx,
+                &req,
+                &notice(&req, Tone::Warning, "Request expired", text),
+            )
+            .await?;
         } else {
             if req.round != round || !tx.close_extension(id, round, None).await? {
                 return Ok(Outcome::Done);
             }
-            tx.audit(AuditKind::ExtensionExpired, Some(id), Some("jitbot"), json!({ "round": round }), req.simulated).await?;
+            tx.audit(
+                AuditKind::ExtensionExpired,
+                Some(id),
+                Some("jitbot"),
+                json!({ "round": round }),
+                req.simulated,
+            )
+            .await?;
             let text = format!(
                 "nobody approved the extension in time; {} still closes at {}",
                 req.target,
                 clock(req.expires_at.unwrap_or_default(), true)
             );
-            self.announce(&mut tx, &req, &notice(&req, Tone::Warning, "Extension expired", text)).await?;
+            self.announce(
+                &mut tx,
+                &req,
+                &notice(&req, Tone::Warning, "Extension expired", text),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Outcome::Done)
@@ -318,14 +481,23 @@ impl Worker {
         }
     }
 
-    async fn post_card(&self, claimed: &ClaimedJob, platform: Platform, channel: &str, id: &str) -> Result<Outcome> {
+    async fn post_card(
+        &self,
+        claimed: &ClaimedJob,
+        platform: Platform,
+        channel: &str,
+        id: &str,
+    ) -> Result<Outcome> {
         let Some(req) = self.store.request(id).await? else {
             return Ok(Outcome::Dead(format!("request {id} does not exist")));
         };
         let decisions = self.store.decisions(id).await?;
         let card = messages::card(&self.policy, &req, &decisions, platform);
         let Some(api) = self.chats.get(&platform).cloned() else {
-            return Ok(Outcome::Dead(format!("{} is not configured", platform.as_str())));
+            return Ok(Outcome::Dead(format!(
+                "{} is not configured",
+                platform.as_str()
+            )));
         };
         let mut posted: Option<MessageRef> = None;
         let outcome = self
@@ -340,22 +512,34 @@ impl Worker {
             })
             .await;
         if let Some(at) = posted {
-            self.store.save_card(id, platform, &at.channel, &at.id).await?;
+            self.store
+                .save_card(id, platform, &at.channel, &at.id)
+                .await?;
         }
         Ok(outcome)
     }
 
-    async fn update_cards(&self, claimed: &ClaimedJob, platform: Platform, id: &str) -> Result<Outcome> {
+    async fn update_cards(
+        &self,
+        claimed: &ClaimedJob,
+        platform: Platform,
+        id: &str,
+    ) -> Result<Outcome> {
         let Some(req) = self.store.request(id).await? else {
             return Ok(Outcome::Done);
         };
         let decisions = self.store.decisions(id).await?;
         let card = messages::card(&self.policy, &req, &decisions, platform);
         for (channel, message_id) in self.store.card(id, platform).await? {
-            let at = MessageRef { channel, id: message_id };
+            let at = MessageRef {
+                channel,
+                id: message_id,
+            };
             let card = card.clone();
             let outcome = self
-                .chat(claimed, platform, |api| async move { api.update(&at, &card).await })
+                .chat(claimed, platform, |api| async move {
+                    api.update(&at, &card).await
+                })
                 .await;
             if !matches!(outcome, Outcome::Done) {
                 return Ok(outcome);

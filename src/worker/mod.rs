@@ -32,7 +32,9 @@ pub enum Outcome {
 
 /// Exponential backoff with full jitter: up to `cap_ms`, starting at one second.
 pub fn backoff(attempts: i64, cap_ms: i64) -> i64 {
-    let exp = 1000_i64.saturating_mul(1 << attempts.clamp(0, 16)).min(cap_ms);
+    let exp = 1000_i64
+        .saturating_mul(1 << attempts.clamp(0, 16))
+        .min(cap_ms);
     rand::rng().random_range(exp / 2..=exp.max(1))
 }
 
@@ -56,7 +58,9 @@ impl Worker {
     /// retried by the next process.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         match self.store.release_orphaned_jobs().await {
-            Ok(n) if n > 0 => tracing::info!(jobs = n, "resuming jobs left running by a previous process"),
+            Ok(n) if n > 0 => {
+                tracing::info!(jobs = n, "resuming jobs left running by a previous process")
+            }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not release orphaned jobs"),
         }
@@ -90,7 +94,9 @@ impl Worker {
                     Ok(jobs) => {
                         claimed = jobs.len() as i64;
                         for job in jobs {
-                            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                                break;
+                            };
                             let me = self.clone();
                             tasks.spawn(async move {
                                 me.execute(job).await;
@@ -129,12 +135,19 @@ impl Worker {
         let span = tracing::info_span!("job", id = job.id, kind = %job.kind, request_id = job.request_id.as_deref().unwrap_or(""), attempt = job.attempts);
         let outcome = match self.run_job(&job).instrument(span).await {
             Ok(o) => o,
-            Err(e) => Outcome::RetryAt(now_ms() + backoff(job.attempts, 10_000), format!("database: {e}")),
+            Err(e) => Outcome::RetryAt(
+                now_ms() + backoff(job.attempts, 10_000),
+                format!("database: {e}"),
+            ),
         };
         let result = match &outcome {
             Outcome::Done => self.store.finish_job(job.id, &self.owner).await,
             Outcome::RetryAt(at, why) => self.store.retry_job(job.id, &self.owner, *at, why).await,
-            Outcome::RescheduleAt(at) => self.store.retry_job(job.id, &self.owner, *at, "rescheduled").await,
+            Outcome::RescheduleAt(at) => {
+                self.store
+                    .retry_job(job.id, &self.owner, *at, "rescheduled")
+                    .await
+            }
             Outcome::Dead(why) => {
                 tracing::error!(job = job.id, kind = %job.kind, error = %why, "job abandoned");
                 self.store.bury_job(job.id, &self.owner, why).await

@@ -11,9 +11,13 @@ async fn grant_survives(faults: Vec<jitbot::sim::arm::FaultRule>) -> TestApp {
     }
     let id = app.submit(STEVE, "web1 22 2s").await;
     app.click(ALICE, &id, true).await;
-    let active = app.wait_status(&id, Status::Active, Duration::from_secs(15)).await;
+    let active = app
+        .wait_status(&id, Status::Active, Duration::from_secs(15))
+        .await;
     assert!(app.rule(&id).is_some());
-    let closed = app.wait_status(&id, Status::Revoked, Duration::from_secs(20)).await;
+    let closed = app
+        .wait_status(&id, Status::Revoked, Duration::from_secs(20))
+        .await;
     assert!(app.rule(&id).is_none(), "rule removed");
     let late = closed.closed_at.unwrap() - active.expires_at.unwrap();
     println!("METRIC revocation_lateness_under_faults_ms={late}");
@@ -25,8 +29,14 @@ async fn grant_survives(faults: Vec<jitbot::sim::arm::FaultRule>) -> TestApp {
 #[tokio::test]
 async fn throttling_with_retry_after_is_retried() {
     let app = grant_survives(vec![
-        Fault::Throttle { retry_after_secs: 1 }.on(On::put()),
-        Fault::Throttle { retry_after_secs: 1 }.on(On::delete()),
+        Fault::Throttle {
+            retry_after_secs: 1,
+        }
+        .on(On::put()),
+        Fault::Throttle {
+            retry_after_secs: 1,
+        }
+        .on(On::delete()),
     ])
     .await;
     assert_eq!(app.arm.pending_faults(), 0, "both faults were hit");
@@ -61,13 +71,27 @@ async fn timeouts_are_retried_without_a_second_rule() {
     ])
     .await;
     assert_eq!(app.arm.pending_faults(), 0);
-    assert!(app.arm.rules(NSG).iter().all(|r| !r.name.starts_with("jitbot-")), "no jitbot rule left");
+    assert!(
+        app.arm
+            .rules(NSG)
+            .iter()
+            .all(|r| !r.name.starts_with("jitbot-")),
+        "no jitbot rule left"
+    );
 }
 
 #[tokio::test]
 async fn an_expired_token_is_replaced() {
-    let app = grant_survives(vec![Fault::ExpiredToken.on(On::put()), Fault::ExpiredToken.on(On::delete())]).await;
-    assert!(app.entra.issued().len() >= 2, "a new token was fetched: {:?}", app.entra.issued());
+    let app = grant_survives(vec![
+        Fault::ExpiredToken.on(On::put()),
+        Fault::ExpiredToken.on(On::delete()),
+    ])
+    .await;
+    assert!(
+        app.entra.issued().len() >= 2,
+        "a new token was fetched: {:?}",
+        app.entra.issued()
+    );
 }
 
 #[tokio::test]
@@ -76,9 +100,14 @@ async fn forbidden_fails_the_request_clearly() {
     app.arm.inject(Fault::Forbidden.on(On::put()));
     let id = app.submit(STEVE, "web1 22 1h").await;
     app.click(ALICE, &id, true).await;
-    let r = app.wait_status(&id, Status::Failed, Duration::from_secs(10)).await;
+    let r = app
+        .wait_status(&id, Status::Failed, Duration::from_secs(10))
+        .await;
     assert!(r.detail.unwrap().contains("403"), "failure names the cause");
-    app.wait_until("requester told", Duration::from_secs(3), |a| a.dms(STEVE).iter().any(|t| t.contains("could not open"))).await;
+    app.wait_until("requester told", Duration::from_secs(3), |a| {
+        a.dms(STEVE).iter().any(|t| t.contains("could not open"))
+    })
+    .await;
     assert!(app.rule(&id).is_none());
     let kinds = app.audit_kinds(&id).await;
     assert!(kinds.contains(&"failed".to_string()), "{kinds:?}");

@@ -111,17 +111,30 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("jitbot.db").display());
     let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
-    let arm = ArmSim::start(ArmSimOptions { operation_delay: Duration::from_millis(150), ..ArmSimOptions::default() })
+    let arm = ArmSim::start(ArmSimOptions {
+        operation_delay: Duration::from_millis(150),
+        ..ArmSimOptions::default()
+    })
+    .await
+    .unwrap();
+    arm.add_nsg(NSG, "westeurope");
+    let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599)
         .await
         .unwrap();
-    arm.add_nsg(NSG, "westeurope");
-    let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599).await.unwrap();
     let entra_url = entra.base_url.clone();
     let factory: CredentialFactory = Arc::new(move || {
         let options = ClientSecretCredentialOptions {
-            client_options: ClientOptions { transport: Some(redirecting_transport(&entra_url)), ..Default::default() },
+            client_options: ClientOptions {
+                transport: Some(redirecting_transport(&entra_url)),
+                ..Default::default()
+            },
         };
-        let cred = ClientSecretCredential::new("tenant-1", "client-1".into(), Secret::new("s3cret"), Some(options))?;
+        let cred = ClientSecretCredential::new(
+            "tenant-1",
+            "client-1".into(),
+            Secret::new("s3cret"),
+            Some(options),
+        )?;
         Ok(cred as Arc<dyn TokenCredential>)
     });
     let settings_text = config(&arm.base_url, &slack.base_url, &db, extra);
@@ -147,13 +160,24 @@ impl TestApp {
     pub async fn start(&mut self) {
         let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
         let settings = Settings::resolve(file, |name| {
-            Ok(Some(jitbot::config::Secret::new(if name == "SLACK_SIGNING_SECRET" { SECRET } else { BOT_TOKEN })))
+            Ok(Some(jitbot::config::Secret::new(
+                if name == "SLACK_SIGNING_SECRET" {
+                    SECRET
+                } else {
+                    BOT_TOKEN
+                },
+            )))
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let app = Application::build(
             settings,
-            Overrides { azure: AzureOverrides { credential_factory: Some(self.factory.clone()) }, listener: Some(listener) },
+            Overrides {
+                azure: AzureOverrides {
+                    credential_factory: Some(self.factory.clone()),
+                },
+                listener: Some(listener),
+            },
         )
         .await
         .unwrap();
@@ -168,9 +192,20 @@ impl TestApp {
         }
     }
 
-    pub async fn slash_as(&self, user: &str, text: &str) -> (reqwest::StatusCode, serde_json::Value) {
+    pub async fn slash_as(
+        &self,
+        user: &str,
+        text: &str,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
         let body = slack_user::slash_command(user, "someone", "C0OPS", text);
-        let resp = slack_user::send(&self.http, &format!("{}/slack/commands", self.base), SECRET, &body).await.unwrap();
+        let resp = slack_user::send(
+            &self.http,
+            &format!("{}/slack/commands", self.base),
+            SECRET,
+            &body,
+        )
+        .await
+        .unwrap();
         let status = resp.status();
         let json = resp.json().await.unwrap_or(serde_json::Value::Null);
         (status, json)
@@ -186,34 +221,53 @@ impl TestApp {
     /// Submits a request and returns its id (asserting it was accepted).
     pub async fn submit(&self, user: &str, text: &str) -> String {
         let reply = self.slash(user, text).await;
-        let id = reply
+        reply
             .split('`')
             .find(|w| w.starts_with("req_"))
             .unwrap_or_else(|| panic!("no request id in reply: {reply}"))
-            .to_string();
-        id
+            .to_string()
     }
 
     pub async fn click(&self, user: &str, id: &str, approve: bool) -> reqwest::StatusCode {
         self.click_round(user, id, 0, approve).await
     }
 
-    pub async fn click_round(&self, user: &str, id: &str, round: i64, approve: bool) -> reqwest::StatusCode {
+    pub async fn click_round(
+        &self,
+        user: &str,
+        id: &str,
+        round: i64,
+        approve: bool,
+    ) -> reqwest::StatusCode {
         let ts = self.card_ts(id).await;
-        let value = if round == 0 { id.to_string() } else { format!("{id}:{round}") };
+        let value = if round == 0 {
+            id.to_string()
+        } else {
+            format!("{id}:{round}")
+        };
         let action = if approve { "jit_approve" } else { "jit_deny" };
         let body = slack_user::block_action(user, "someone", APPROVALS, &ts, action, &value);
-        slack_user::send(&self.http, &format!("{}/slack/interactions", self.base), SECRET, &body)
-            .await
-            .unwrap()
-            .status()
+        slack_user::send(
+            &self.http,
+            &format!("{}/slack/interactions", self.base),
+            SECRET,
+            &body,
+        )
+        .await
+        .unwrap()
+        .status()
     }
 
     /// The ts of the request's approval card, waiting for it to be posted.
     pub async fn card_ts(&self, id: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(m) = self.slack.messages(APPROVALS).into_iter().find(|m| m.text.contains(id)) {
+            if let Some(m) = self
+                .slack
+                .messages(APPROVALS)
+                .into_iter()
+                .find(|m| m.text.contains(id))
+            {
                 return m.ts;
             }
             assert!(Instant::now() < deadline, "no approval card for {id}");
@@ -222,7 +276,11 @@ impl TestApp {
     }
 
     pub async fn request(&self, id: &str) -> RequestRow {
-        self.store.request(id).await.unwrap().expect("request exists")
+        self.store
+            .request(id)
+            .await
+            .unwrap()
+            .expect("request exists")
     }
 
     pub async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
@@ -232,7 +290,11 @@ impl TestApp {
             if r.status == status {
                 return r;
             }
-            assert!(Instant::now() < deadline, "{id} is {} after {timeout:?}, expected {status}", r.status);
+            assert!(
+                Instant::now() < deadline,
+                "{id} is {} after {timeout:?}, expected {status}",
+                r.status
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -278,7 +340,11 @@ impl TestApp {
 
     /// Texts of direct messages to a user.
     pub fn dms(&self, user: &str) -> Vec<String> {
-        self.slack.messages(user).into_iter().map(|m| m.text).collect()
+        self.slack
+            .messages(user)
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
     }
 
     pub fn card_text(&self, id: &str) -> String {

@@ -7,17 +7,24 @@ async fn an_overdue_revocation_runs_at_once_after_a_restart() {
     let mut app = spawn_app().await;
     let id = app.submit(STEVE, "web1 22 2s").await;
     app.click(ALICE, &id, true).await;
-    let active = app.wait_status(&id, Status::Active, Duration::from_secs(5)).await;
+    let active = app
+        .wait_status(&id, Status::Active, Duration::from_secs(5))
+        .await;
     app.crash().await;
     // The grant expires while jitbot is down.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(app.rule(&id).is_some(), "still open while jitbot is down");
     let restarted = jitbot::store::now_ms();
     app.start().await;
-    let closed = app.wait_status(&id, Status::Revoked, Duration::from_secs(5)).await;
+    let closed = app
+        .wait_status(&id, Status::Revoked, Duration::from_secs(5))
+        .await;
     let after_restart = closed.closed_at.unwrap() - restarted;
     println!("METRIC revocation_after_restart_ms={after_restart}");
-    assert!(after_restart < 2000, "revoked {after_restart} ms after restart");
+    assert!(
+        after_restart < 2000,
+        "revoked {after_restart} ms after restart"
+    );
     assert!(closed.closed_at.unwrap() > active.expires_at.unwrap());
     assert!(app.rule(&id).is_none());
     app.assert_chain_intact().await;
@@ -27,16 +34,36 @@ async fn an_overdue_revocation_runs_at_once_after_a_restart() {
 async fn a_crash_between_approval_and_apply_applies_exactly_once() {
     let mut app = spawn_app().await;
     // Hold the PUT's answer so the crash lands while it is in flight.
-    app.arm.inject(jitbot::sim::arm::Fault::Delay(Duration::from_millis(800)).on(jitbot::sim::arm::On::put()));
+    app.arm.inject(
+        jitbot::sim::arm::Fault::Delay(Duration::from_millis(800)).on(jitbot::sim::arm::On::put()),
+    );
     let id = app.submit(STEVE, "web1 22 1h").await;
     app.click(ALICE, &id, true).await;
-    app.wait_status(&id, Status::Applying, Duration::from_secs(5)).await;
+    app.wait_status(&id, Status::Applying, Duration::from_secs(5))
+        .await;
     app.crash().await;
     app.start().await;
-    app.wait_status(&id, Status::Active, Duration::from_secs(10)).await;
-    let ours: Vec<_> = app.arm.rules(NSG).into_iter().filter(|r| r.name.contains(&id)).collect();
+    app.wait_status(&id, Status::Active, Duration::from_secs(10))
+        .await;
+    let ours: Vec<_> = app
+        .arm
+        .rules(NSG)
+        .into_iter()
+        .filter(|r| r.name.contains(&id))
+        .collect();
     assert_eq!(ours.len(), 1, "exactly one rule");
     let kinds = app.audit_kinds(&id).await;
-    assert_eq!(kinds.iter().filter(|k| *k == "applied").count(), 1, "{kinds:?}");
-    app.wait_until("one 'open' notice", Duration::from_secs(3), |a| a.dms(STEVE).iter().filter(|t| t.contains("is open")).count() == 1).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "applied").count(),
+        1,
+        "{kinds:?}"
+    );
+    app.wait_until("one 'open' notice", Duration::from_secs(3), |a| {
+        a.dms(STEVE)
+            .iter()
+            .filter(|t| t.contains("is open"))
+            .count()
+            == 1
+    })
+    .await;
 }
