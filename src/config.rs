@@ -230,6 +230,9 @@ impl Settings {
             }
             None => None,
         };
+        if file.azure.backend == crate::azure::Backend::Arm && file.azure.credential.is_none() {
+            errors.push("azure.credential: choose client_secret, managed_identity, workload_identity or azure_cli (or backend = \"simulated\" to try jitbot without Azure)".into());
+        }
         if file.slack.is_none() {
             errors.push("no chat platform is configured: add a [slack] section".into());
         }
@@ -278,5 +281,78 @@ impl Settings {
             slack,
             policy,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<String> {
+        let file: ConfigFile = toml::from_str(text).expect("valid TOML");
+        match Settings::resolve(file, |_| Ok(Some(Secret::new("x")))) {
+            Ok(_) => vec![],
+            Err(e) => e,
+        }
+    }
+
+    const BASE: &str = r#"
+[azure]
+backend = "simulated"
+[slack]
+audit_channel = "C1"
+[people.alice]
+slack = "U1"
+[groups]
+ops = ["alice"]
+"#;
+
+    fn target(body: &str) -> String {
+        format!(
+            "{BASE}\n[targets.web1]\nnsg = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n\"\ndestination = \"10.0.0.4\"\nports = [22]\nrequesters = [\"*\"]\napproval_channel.slack = \"C2\"\n{body}"
+        )
+    }
+
+    #[test]
+    fn a_good_policy_passes() {
+        let errors = check(&target(
+            "max_duration = \"4h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"group:ops\"]\npriority_range = [100, 199]",
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn check_lists_every_problem_readably() {
+        let errors = check(&target(
+            "max_duration = \"25h\"\nallowed_sources = []\napprovers = [\"carol\", \"group:nobody\"]\npriority_range = [50, 5000]\napprovals_required = 3",
+        ));
+        let all = errors.join("\n");
+        for needle in [
+            "over 24h",
+            "allowed_sources: is empty",
+            "unknown person `carol`",
+            "unknown group `nobody`",
+            "priority_range: [50, 5000] must be a range inside 100–4096",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn the_whole_internet_needs_an_explicit_yes() {
+        let errors = check(&target(
+            "max_duration = \"1h\"\nallowed_sources = [\"0.0.0.0/0\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
+        ));
+        assert!(errors.join(" ").contains("whole Internet"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_real_backend_needs_a_credential_and_unknown_keys_are_refused() {
+        let errors = check(&BASE.replace("simulated", "arm"));
+        assert!(errors.join(" ").contains("azure.credential"), "{errors:?}");
+        assert!(
+            toml::from_str::<ConfigFile>(&format!("{BASE}\n[server]\nlisten = \"x\"\nlisen = 1"))
+                .is_err()
+        );
     }
 }
