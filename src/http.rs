@@ -99,22 +99,35 @@ fn unavailable() -> Response {
     .into_response()
 }
 
-async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/slack/commands";
-    let Some(cfg) = st.slack.clone() else {
-        return StatusCode::NOT_FOUND.into_response();
+/// Checks the Slack signature over the raw body; the error is the response to send (404 when
+/// Slack is not configured, 401 after auditing a bad signature).
+async fn verify_slack(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: &[u8],
+    path: &str,
+) -> Result<(), Response> {
+    let Some(cfg) = st.slack.as_ref() else {
+        return Err(StatusCode::NOT_FOUND.into_response());
     };
-    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix())
-    {
-        return refuse_http(
-            &st,
+    match slack::verify_request(cfg.signing_secret.expose(), headers, body, now_unix()) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(refuse_http(
+            st,
             StatusCode::UNAUTHORIZED,
             "bad_signature",
             e.to_string(),
             path,
-            &headers,
+            headers,
         )
-        .await;
+        .await),
+    }
+}
+
+async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let path = "/slack/commands";
+    if let Err(refused) = verify_slack(&st, &headers, &body, path).await {
+        return refused;
     }
     let cmd = match slack::parse_slash_command(&body) {
         Ok(c) => c,
@@ -155,20 +168,8 @@ async fn slack_interaction(
     body: Bytes,
 ) -> Response {
     let path = "/slack/interactions";
-    let Some(cfg) = st.slack.clone() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    if let Err(e) = slack::verify_request(cfg.signing_secret.expose(), &headers, &body, now_unix())
-    {
-        return refuse_http(
-            &st,
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            e.to_string(),
-            path,
-            &headers,
-        )
-        .await;
+    if let Err(refused) = verify_slack(&st, &headers, &body, path).await {
+        return refused;
     }
     let click = match slack::parse_interaction(&body) {
         Ok(Interaction::Button(c)) => c,
