@@ -9,7 +9,7 @@ use jitbot::chat::slack::{
     parse_interaction, parse_slash_command, render_blocks, verify_request,
 };
 use jitbot::chat::{
-    Button, ButtonAction, ChatApi, ChatError, Decision, Field, Message, MessageRef, Tone,
+    Button, ButtonAction, ChatApi, ChatError, Decision, Dedupe, Field, Message, MessageRef, Tone,
 };
 use jitbot::sim::slack::{SlackFault, SlackSim, sign};
 use serde_json::{Value, json};
@@ -48,6 +48,10 @@ fn signed_headers(ts: i64, sig: &str) -> HeaderMap {
         HeaderValue::from_str(sig).expect("header"),
     );
     h
+}
+
+fn key() -> Dedupe {
+    Dedupe::for_job(1, 1)
 }
 
 fn card(request_id: &str, round: i64) -> Message {
@@ -642,7 +646,7 @@ async fn api_posts_then_updates_a_card() {
     init();
     let (sim, api) = sim_and_api().await;
     let msg = card("req_7f3a", 0);
-    let at = api.post("C0APPROVALS", &msg).await.expect("post");
+    let at = api.post("C0APPROVALS", &msg, &key()).await.expect("post");
     assert_eq!(at.channel, "C0APPROVALS");
     assert_eq!(at.id, "1700000100.000200");
 
@@ -698,7 +702,7 @@ async fn api_posts_then_updates_a_card() {
     assert_eq!(update_call.body["text"], done.plain_text());
 
     // A second post gets a later ts.
-    let second = api.post("C0APPROVALS", &msg).await.expect("post 2");
+    let second = api.post("C0APPROVALS", &msg, &key()).await.expect("post 2");
     assert!(second.id > at.id);
 }
 
@@ -707,7 +711,7 @@ async fn api_dm_to_a_user_id() {
     init();
     let (sim, api) = sim_and_api().await;
     let msg = notice("Access granted", "web1:22 is open for 1h", Tone::Success);
-    let at = api.post("U123", &msg).await.expect("dm");
+    let at = api.post("U123", &msg, &key()).await.expect("dm");
     assert!(
         at.channel.starts_with('D'),
         "DM channel id answered: {}",
@@ -732,7 +736,10 @@ async fn api_rate_limited_by_429_with_retry_after() {
         retry_after_secs: 3,
     });
     let started = Instant::now();
-    let err = api.post("C1", &card("req_1", 0)).await.expect_err("429");
+    let err = api
+        .post("C1", &card("req_1", 0), &key())
+        .await
+        .expect_err("429");
     assert!(
         matches!(err, ChatError::RateLimited { retry_after } if retry_after == Duration::from_secs(3)),
         "{err:?}"
@@ -745,13 +752,13 @@ async fn api_rate_limited_by_429_with_retry_after() {
     assert_eq!(calls.len(), 1, "no internal retry");
     assert_eq!(calls[0].status, 429);
     // The fault was consumed: the next call succeeds.
-    api.post("C1", &card("req_1", 0))
+    api.post("C1", &card("req_1", 0), &key())
         .await
         .expect("post after 429");
 
     sim.inject(SlackFault::OkFalse("ratelimited".into()));
     let err = api
-        .post("C1", &card("req_1", 0))
+        .post("C1", &card("req_1", 0), &key())
         .await
         .expect_err("ok:false ratelimited");
     assert!(
@@ -766,20 +773,20 @@ async fn api_channel_not_found_and_other_codes_are_permanent() {
     let (sim, api) = sim_and_api().await;
     sim.set_known_channels(Some(vec!["C0APPROVALS".into()]));
     let err = api
-        .post("C0NOPE", &card("req_1", 0))
+        .post("C0NOPE", &card("req_1", 0), &key())
         .await
         .expect_err("unknown channel");
     assert!(
         matches!(&err, ChatError::Permanent(m) if m.contains("channel_not_found")),
         "{err:?}"
     );
-    api.post("C0APPROVALS", &card("req_1", 0))
+    api.post("C0APPROVALS", &card("req_1", 0), &key())
         .await
         .expect("known channel");
 
     sim.inject(SlackFault::OkFalse("not_in_channel".into()));
     let err = api
-        .post("C0APPROVALS", &card("req_1", 0))
+        .post("C0APPROVALS", &card("req_1", 0), &key())
         .await
         .expect_err("not in channel");
     assert!(
@@ -806,7 +813,10 @@ async fn api_server_errors_and_outage_are_transient() {
     init();
     let (sim, api) = sim_and_api().await;
     sim.inject(SlackFault::ServerError);
-    let err = api.post("C1", &card("req_1", 0)).await.expect_err("500");
+    let err = api
+        .post("C1", &card("req_1", 0), &key())
+        .await
+        .expect_err("500");
     assert!(matches!(err, ChatError::Transient(_)), "{err:?}");
 
     for code in [
@@ -816,7 +826,10 @@ async fn api_server_errors_and_outage_are_transient() {
         "request_timeout",
     ] {
         sim.inject(SlackFault::OkFalse(code.into()));
-        let err = api.post("C1", &card("req_1", 0)).await.expect_err(code);
+        let err = api
+            .post("C1", &card("req_1", 0), &key())
+            .await
+            .expect_err(code);
         assert!(
             matches!(&err, ChatError::Transient(m) if m.contains(code)),
             "{err:?}"
@@ -824,7 +837,10 @@ async fn api_server_errors_and_outage_are_transient() {
     }
 
     sim.set_down(true);
-    let err = api.post("C1", &card("req_1", 0)).await.expect_err("down");
+    let err = api
+        .post("C1", &card("req_1", 0), &key())
+        .await
+        .expect_err("down");
     assert!(
         matches!(&err, ChatError::Transient(m) if m.contains("503")),
         "{err:?}"
@@ -839,7 +855,9 @@ async fn api_server_errors_and_outage_are_transient() {
         .expect_err("down update");
     assert!(matches!(err, ChatError::Transient(_)), "{err:?}");
     sim.set_down(false);
-    api.post("C1", &card("req_1", 0)).await.expect("back up");
+    api.post("C1", &card("req_1", 0), &key())
+        .await
+        .expect("back up");
     assert_eq!(sim.calls().iter().filter(|c| c.status == 503).count(), 2);
 }
 
@@ -852,7 +870,7 @@ async fn api_connection_refused_is_transient() {
     };
     let api = SlackApi::new(&format!("http://127.0.0.1:{port}/api/"), TOKEN.into()).expect("api");
     let err = api
-        .post("C1", &card("req_1", 0))
+        .post("C1", &card("req_1", 0), &key())
         .await
         .expect_err("refused");
     assert!(matches!(err, ChatError::Transient(_)), "{err:?}");
@@ -864,7 +882,7 @@ async fn api_invalid_token_is_permanent() {
     let sim = SlackSim::start(TOKEN).await.expect("sim");
     let api = SlackApi::new(&sim.base_url, "xoxb-wrong".into()).expect("api");
     let err = api
-        .post("C1", &card("req_1", 0))
+        .post("C1", &card("req_1", 0), &key())
         .await
         .expect_err("bad token");
     assert!(
@@ -902,7 +920,7 @@ fn api_new_rejects_bad_configuration() {
 async fn api_oversized_message_passes_the_emulators_block_validation() {
     init();
     let (sim, api) = sim_and_api().await;
-    api.post("C1", &oversized_message())
+    api.post("C1", &oversized_message(), &key())
         .await
         .expect("rendered limits accepted by the emulator's Block Kit validator");
     let m = &sim.messages("C1")[0];

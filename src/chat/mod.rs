@@ -154,11 +154,36 @@ pub enum ChatError {
     Permanent(String),
 }
 
+/// Identifies one logical message across retries, so a post whose response was lost (timeout,
+/// crash between the API call and the job's completion) is not delivered twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    /// Stable for the job: `jitbot-job-<job id>`.
+    pub key: String,
+    /// True when an earlier attempt may already have delivered the message (attempt > 1):
+    /// adapters that cannot make the platform deduplicate look for the key before posting.
+    pub maybe_sent: bool,
+}
+
+impl Dedupe {
+    pub fn for_job(job_id: i64, attempts: i64) -> Dedupe {
+        Dedupe {
+            key: format!("jitbot-job-{job_id}"),
+            maybe_sent: attempts > 1,
+        }
+    }
+}
+
 /// A chat platform's outbound API, as the job runner uses it.
 #[async_trait]
 pub trait ChatApi: Send + Sync {
     /// Post a new message to a channel (or a user id, which posts a direct message).
-    async fn post(&self, channel: &str, message: &Message) -> Result<MessageRef, ChatError>;
+    async fn post(
+        &self,
+        channel: &str,
+        message: &Message,
+        dedupe: &Dedupe,
+    ) -> Result<MessageRef, ChatError>;
     /// Replace a previously posted message in place.
     async fn update(&self, at: &MessageRef, message: &Message) -> Result<(), ChatError>;
 }

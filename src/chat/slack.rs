@@ -23,7 +23,7 @@ use slack_morphism::signature_verifier::{
     SlackEventSignatureVerifier, SlackEventSignatureVerifierError,
 };
 
-use super::{ButtonAction, ChatApi, ChatError, Decision, Message, MessageRef, Tone};
+use super::{ButtonAction, ChatApi, ChatError, Decision, Dedupe, Message, MessageRef, Tone};
 
 /// Largest accepted distance between the request timestamp and now, in either direction.
 pub const MAX_SIGNATURE_SKEW_SECS: i64 = 300;
@@ -750,7 +750,12 @@ fn log_outcome<T>(method: &'static str, channel: &str, result: &Result<T, ChatEr
 
 #[async_trait]
 impl ChatApi for SlackApi {
-    async fn post(&self, channel: &str, message: &Message) -> Result<MessageRef, ChatError> {
+    async fn post(
+        &self,
+        channel: &str,
+        message: &Message,
+        _dedupe: &Dedupe,
+    ) -> Result<MessageRef, ChatError> {
         const METHOD: &str = "chat.postMessage";
         let req = SlackApiChatPostMessageRequest::new(
             SlackChannelId::new(channel.to_string()),

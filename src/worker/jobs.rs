@@ -3,7 +3,7 @@
 
 use super::{Outcome, Worker, backoff};
 use crate::azure::RuleSpec;
-use crate::chat::{ChatError, Message, MessageRef, Platform, Tone};
+use crate::chat::{ChatError, Dedupe, Message, MessageRef, Platform, Tone};
 use crate::domain::{GrantDuration, Status};
 use crate::messages::{self, clock};
 use crate::outbox;
@@ -116,11 +116,14 @@ impl Worker {
                 channel,
                 message,
                 ..
-            } => Ok(self
-                .chat(claimed, platform, |api| async move {
-                    api.post(&channel, &message).await.map(drop)
-                })
-                .await),
+            } => {
+                let dedupe = Dedupe::for_job(claimed.id, claimed.attempts);
+                Ok(self
+                    .chat(claimed, platform, |api| async move {
+                        api.post(&channel, &message, &dedupe).await.map(drop)
+                    })
+                    .await)
+            }
             Job::ChatCard {
                 platform,
                 channel,
@@ -500,13 +503,15 @@ impl Worker {
             )));
         };
         let mut posted: Option<MessageRef> = None;
+        let dedupe = Dedupe::for_job(claimed.id, claimed.attempts);
         let outcome = self
             .chat(claimed, platform, |_| {
                 let api = api.clone();
                 let card = card.clone();
                 let posted = &mut posted;
+                let dedupe = &dedupe;
                 async move {
-                    *posted = Some(api.post(channel, &card).await?);
+                    *posted = Some(api.post(channel, &card, dedupe).await?);
                     Ok(())
                 }
             })
