@@ -1,9 +1,11 @@
-//! The HTTP surface: Slack's slash-command and interactivity endpoints, health and readiness.
+//! The HTTP surface: Slack's slash-command and interactivity endpoints, Discord's interactions
+//! endpoint, health and readiness.
 //!
 //! Every chat request is verified (signature and timestamp over the raw body) before a byte of it
 //! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
 //! answer within Slack's 3-second limit: they only write to the database.
 
+use crate::chat::discord::{self, Incoming};
 use crate::chat::slack::{self, Interaction};
 use crate::chat::{Platform, Tone};
 use crate::config::SlackSettings;
@@ -18,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
+use serenity::interactions_endpoint::Verifier;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -29,6 +32,8 @@ const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
 pub struct HttpState {
     pub service: Service,
     pub slack: Option<Arc<SlackSettings>>,
+    /// Discord's signature verifier (the application's public key), when Discord is configured.
+    pub discord: Option<Arc<Verifier>>,
     /// Unix ms of the worker's last loop (for `/readyz`).
     pub worker_heartbeat: Arc<AtomicI64>,
 }
@@ -37,6 +42,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/slack/commands", post(slack_command))
         .route("/slack/interactions", post(slack_interaction))
+        .route("/discord/interactions", post(discord_interaction))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -224,4 +230,132 @@ async fn slack_interaction(
         }
         Err(_) => StatusCode::OK.into_response(),
     }
+}
+
+/// Discord's answer when the database did not answer in time: only the member sees it.
+fn discord_unavailable(what: &str) -> Response {
+    Json(discord::ephemeral(&reply(
+        Tone::Danger,
+        "",
+        format!("jitbot could not record {what} right now (its database is not answering). Nothing was changed; please try again in a minute."),
+        false,
+    )))
+    .into_response()
+}
+
+/// `POST /discord/interactions`: verify (Ed25519 over timestamp + raw body) before parsing; a bad
+/// or missing signature is 401 and audited, a malformed body 400 and audited. PING → PONG;
+/// `/jit` → an ephemeral reply; autocomplete → the member's requestable targets; a button → the
+/// decision, acknowledged with a deferred update (the card-update job edits the message) or an
+/// ephemeral refusal.
+async fn discord_interaction(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/discord/interactions";
+    let Some(verifier) = st.discord.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(e) = discord::verify_request(&verifier, &headers, &body, now_unix()) {
+        return refuse_http(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+            path,
+            &headers,
+        )
+        .await;
+    }
+    let incoming = match discord::parse_interaction(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            return refuse_http(
+                &st,
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                e,
+                path,
+                &headers,
+            )
+            .await;
+        }
+    };
+    let chat_user = |u: &discord::DiscordUser| ChatUser {
+        platform: Platform::Discord,
+        user_id: u.id.clone(),
+        user_name: u.name.clone(),
+        roles: u.roles.clone(),
+    };
+    match incoming {
+        Incoming::Ping => Json(discord::pong()).into_response(),
+        Incoming::Command { user, text } => {
+            let user = chat_user(&user);
+            match tokio::time::timeout(HANDLER_BUDGET, st.service.command(&user, &text)).await {
+                Ok(Ok(msg)) => Json(discord::ephemeral(&msg)).into_response(),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "command failed");
+                    discord_unavailable("this")
+                }
+                Err(_) => {
+                    tracing::error!("command took longer than the handler budget");
+                    discord_unavailable("this")
+                }
+            }
+        }
+        Incoming::Autocomplete {
+            user,
+            option,
+            value,
+        } => {
+            let choices = if option == "target" || option == "vm" {
+                discord_targets(&st, &chat_user(&user), &value)
+            } else {
+                vec![]
+            };
+            Json(discord::autocomplete(&choices)).into_response()
+        }
+        Incoming::Button { user, action, .. } => {
+            let user = chat_user(&user);
+            match tokio::time::timeout(HANDLER_BUDGET, st.service.click(&user, &action)).await {
+                Ok(Ok(None)) => Json(discord::deferred_update()).into_response(),
+                Ok(Ok(Some(answer))) => Json(discord::ephemeral(&answer)).into_response(),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "click failed");
+                    discord_unavailable("your decision")
+                }
+                Err(_) => {
+                    tracing::error!("click took longer than the handler budget");
+                    discord_unavailable("your decision")
+                }
+            }
+        }
+        Incoming::Other { kind } => {
+            tracing::debug!(kind, "ignoring a Discord interaction that is not jitbot's");
+            Json(discord::deferred_update()).into_response()
+        }
+    }
+}
+
+/// Targets this member may request whose name contains what they typed (at most 25).
+fn discord_targets(st: &HttpState, user: &ChatUser, typed: &str) -> Vec<String> {
+    let policy = &st.service.policy;
+    let Some(person) = policy.person_by_discord(&user.user_id) else {
+        return vec![];
+    };
+    let actor = crate::policy::Actor {
+        person,
+        discord_roles: &user.roles,
+    };
+    let typed = typed.trim().to_ascii_lowercase();
+    let mut names: Vec<String> = policy
+        .requestable(&actor)
+        .into_iter()
+        .map(|t| t.name.clone())
+        .filter(|n| n.to_ascii_lowercase().contains(&typed))
+        .collect();
+    names.sort_by_key(|n| (!n.to_ascii_lowercase().starts_with(&typed), n.clone()));
+    names.truncate(25);
+    names
 }
