@@ -293,7 +293,9 @@ async fn discord_interaction(
         Incoming::Command { user, text } => {
             let user = chat_user(&user);
             match tokio::time::timeout(HANDLER_BUDGET, st.service.command(&user, &text)).await {
-                Ok(Ok(msg)) => Json(discord::ephemeral(&msg)).into_response(),
+                Ok(Ok(msg)) => {
+                    Json(discord::ephemeral(&discord::discord_idiom(msg))).into_response()
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "command failed");
                     discord_unavailable("this")

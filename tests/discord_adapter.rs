@@ -495,3 +495,69 @@ async fn register_overwrites_guild_and_global_commands_through_serenity() {
         )
     );
 }
+
+fn resolve(text: &str) -> Result<jitbot::config::Settings, Vec<String>> {
+    let file: jitbot::config::ConfigFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+    jitbot::config::Settings::resolve(file, |name| match name {
+        "DISCORD_BOT_TOKEN" | "AZURE_CLIENT_SECRET" => Ok(Some(jitbot::config::Secret::new("x"))),
+        _ => Ok(None),
+    })
+}
+
+#[test]
+fn the_discord_only_example_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/jitbot-discord.toml"
+    ))
+    .unwrap();
+    let s = resolve(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(s.slack.is_none());
+    let d = s.discord.unwrap();
+    assert_eq!(d.api_base_url, discord::DEFAULT_API_BASE);
+    assert_eq!(format!("{:?}", d.bot_token), "Secret(…)");
+}
+
+#[test]
+fn discord_config_problems_are_listed() {
+    let base = |discord: &str, channel: &str| {
+        format!(
+            "[azure]\nbackend = \"simulated\"\n{discord}\n[people.a]\ndiscord = \"1\"\n[targets.web1]\nnsg = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n\"\ndestination = \"10.0.0.4\"\nports = [22]\nmax_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\nrequesters = [\"a\"]\napprovers = [\"a\"]\npriority_range = [100, 199]\n{channel}\n"
+        )
+    };
+    // Nothing configured.
+    let errors = resolve(&base("", "approval_channel.discord = \"5\"")).unwrap_err();
+    assert!(errors.join(" ").contains("no chat platform"), "{errors:?}");
+    // A key that is not a key, an id that is not an id, and a target without a Discord channel.
+    let errors = resolve(&base(
+        "[discord]\napplication_id = \"abc\"\npublic_key = \"1234\"",
+        "approval_channel.slack = \"C1\"",
+    ))
+    .unwrap_err();
+    let all = errors.join("\n");
+    for needle in [
+        "discord.public_key",
+        "discord.application_id",
+        "approval_channel.discord",
+    ] {
+        assert!(all.contains(needle), "missing {needle}: {all}");
+    }
+    // The public key may come from DISCORD_PUBLIC_KEY; without it, the check says where to find it.
+    let text = base(
+        "[discord]\napplication_id = \"1\"",
+        "approval_channel.discord = \"5\"",
+    );
+    let errors = resolve(&text).unwrap_err();
+    assert!(
+        errors.join(" ").contains("DISCORD_PUBLIC_KEY"),
+        "{errors:?}"
+    );
+    let file: jitbot::config::ConfigFile = toml::from_str(&text).unwrap();
+    let ok = jitbot::config::Settings::resolve(file, |name| {
+        Ok(Some(jitbot::config::Secret::new(match name {
+            "DISCORD_PUBLIC_KEY" => TEST_PUBLIC_KEY,
+            _ => "x",
+        })))
+    });
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}

@@ -293,6 +293,26 @@ pub fn command_text(_name: &str, options: &[CommandDataOption]) -> String {
     words.join(" ")
 }
 
+/// `/jit help` in Discord's own syntax (shown instead of the Slack-style usage text).
+pub const USAGE: &str = "\
+Usage:
+  /jit request target:<vm> ports:<ports> duration:<duration> [source:<ip|cidr>] [reason:<text>]
+      e.g. /jit request target:web1 ports:22 duration:1h   ·   ports: 22, 22,3389, ssh, rdp   ·   durations: 90s, 30m, 1h30m, PT1H
+  /jit targets                      what you may request
+  /jit list                         your pending and active requests
+  /jit status id:<id>               one request in detail
+  /jit revoke id:<id>               close a grant early (requester or approver)
+  /jit extend id:<id> duration:<d>  keep a grant open longer (may need approval again)
+  /jit help                         this text";
+
+/// Replaces the Slack-style usage text in a reply with [`USAGE`].
+pub fn discord_idiom(mut message: Message) -> Message {
+    if message.text.contains(crate::command::USAGE) {
+        message.text = message.text.replace(crate::command::USAGE, USAGE);
+    }
+    message
+}
+
 fn colour(tone: Tone) -> u32 {
     match tone {
         Tone::Info => 0x5865F2,

@@ -521,3 +521,48 @@ async fn one_policy_serves_slack_and_discord() {
     let refusals = app.refusals().await;
     assert!(refusals.iter().any(|r| r["rule"] == "self_approval"));
 }
+
+#[tokio::test]
+async fn discord_help_and_bad_input_answer_privately_and_change_nothing() {
+    let app = spawn_discord_app().await;
+    let help = app.command(D_STEVE, &[], "help", vec![]).await;
+    assert!(help.contains("/jit request target:"), "{help}");
+    let bad = app
+        .command(
+            D_STEVE,
+            &[],
+            "request",
+            vec![
+                discord_user::opt("target", "web1"),
+                discord_user::opt("ports", "http"),
+                discord_user::opt("duration", "1h"),
+            ],
+        )
+        .await;
+    assert!(bad.contains("http"), "{bad}");
+    assert!(
+        bad.contains("/jit request target:"),
+        "usage in Discord syntax: {bad}"
+    );
+    let refused = app
+        .command(
+            D_STEVE,
+            &[],
+            "request",
+            vec![
+                discord_user::opt("target", "db1"),
+                discord_user::opt("ports", "5432"),
+                discord_user::opt("duration", "1h"),
+            ],
+        )
+        .await;
+    assert!(refused.contains("Refused"), "{refused}");
+    assert_eq!(app.row_counts().await, (0, 0));
+    let targets = app.command(D_STEVE, &[], "targets", vec![]).await;
+    assert!(
+        targets.contains("web1") && !targets.contains("db1"),
+        "{targets}"
+    );
+    let list = app.command(D_STEVE, &[], "list", vec![]).await;
+    assert!(!list.is_empty());
+}
