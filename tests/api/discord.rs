@@ -534,12 +534,12 @@ async fn discord_help_and_bad_input_answer_privately_and_change_nothing() {
             "request",
             vec![
                 discord_user::opt("target", "web1"),
-                discord_user::opt("ports", "http"),
+                discord_user::opt("ports", "sshh"),
                 discord_user::opt("duration", "1h"),
             ],
         )
         .await;
-    assert!(bad.contains("http"), "{bad}");
+    assert!(bad.contains("sshh"), "{bad}");
     assert!(
         bad.contains("/jit request target:"),
         "usage in Discord syntax: {bad}"
