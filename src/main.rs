@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the bot: HTTP endpoints for Slack plus the worker that opens and closes rules.
+    /// Run the bot: HTTP endpoints for Slack and Discord plus the worker that opens and closes rules.
     Serve {
         #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
@@ -30,7 +30,7 @@ enum Cmd {
     Check {
         #[arg(env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
-        /// Also require the secrets (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN) to be set.
+        /// Also require the secrets (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, DISCORD_BOT_TOKEN) to be set.
         #[arg(long)]
         secrets: bool,
     },
