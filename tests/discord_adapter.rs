@@ -561,3 +561,62 @@ fn discord_config_problems_are_listed() {
     });
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
+
+#[tokio::test]
+async fn the_register_cli_installs_the_command_in_a_guild() {
+    let (sim, _api) = api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jitbot.toml");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/jitbot-discord.toml"
+    ))
+    .unwrap();
+    let text = example.replace(
+        "# api_base_url = \"https://discord.com/api/v10\"",
+        &format!("api_base_url = \"{}\"", sim.base_url),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jitbot"))
+        .args([
+            "discord",
+            "register",
+            "--guild",
+            "290926798626357999",
+            "--config",
+        ])
+        .arg(&config)
+        .env("DISCORD_BOT_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("installed 1 command(s) guild 290926798626357999"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/jit"), "{stdout}");
+    assert!(
+        stdout.contains("request, list, targets, status, revoke, extend, help"),
+        "{stdout}"
+    );
+    assert!(sim.commands(Some("290926798626357999")).is_some());
+    // Without the token it says what to set, and calls nothing.
+    let calls = sim.calls().len();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jitbot"))
+        .args(["discord", "register", "--config"])
+        .arg(&config)
+        .env_remove("DISCORD_BOT_TOKEN")
+        .env_remove("DISCORD_BOT_TOKEN_FILE")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DISCORD_BOT_TOKEN"));
+    assert_eq!(sim.calls().len(), calls);
+}
