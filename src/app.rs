@@ -65,17 +65,18 @@ impl Application {
             out.platforms
                 .push((Platform::Slack, s.audit_channel.clone()));
         }
-        let discord_verifier = match &settings.discord {
+        let discord_endpoint = match &settings.discord {
             Some(d) => {
-                let api = DiscordApi::new(&d.api_base_url, d.bot_token.expose())
-                    .map_err(|e| anyhow::anyhow!("Discord client: {e}"))?;
-                chats.insert(Platform::Discord, Arc::new(api));
+                let api = Arc::new(
+                    DiscordApi::new(&d.api_base_url, d.bot_token.expose())
+                        .map_err(|e| anyhow::anyhow!("Discord client: {e}"))?,
+                );
+                chats.insert(Platform::Discord, api.clone());
                 out.platforms
                     .push((Platform::Discord, d.audit_channel.clone()));
-                Some(Arc::new(
-                    crate::chat::discord::verifier(&d.public_key)
-                        .map_err(|e| anyhow::anyhow!("discord.public_key: {e}"))?,
-                ))
+                let verifier = crate::chat::discord::verifier(&d.public_key)
+                    .map_err(|e| anyhow::anyhow!("discord.public_key: {e}"))?;
+                Some(Arc::new(http::DiscordEndpoint { verifier, api }))
             }
             None => None,
         };
@@ -127,7 +128,7 @@ impl Application {
         let router = http::router(HttpState {
             service: service.clone(),
             slack,
-            discord: discord_verifier,
+            discord: discord_endpoint,
             worker_heartbeat: heartbeat,
         });
         let mut stop = rx;

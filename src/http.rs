@@ -5,7 +5,7 @@
 //! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
 //! answer within Slack's 3-second limit: they only write to the database.
 
-use crate::chat::discord::{self, Incoming};
+use crate::chat::discord::{self, DiscordApi, Incoming};
 use crate::chat::slack::{self, Interaction};
 use crate::chat::{Platform, Tone};
 use crate::config::SlackSettings;
@@ -32,10 +32,49 @@ const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
 pub struct HttpState {
     pub service: Service,
     pub slack: Option<Arc<SlackSettings>>,
-    /// Discord's signature verifier (the application's public key), when Discord is configured.
-    pub discord: Option<Arc<Verifier>>,
+    /// Discord's signature verifier and REST client, when Discord is configured.
+    pub discord: Option<Arc<DiscordEndpoint>>,
     /// Unix ms of the worker's last loop (for `/readyz`).
     pub worker_heartbeat: Arc<AtomicI64>,
+}
+
+/// What `/discord/interactions` needs: the application's public key, and the REST client for
+/// the follow-up of a deferred answer.
+pub struct DiscordEndpoint {
+    pub verifier: Verifier,
+    pub api: Arc<DiscordApi>,
+}
+
+/// A Discord command still running after this gets a deferred response (Discord allows 3 s).
+const DISCORD_DEFER_AFTER: Duration = Duration::from_millis(2000);
+/// How long a deferred command may take before its follow-up says it failed (the interaction
+/// token lives 15 minutes).
+const DISCORD_FOLLOW_UP_WITHIN: Duration = Duration::from_secs(60);
+
+/// Replaces the deferred response with `answer`, retrying briefly through rate limits and
+/// transient failures (the token expires, so this is not a durable job).
+async fn follow_up(
+    api: &DiscordApi,
+    application_id: &str,
+    token: &str,
+    answer: &crate::chat::Message,
+) {
+    for attempt in 1..=5u32 {
+        match api.edit_original(application_id, token, answer).await {
+            Ok(()) => return,
+            Err(crate::chat::ChatError::RateLimited { retry_after }) => {
+                tokio::time::sleep(retry_after.min(Duration::from_secs(30))).await
+            }
+            Err(crate::chat::ChatError::Transient(e)) => {
+                tracing::warn!(attempt, error = %e, "deferred answer not delivered yet");
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await
+            }
+            Err(crate::chat::ChatError::Permanent(e)) => {
+                tracing::error!(error = %e, "Discord refused the deferred answer");
+                return;
+            }
+        }
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -254,10 +293,10 @@ async fn discord_interaction(
     body: Bytes,
 ) -> Response {
     let path = "/discord/interactions";
-    let Some(verifier) = st.discord.clone() else {
+    let Some(endpoint) = st.discord.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(e) = discord::verify_request(&verifier, &headers, &body, now_unix()) {
+    if let Err(e) = discord::verify_request(&endpoint.verifier, &headers, &body, now_unix()) {
         return refuse_http(
             &st,
             StatusCode::UNAUTHORIZED,
@@ -290,19 +329,50 @@ async fn discord_interaction(
     };
     match incoming {
         Incoming::Ping => Json(discord::pong()).into_response(),
-        Incoming::Command { user, text } => {
+        Incoming::Command {
+            user,
+            text,
+            application_id,
+            token,
+        } => {
             let user = chat_user(&user);
-            match tokio::time::timeout(HANDLER_BUDGET, st.service.command(&user, &text)).await {
-                Ok(Ok(msg)) => {
+            let service = st.service.clone();
+            // The command runs to completion in its own task: if it outlasts the budget, Discord
+            // gets a deferred response now and the answer replaces it when it is ready.
+            let mut work = tokio::spawn(async move { service.command(&user, &text).await });
+            match tokio::time::timeout(DISCORD_DEFER_AFTER, &mut work).await {
+                Ok(Ok(Ok(msg))) => {
                     Json(discord::ephemeral(&discord::discord_idiom(msg))).into_response()
                 }
-                Ok(Err(e)) => {
+                Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, "command failed");
                     discord_unavailable("this")
                 }
-                Err(_) => {
-                    tracing::error!("command took longer than the handler budget");
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "command task failed");
                     discord_unavailable("this")
+                }
+                Err(_) => {
+                    tracing::warn!("command outlasted the handler budget; deferring the answer");
+                    let api = endpoint.api.clone();
+                    tokio::spawn(async move {
+                        let answer = match tokio::time::timeout(DISCORD_FOLLOW_UP_WITHIN, work)
+                            .await
+                        {
+                            Ok(Ok(Ok(msg))) => discord::discord_idiom(msg),
+                            other => {
+                                tracing::error!(outcome = ?other.map(|r| r.map(|r| r.map(drop))), "deferred command did not finish");
+                                reply(
+                                    Tone::Danger,
+                                    "",
+                                    "jitbot could not record this in time (its database is not answering). Check `/jit list` before trying again.",
+                                    false,
+                                )
+                            }
+                        };
+                        follow_up(&api, &application_id, &token, &answer).await;
+                    });
+                    Json(discord::deferred_ephemeral()).into_response()
                 }
             }
         }

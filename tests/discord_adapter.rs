@@ -97,7 +97,10 @@ fn tampering_wrong_key_missing_headers_and_stale_timestamps_are_refused() {
 fn the_project_vectors_parse() {
     assert_eq!(parse_interaction(PING).unwrap(), Incoming::Ping);
     match parse_interaction(COMMAND).unwrap() {
-        Incoming::Command { user, text } => {
+        Incoming::Command {
+            user, text, token, ..
+        } => {
+            assert!(token.starts_with("aW50ZXJhY3Rpb24"));
             assert_eq!(user.id, "53908232506183680");
             assert_eq!(user.roles, vec!["539082325061836999".to_string()]);
             assert_eq!(text, "web1 22 1h");

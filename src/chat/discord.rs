@@ -19,7 +19,8 @@ use serenity::all::{
     ButtonStyle, CommandDataOption, CommandDataOptionValue, CommandInteraction, CommandOptionType,
     ComponentInteractionDataKind, CreateActionRow, CreateAutocompleteResponse, CreateButton,
     CreateCommand, CreateCommandOption, CreateEmbed, CreateEmbedFooter, CreateInteractionResponse,
-    CreateInteractionResponseMessage, CreateMessage, EditMessage, Interaction, Nonce,
+    CreateInteractionResponseMessage, CreateMessage, EditInteractionResponse, EditMessage,
+    Interaction, Nonce,
 };
 use serenity::interactions_endpoint::Verifier;
 use std::collections::HashMap;
@@ -129,10 +130,13 @@ pub struct DiscordUser {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     Ping,
-    /// `/jit …`: the typed options turned into the `/jit` text grammar.
+    /// `/jit …`: the typed options turned into the `/jit` text grammar; `token` answers it later
+    /// (a deferred response's follow-up, valid 15 minutes).
     Command {
         user: DiscordUser,
         text: String,
+        application_id: String,
+        token: String,
     },
     /// The member is typing an option with autocomplete (`target`).
     Autocomplete {
@@ -178,6 +182,8 @@ pub fn parse_interaction(body: &[u8]) -> Result<Incoming, String> {
         Interaction::Command(c) => Incoming::Command {
             user: user_of(&c),
             text: command_text(&c.data.name, &c.data.options),
+            application_id: c.application_id.to_string(),
+            token: c.token.clone(),
         },
         Interaction::Autocomplete(c) => {
             let (option, value) = c
@@ -424,6 +430,12 @@ pub fn ephemeral(message: &Message) -> Value {
     ))
 }
 
+/// Interaction response type 5 with flags 64: "jitbot is thinking…", only for the member; the
+/// answer follows by editing the original response.
+pub fn deferred_ephemeral() -> Value {
+    json!({ "type": 5, "data": { "flags": 64 } })
+}
+
 /// Interaction response type 6: the click is taken; the card-update job edits the message.
 pub fn deferred_update() -> Value {
     json!({ "type": 6 })
@@ -617,17 +629,32 @@ impl DiscordApi {
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<Value, ChatError> {
+        self.call_as(method, key, path, body, true).await
+    }
+
+    /// [`Self::call`]; `bot_auth` false for interaction webhooks (their token is in the path).
+    async fn call_as(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+        bot_auth: bool,
+    ) -> Result<Value, ChatError> {
         if let Some(wait) = self.wait_for(key) {
             if wait > MAX_INLINE_WAIT {
                 return Err(ChatError::RateLimited { retry_after: wait });
             }
             tokio::time::sleep(wait).await;
         }
-        let resp = self
+        let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .header("authorization", &self.authorization)
-            .json(body)
+            .json(body);
+        if bot_auth {
+            request = request.header("authorization", &self.authorization);
+        }
+        let resp = request
             .send()
             .await
             .map_err(|e| ChatError::Transient(format!("Discord is unreachable: {e}")))?;
@@ -681,6 +708,28 @@ impl DiscordApi {
             )));
         }
         Ok(json)
+    }
+
+    /// Replaces a deferred interaction response with the answer
+    /// (`PATCH /webhooks/{application}/{token}/messages/@original`).
+    pub async fn edit_original(
+        &self,
+        application_id: &str,
+        token: &str,
+        message: &Message,
+    ) -> Result<(), ChatError> {
+        let body = EditInteractionResponse::new()
+            .embeds(vec![embed(message)])
+            .components(components(message));
+        self.call_as(
+            reqwest::Method::PATCH,
+            &format!("webhook:{application_id}"),
+            &format!("/webhooks/{application_id}/{token}/messages/@original"),
+            &body,
+            false,
+        )
+        .await
+        .map(drop)
     }
 
     /// The channel to post to: `user:<id>` opens (once) the user's DM channel.

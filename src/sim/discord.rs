@@ -3,7 +3,8 @@
 //! Serves, under `http://127.0.0.1:<port>/api/v10`: `POST /channels/{id}/messages`,
 //! `PATCH /channels/{id}/messages/{id}`, `POST /users/@me/channels` (open a DM),
 //! `PUT /applications/{app}/commands` and `PUT /applications/{app}/guilds/{guild}/commands` (bulk
-//! overwrite). Like Discord (see `shared/reference/PROTOCOLS.md`): `Authorization: Bot <token>`
+//! overwrite), and `PATCH /webhooks/{app}/{token}/messages/@original` (the answer to a deferred
+//! interaction; authorised by the token in the path). Like Discord (see `shared/reference/PROTOCOLS.md`): `Authorization: Bot <token>`
 //! or 401 `{"code":0,"message":"401: Unauthorized"}`; `X-RateLimit-*` headers on every answer;
 //! content ≤ 2000 chars, ≤ 10 embeds, button `custom_id` 1–100 chars and label ≤ 80 (else 400
 //! `Invalid Form Body`); a `nonce` with `enforce_nonce: true` that was already used in the channel
@@ -126,6 +127,8 @@ struct SimState {
     down: bool,
     /// `global` or the guild id → the commands as last overwritten.
     commands: HashMap<String, Value>,
+    /// (interaction token, body) of every `PATCH /webhooks/{app}/{token}/messages/@original`.
+    followups: Vec<(String, Value)>,
 }
 
 impl SimState {
@@ -193,6 +196,11 @@ impl DiscordSim {
     /// The commands last installed globally (`None`) or in a guild.
     pub fn commands(&self, guild: Option<&str>) -> Option<Value> {
         self.lock().commands.get(guild.unwrap_or("global")).cloned()
+    }
+
+    /// Edits of deferred interaction responses: (interaction token, body).
+    pub fn followups(&self) -> Vec<(String, Value)> {
+        self.lock().followups.clone()
     }
 
     pub fn inject(&self, fault: DiscordFault) {
@@ -328,7 +336,8 @@ fn answer(
             false,
         );
     }
-    if !auth_ok {
+    // Interaction webhooks are authorised by the token in their path, not the bot token.
+    if !auth_ok && !path.starts_with("/webhooks/") {
         return (
             error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized"),
             false,
@@ -454,6 +463,19 @@ fn answer(
             axum::Json(json!({ "id": channel, "type": 1, "last_message_id": null, "flags": 0,
                 "recipients": [{ "id": user, "username": "member", "discriminator": "0", "avatar": null, "global_name": null }] }))
             .into_response()
+        }
+        ("PATCH", ["webhooks", app, token, "messages", "@original"]) => {
+            if *app != BOT_USER_ID {
+                return (
+                    error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook"),
+                    false,
+                );
+            }
+            if let Err(why) = check_message(body) {
+                return (invalid_form(&why), false);
+            }
+            st.followups.push((token.to_string(), body.clone()));
+            axum::Json(json!({ "id": "0", "type": 20, "content": "", "embeds": body["embeds"], "components": body["components"], "flags": 64 })).into_response()
         }
         ("PUT", ["applications", app, "commands"]) => overwrite(st, app, None, body),
         ("PUT", ["applications", app, "guilds", guild, "commands"]) => {

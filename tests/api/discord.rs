@@ -566,3 +566,52 @@ async fn discord_help_and_bad_input_answer_privately_and_change_nothing() {
     let list = app.command(D_STEVE, &[], "list", vec![]).await;
     assert!(!list.is_empty());
 }
+
+#[tokio::test]
+async fn discord_slow_commands_are_deferred_then_answered() {
+    let app = spawn_discord_app().await;
+    // Hold SQLite's write lock (an uncommitted append) so the command cannot finish within
+    // Discord's 3 s; dropping the transaction rolls it back.
+    let mut tx = app.store.begin().await.unwrap();
+    tx.audit(
+        jitbot::store::AuditKind::Started,
+        None,
+        Some("test"),
+        serde_json::json!({}),
+        false,
+    )
+    .await
+    .unwrap();
+    let sent = Instant::now();
+    let (status, json) = app
+        .send(&discord_user::request(D_STEVE, &[], "web1", "22", "1h"))
+        .await;
+    let ack = sent.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(json, serde_json::json!({"type": 5, "data": {"flags": 64}}));
+    assert!(ack < Duration::from_millis(2900), "deferred after {ack:?}");
+    println!("METRIC discord_defer_latency_ms={}", ack.as_millis());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(tx);
+    // sqlx rolls a dropped transaction back on the connection's next use.
+    assert!(app.store.ping().await);
+    app.wait_until("the deferred answer", Duration::from_secs(10), |a| {
+        !a.discord.followups().is_empty()
+    })
+    .await;
+    let followups = app.discord.followups();
+    assert_eq!(followups.len(), 1);
+    let (token, body) = &followups[0];
+    assert!(token.starts_with("aW50ZXJhY3Rpb24"), "{token}");
+    let text = embed_text(body);
+    assert!(text.contains("waiting for approval"), "{text}");
+    let id = text
+        .split('`')
+        .find(|w| w.starts_with("req_"))
+        .unwrap()
+        .to_string();
+    // The request was recorded once, and its card posted.
+    assert_eq!(app.request(&id).await.status, Status::Pending);
+    assert_eq!(app.row_counts().await.0, 1);
+    app.card(&id).await;
+}
