@@ -657,7 +657,10 @@ impl DiscordApi {
         let resp = request
             .send()
             .await
-            .map_err(|e| ChatError::Transient(format!("Discord is unreachable: {e}")))?;
+            // Without the URL: an interaction webhook's path holds its token.
+            .map_err(|e| {
+                ChatError::Transient(format!("Discord is unreachable: {}", e.without_url()))
+            })?;
         let status = resp.status();
         let header_secs = |name: &str| {
             resp.headers()

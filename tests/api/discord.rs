@@ -615,3 +615,65 @@ async fn discord_slow_commands_are_deferred_then_answered() {
     assert_eq!(app.row_counts().await.0, 1);
     app.card(&id).await;
 }
+
+#[tokio::test]
+async fn discord_status_extend_and_revoke_work_like_slack() {
+    let app = spawn_discord_app().await;
+    let id = app.submit(D_STEVE, "web1", "22", "10m").await;
+    app.click(D_ALICE, &[], &id, true).await;
+    app.wait_status(&id, Status::Active, Duration::from_secs(5))
+        .await;
+    let opt = discord_user::opt;
+    let status = app
+        .command(D_STEVE, &[], "status", vec![opt("id", &id)])
+        .await;
+    assert!(
+        status.contains(&id) && status.contains("Target: web1"),
+        "{status}"
+    );
+
+    // An extension is a new approval round on the same card, decided with its buttons.
+    let ext = app
+        .command(
+            D_STEVE,
+            &[],
+            "extend",
+            vec![opt("id", &id), opt("duration", "5m")],
+        )
+        .await;
+    assert!(ext.contains("extend"), "{ext}");
+    app.wait_until("round-1 buttons on the card", Duration::from_secs(3), |a| {
+        a.discord
+            .messages(D_APPROVALS)
+            .iter()
+            .any(|m| m.custom_ids().contains(&format!("jit:approve:{id}:1")))
+    })
+    .await;
+    let before = app.request(&id).await.expires_at.unwrap();
+    let (_, json) = app.click(D_BOB, &[], &id, true).await;
+    assert_eq!(json["type"], 6, "{json}");
+    app.wait_until("extended", Duration::from_secs(3), |_| true)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while app.request(&id).await.expires_at.unwrap() == before {
+        assert!(Instant::now() < deadline, "not extended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.request(&id).await.expires_at.unwrap() - before,
+        5 * 60 * 1000
+    );
+
+    // Revoke closes it now.
+    let revoked = app
+        .command(D_STEVE, &[], "revoke", vec![opt("id", &id)])
+        .await;
+    assert!(!revoked.is_empty());
+    app.wait_status(&id, Status::Revoked, Duration::from_secs(5))
+        .await;
+    assert!(app.rule(&id).is_none());
+    let list = app.command(D_STEVE, &[], "list", vec![]).await;
+    assert!(!list.contains(&id) || list.contains("revoked"), "{list}");
+    let kinds = app.audit_kinds(&id).await;
+    assert!(kinds.contains(&"extended".to_string()), "{kinds:?}");
+}
