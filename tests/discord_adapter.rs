@@ -426,6 +426,48 @@ async fn rate_limits_are_honoured() {
         t.elapsed()
     );
     assert_eq!(sim.messages("902").len(), 1);
+    // A success that empties the bucket: the next call waits for the reset instead of
+    // provoking a 429.
+    sim.inject(DiscordFault::BucketExhausted { reset_after: 5.0 });
+    api.post("903", &card(), &Dedupe::for_job(4, 1))
+        .await
+        .unwrap();
+    let calls = sim.calls().len();
+    match api.post("903", &card(), &Dedupe::for_job(5, 1)).await {
+        Err(ChatError::RateLimited { retry_after }) => {
+            assert!(retry_after > Duration::from_secs(4), "{retry_after:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        sim.calls().len(),
+        calls,
+        "an empty bucket must not be called"
+    );
+    sim.inject(DiscordFault::BucketExhausted { reset_after: 0.4 });
+    api.post("904", &card(), &Dedupe::for_job(6, 1))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    api.post("904", &card(), &Dedupe::for_job(7, 1))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(sim.messages("904").len(), 2);
+    let throttled: Vec<String> = sim
+        .calls()
+        .iter()
+        .filter(|c| c.status == 429)
+        .map(|c| c.path.clone())
+        .collect();
+    assert_eq!(
+        throttled,
+        ["/channels/900/messages", "/channels/902/messages"]
+    );
 }
 
 #[tokio::test]

@@ -112,6 +112,8 @@ pub enum DiscordFault {
     ServerError,
     /// The call takes effect but the answer is a 502 (the caller cannot know it worked).
     LostResponse,
+    /// The call succeeds with `X-RateLimit-Remaining: 0` and this `X-RateLimit-Reset-After`.
+    BucketExhausted { reset_after: f64 },
 }
 
 #[derive(Default)]
@@ -302,6 +304,14 @@ async fn handle(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a == format!("Bot {}", st.token));
+    let exhausted = match st.faults.front() {
+        Some(DiscordFault::BucketExhausted { reset_after }) => {
+            let r = *reset_after;
+            st.faults.pop_front();
+            Some(r)
+        }
+        _ => None,
+    };
     let (resp, lost) = answer(&mut st, &method, &path, &body, auth_ok);
     let mut resp = if lost {
         error(StatusCode::BAD_GATEWAY, 0, "upstream timed out")
@@ -309,7 +319,10 @@ async fn handle(
         resp
     };
     if resp.status() != StatusCode::TOO_MANY_REQUESTS {
-        rate_headers(&mut resp, 4, 1.0);
+        match exhausted {
+            Some(reset_after) => rate_headers(&mut resp, 0, reset_after),
+            None => rate_headers(&mut resp, 4, 1.0),
+        }
     }
     st.calls.push(DiscordCall {
         method: method.to_string(),
@@ -379,7 +392,7 @@ fn answer(
             );
         }
         Some(DiscordFault::LostResponse) => lost = true,
-        None => {}
+        Some(DiscordFault::BucketExhausted { .. }) | None => {}
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resp = match (method.as_str(), segs.as_slice()) {
