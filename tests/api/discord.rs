@@ -277,7 +277,7 @@ async fn discord_autocomplete_offers_only_requestable_targets() {
     };
     assert_eq!(ask(D_ALICE, "").await, ["db1", "web1"]);
     assert_eq!(ask(D_ALICE, "W").await, ["web1"]);
-    assert_eq!(ask(D_STEVE, "").await, ["web1"]);
+    assert_eq!(ask(D_STEVE, "").await, ["app1", "web1"]);
     assert!(ask(D_MALLORY, "").await.is_empty());
     assert!(ask("899999999999999999", "").await.is_empty());
     // Autocomplete writes nothing.
@@ -676,4 +676,41 @@ async fn discord_status_extend_and_revoke_work_like_slack() {
     assert!(!list.contains(&id) || list.contains("revoked"), "{list}");
     let kinds = app.audit_kinds(&id).await;
     assert!(kinds.contains(&"extended".to_string()), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn discord_two_approvals_from_different_people_are_needed() {
+    let app = spawn_discord_app().await;
+    let id = app.submit(D_STEVE, "app1", "443", "1h").await;
+    let (_, json) = app.click(D_ALICE, &[], &id, true).await;
+    assert_eq!(json["type"], 6, "{json}");
+    // Clicking again does not count twice.
+    let (_, json) = app.click(D_ALICE, &[], &id, true).await;
+    assert!(
+        embed_text(&json["data"]).contains("already decided"),
+        "{json}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.request(&id).await.status, Status::Pending);
+    app.wait_until("card shows 1/2", Duration::from_secs(3), |a| {
+        a.discord
+            .messages(D_APPROVALS)
+            .iter()
+            .any(|m| m.text().contains(&id) && m.text().contains("(1/2)"))
+    })
+    .await;
+    // The second approval comes from a role holder.
+    let (_, json) = app.click(D_CAROL, &[D_APPROVER_ROLE], &id, true).await;
+    assert_eq!(json["type"], 6, "{json}");
+    app.wait_status(&id, Status::Active, Duration::from_secs(5))
+        .await;
+    let approvers: Vec<String> = app
+        .store
+        .decisions(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.approver)
+        .collect();
+    assert_eq!(approvers, ["alice", "carol"]);
 }

@@ -466,6 +466,20 @@ approvers = ["group:secops"]
 approval_channel.discord = "{D_APPROVALS}"
 {slack_channel}
 priority_range = [200, 299]
+
+[targets.app1]
+nsg = "{NSG}"
+destination = "10.0.3.6"
+ports = [443]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+default_source = "203.0.113.7"
+requesters = ["steve"]
+approvers = ["group:secops", "discord-role:{D_APPROVER_ROLE}"]
+approvals_required = 2
+approval_channel.discord = "{D_APPROVALS}"
+{slack_channel}
+priority_range = [300, 399]
 "#,
         app = discord_user::APPLICATION_ID,
         key = discord_user::TEST_PUBLIC_KEY,
