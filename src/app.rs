@@ -1,6 +1,7 @@
 //! Wiring: build every part from [`Settings`], start the HTTP server and the worker, stop them.
 
 use crate::azure::{self, Azure, AzureOverrides};
+use crate::chat::discord::DiscordApi;
 use crate::chat::slack::SlackApi;
 use crate::chat::{ChatApi, Platform};
 use crate::config::Settings;
@@ -64,6 +65,21 @@ impl Application {
             out.platforms
                 .push((Platform::Slack, s.audit_channel.clone()));
         }
+        let discord_endpoint = match &settings.discord {
+            Some(d) => {
+                let api = Arc::new(
+                    DiscordApi::new(&d.api_base_url, d.bot_token.expose())
+                        .map_err(|e| anyhow::anyhow!("Discord client: {e}"))?,
+                );
+                chats.insert(Platform::Discord, api.clone());
+                out.platforms
+                    .push((Platform::Discord, d.audit_channel.clone()));
+                let verifier = crate::chat::discord::verifier(&d.public_key)
+                    .map_err(|e| anyhow::anyhow!("discord.public_key: {e}"))?;
+                Some(Arc::new(http::DiscordEndpoint { verifier, api }))
+            }
+            None => None,
+        };
         let service = Service {
             store: store.clone(),
             policy: policy.clone(),
@@ -112,6 +128,7 @@ impl Application {
         let router = http::router(HttpState {
             service: service.clone(),
             slack,
+            discord: discord_endpoint,
             worker_heartbeat: heartbeat,
         });
         let mut stop = rx;

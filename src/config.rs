@@ -23,6 +23,7 @@ pub struct ConfigFile {
     pub worker: WorkerFile,
     pub azure: AzureSettings,
     pub slack: Option<SlackFile>,
+    pub discord: Option<DiscordFile>,
     #[serde(default)]
     pub people: BTreeMap<String, PersonFile>,
     #[serde(default)]
@@ -113,6 +114,35 @@ fn default_slack_api() -> String {
     "https://slack.com/api/".into()
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordFile {
+    /// The application id (Developer Portal → General Information).
+    pub application_id: String,
+    /// The application's public key (hex). Not a secret; `DISCORD_PUBLIC_KEY` may supply it instead.
+    pub public_key: Option<String>,
+    /// REST base (proxies, tests). Default `https://discord.com/api/v10`.
+    #[serde(default = "default_discord_api")]
+    pub api_base_url: String,
+    /// Channel id that receives every event (the audit feed).
+    pub audit_channel: Option<String>,
+}
+
+fn default_discord_api() -> String {
+    crate::chat::discord::DEFAULT_API_BASE.into()
+}
+
+/// Discord, resolved with its secret.
+#[derive(Debug, Clone)]
+pub struct DiscordSettings {
+    pub application_id: String,
+    /// 64 hex digits, checked to be a valid Ed25519 public key.
+    pub public_key: String,
+    pub api_base_url: String,
+    pub audit_channel: Option<String>,
+    pub bot_token: Secret,
+}
+
 /// A secret value: never printed, never logged.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -165,6 +195,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub azure: AzureSettings,
     pub slack: Option<SlackSettings>,
+    pub discord: Option<DiscordSettings>,
     pub policy: Policy,
 }
 
@@ -199,6 +230,31 @@ impl Settings {
                 None
             }
         };
+        // Discord's public key is not a secret: the file, or DISCORD_PUBLIC_KEY.
+        let mut discord_key = None;
+        if let Some(d) = &file.discord {
+            let key = match &d.public_key {
+                Some(k) => Some(k.trim().to_string()),
+                None => match secrets("DISCORD_PUBLIC_KEY") {
+                    Ok(k) => k.map(|k| k.expose().to_string()),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+            };
+            match key {
+                None => errors.push("discord.public_key: set it (Developer Portal → General Information → Public Key) or the DISCORD_PUBLIC_KEY environment variable".into()),
+                Some(k) => match crate::chat::discord::verifier(&k) {
+                    Ok(_) => discord_key = Some(k),
+                    Err(e) => errors.push(format!("discord.public_key: {e}")),
+                },
+            }
+            if d.application_id.is_empty() || !d.application_id.chars().all(|c| c.is_ascii_digit())
+            {
+                errors.push(format!("discord.application_id: `{}` is not a Discord id (digits only; Developer Portal → General Information → Application ID)", d.application_id));
+            }
+        }
         let mut need = |name: &str| -> Option<Secret> {
             match secrets(name) {
                 Ok(Some(s)) => Some(s),
@@ -230,16 +286,38 @@ impl Settings {
             }
             None => None,
         };
+        let discord = match (&file.discord, discord_key) {
+            (Some(d), Some(public_key)) => {
+                need("DISCORD_BOT_TOKEN").map(|bot_token| DiscordSettings {
+                    application_id: d.application_id.clone(),
+                    public_key,
+                    api_base_url: d.api_base_url.trim_end_matches('/').to_string(),
+                    audit_channel: d.audit_channel.clone(),
+                    bot_token,
+                })
+            }
+            (Some(_), None) => {
+                need("DISCORD_BOT_TOKEN");
+                None
+            }
+            _ => None,
+        };
         if file.azure.backend == crate::azure::Backend::Arm && file.azure.credential.is_none() {
             errors.push("azure.credential: choose client_secret, managed_identity, workload_identity or azure_cli (or backend = \"simulated\" to try jitbot without Azure)".into());
         }
-        if file.slack.is_none() {
-            errors.push("no chat platform is configured: add a [slack] section".into());
+        if file.slack.is_none() && file.discord.is_none() {
+            errors.push(
+                "no chat platform is configured: add a [slack] or a [discord] section (or both)"
+                    .into(),
+            );
         }
         if let Some(policy) = &policy {
             for t in policy.targets.values() {
                 if file.slack.is_some() && t.approval_channels.slack.is_none() {
                     errors.push(format!("targets.{}.approval_channel.slack: Slack is configured, so say which channel gets the approval cards", t.name));
+                }
+                if file.discord.is_some() && t.approval_channels.discord.is_none() {
+                    errors.push(format!("targets.{}.approval_channel.discord: Discord is configured, so say which channel id gets the approval cards", t.name));
                 }
             }
             if policy.targets.is_empty() {
@@ -279,6 +357,7 @@ impl Settings {
             },
             azure: file.azure,
             slack,
+            discord,
             policy,
         })
     }

@@ -1,9 +1,11 @@
-//! The HTTP surface: Slack's slash-command and interactivity endpoints, health and readiness.
+//! The HTTP surface: Slack's slash-command and interactivity endpoints, Discord's interactions
+//! endpoint, health and readiness.
 //!
 //! Every chat request is verified (signature and timestamp over the raw body) before a byte of it
 //! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
 //! answer within Slack's 3-second limit: they only write to the database.
 
+use crate::chat::discord::{self, DiscordApi, Incoming};
 use crate::chat::slack::{self, Interaction};
 use crate::chat::{Platform, Tone};
 use crate::config::SlackSettings;
@@ -18,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
+use serenity::interactions_endpoint::Verifier;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -29,14 +32,56 @@ const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
 pub struct HttpState {
     pub service: Service,
     pub slack: Option<Arc<SlackSettings>>,
+    /// Discord's signature verifier and REST client, when Discord is configured.
+    pub discord: Option<Arc<DiscordEndpoint>>,
     /// Unix ms of the worker's last loop (for `/readyz`).
     pub worker_heartbeat: Arc<AtomicI64>,
+}
+
+/// What `/discord/interactions` needs: the application's public key, and the REST client for
+/// the follow-up of a deferred answer.
+pub struct DiscordEndpoint {
+    pub verifier: Verifier,
+    pub api: Arc<DiscordApi>,
+}
+
+/// A Discord command still running after this gets a deferred response (Discord allows 3 s).
+const DISCORD_DEFER_AFTER: Duration = Duration::from_millis(2000);
+/// How long a deferred command may take before its follow-up says it failed (the interaction
+/// token lives 15 minutes).
+const DISCORD_FOLLOW_UP_WITHIN: Duration = Duration::from_secs(60);
+
+/// Replaces the deferred response with `answer`, retrying briefly through rate limits and
+/// transient failures (the token expires, so this is not a durable job).
+async fn follow_up(
+    api: &DiscordApi,
+    application_id: &str,
+    token: &str,
+    answer: &crate::chat::Message,
+) {
+    for attempt in 1..=5u32 {
+        match api.edit_original(application_id, token, answer).await {
+            Ok(()) => return,
+            Err(crate::chat::ChatError::RateLimited { retry_after }) => {
+                tokio::time::sleep(retry_after.min(Duration::from_secs(30))).await
+            }
+            Err(crate::chat::ChatError::Transient(e)) => {
+                tracing::warn!(attempt, error = %e, "deferred answer not delivered yet");
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await
+            }
+            Err(crate::chat::ChatError::Permanent(e)) => {
+                tracing::error!(error = %e, "Discord refused the deferred answer");
+                return;
+            }
+        }
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/slack/commands", post(slack_command))
         .route("/slack/interactions", post(slack_interaction))
+        .route("/discord/interactions", post(discord_interaction))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -224,4 +269,165 @@ async fn slack_interaction(
         }
         Err(_) => StatusCode::OK.into_response(),
     }
+}
+
+/// Discord's answer when the database did not answer in time: only the member sees it.
+fn discord_unavailable(what: &str) -> Response {
+    Json(discord::ephemeral(&reply(
+        Tone::Danger,
+        "",
+        format!("jitbot could not record {what} right now (its database is not answering). Nothing was changed; please try again in a minute."),
+        false,
+    )))
+    .into_response()
+}
+
+/// `POST /discord/interactions`: verify (Ed25519 over timestamp + raw body) before parsing; a bad
+/// or missing signature is 401 and audited, a malformed body 400 and audited. PING → PONG;
+/// `/jit` → an ephemeral reply; autocomplete → the member's requestable targets; a button → the
+/// decision, acknowledged with a deferred update (the card-update job edits the message) or an
+/// ephemeral refusal.
+async fn discord_interaction(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/discord/interactions";
+    let Some(endpoint) = st.discord.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(e) = discord::verify_request(&endpoint.verifier, &headers, &body, now_unix()) {
+        return refuse_http(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+            path,
+            &headers,
+        )
+        .await;
+    }
+    let incoming = match discord::parse_interaction(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            return refuse_http(
+                &st,
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                e,
+                path,
+                &headers,
+            )
+            .await;
+        }
+    };
+    let chat_user = |u: &discord::DiscordUser| ChatUser {
+        platform: Platform::Discord,
+        user_id: u.id.clone(),
+        user_name: u.name.clone(),
+        roles: u.roles.clone(),
+    };
+    match incoming {
+        Incoming::Ping => Json(discord::pong()).into_response(),
+        Incoming::Command {
+            user,
+            text,
+            application_id,
+            token,
+        } => {
+            let user = chat_user(&user);
+            let service = st.service.clone();
+            // The command runs to completion in its own task: if it outlasts the budget, Discord
+            // gets a deferred response now and the answer replaces it when it is ready.
+            let mut work = tokio::spawn(async move { service.command(&user, &text).await });
+            match tokio::time::timeout(DISCORD_DEFER_AFTER, &mut work).await {
+                Ok(Ok(Ok(msg))) => {
+                    Json(discord::ephemeral(&discord::discord_idiom(msg))).into_response()
+                }
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = %e, "command failed");
+                    discord_unavailable("this")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "command task failed");
+                    discord_unavailable("this")
+                }
+                Err(_) => {
+                    tracing::warn!("command outlasted the handler budget; deferring the answer");
+                    let api = endpoint.api.clone();
+                    tokio::spawn(async move {
+                        let answer = match tokio::time::timeout(DISCORD_FOLLOW_UP_WITHIN, work)
+                            .await
+                        {
+                            Ok(Ok(Ok(msg))) => discord::discord_idiom(msg),
+                            other => {
+                                tracing::error!(outcome = ?other.map(|r| r.map(|r| r.map(drop))), "deferred command did not finish");
+                                reply(
+                                    Tone::Danger,
+                                    "",
+                                    "jitbot could not record this in time (its database is not answering). Check `/jit list` before trying again.",
+                                    false,
+                                )
+                            }
+                        };
+                        follow_up(&api, &application_id, &token, &answer).await;
+                    });
+                    Json(discord::deferred_ephemeral()).into_response()
+                }
+            }
+        }
+        Incoming::Autocomplete {
+            user,
+            option,
+            value,
+        } => {
+            let choices = if option == "target" || option == "vm" {
+                discord_targets(&st, &chat_user(&user), &value)
+            } else {
+                vec![]
+            };
+            Json(discord::autocomplete(&choices)).into_response()
+        }
+        Incoming::Button { user, action, .. } => {
+            let user = chat_user(&user);
+            match tokio::time::timeout(HANDLER_BUDGET, st.service.click(&user, &action)).await {
+                Ok(Ok(None)) => Json(discord::deferred_update()).into_response(),
+                Ok(Ok(Some(answer))) => Json(discord::ephemeral(&answer)).into_response(),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "click failed");
+                    discord_unavailable("your decision")
+                }
+                Err(_) => {
+                    tracing::error!("click took longer than the handler budget");
+                    discord_unavailable("your decision")
+                }
+            }
+        }
+        Incoming::Other { kind } => {
+            tracing::debug!(kind, "ignoring a Discord interaction that is not jitbot's");
+            Json(discord::deferred_update()).into_response()
+        }
+    }
+}
+
+/// Targets this member may request whose name contains what they typed (at most 25).
+fn discord_targets(st: &HttpState, user: &ChatUser, typed: &str) -> Vec<String> {
+    let policy = &st.service.policy;
+    let Some(person) = policy.person_by_discord(&user.user_id) else {
+        return vec![];
+    };
+    let actor = crate::policy::Actor {
+        person,
+        discord_roles: &user.roles,
+    };
+    let typed = typed.trim().to_ascii_lowercase();
+    let mut names: Vec<String> = policy
+        .requestable(&actor)
+        .into_iter()
+        .map(|t| t.name.clone())
+        .filter(|n| n.to_ascii_lowercase().contains(&typed))
+        .collect();
+    names.sort_by_key(|n| (!n.to_ascii_lowercase().starts_with(&typed), n.clone()));
+    names.truncate(25);
+    names
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 #[command(
     name = "jitbot",
     version,
-    about = "Just-in-time network access to Azure VMs, approved in Slack"
+    about = "Just-in-time network access to Azure VMs, approved in Slack or Discord"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the bot: HTTP endpoints for Slack plus the worker that opens and closes rules.
+    /// Run the bot: HTTP endpoints for Slack and Discord plus the worker that opens and closes rules.
     Serve {
         #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
@@ -30,7 +30,7 @@ enum Cmd {
     Check {
         #[arg(env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
-        /// Also require the secrets (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN) to be set.
+        /// Also require the secrets (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, DISCORD_BOT_TOKEN) to be set.
         #[arg(long)]
         secrets: bool,
     },
@@ -45,6 +45,11 @@ enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// Discord setup.
+    Discord {
+        #[command(subcommand)]
+        command: DiscordCmd,
     },
     /// List grants that are open or about to be.
     Grants {
@@ -69,6 +74,18 @@ enum AuditCmd {
         /// Only events at or after this time (RFC 3339, e.g. 2026-11-21T00:00:00Z) or this long ago (e.g. 24h).
         #[arg(long)]
         since: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DiscordCmd {
+    /// Install or update the `/jit` command (bulk overwrite): in one guild (instant) or globally.
+    Register {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+        /// Guild (server) id; without it the command is registered globally.
+        #[arg(long)]
+        guild: Option<u64>,
     },
 }
 
@@ -138,9 +155,15 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 let file: Result<jitbot::config::ConfigFile, _> = toml::from_str(&text);
                 match file {
-                    Ok(f) => {
-                        Settings::resolve(f, |_| Ok(Some(jitbot::config::Secret::new("unchecked"))))
-                    }
+                    // Secrets are not required here; Discord's public key is not a secret and is
+                    // checked wherever it comes from.
+                    Ok(f) => Settings::resolve(f, |name| {
+                        if name == "DISCORD_PUBLIC_KEY" {
+                            jitbot::config::secret(name)
+                        } else {
+                            Ok(Some(jitbot::config::Secret::new("unchecked")))
+                        }
+                    }),
                     Err(e) => Err(vec![e.to_string()]),
                 }
             };
@@ -240,6 +263,41 @@ async fn main() -> anyhow::Result<()> {
                         e.hash
                     )?,
                 }
+            }
+        }
+        Cmd::Discord {
+            command: DiscordCmd::Register { config, guild },
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let file: jitbot::config::ConfigFile =
+                toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+            let Some(d) = file.discord else {
+                bail!("{}: there is no [discord] section", config.display());
+            };
+            let Some(bot_token) =
+                jitbot::config::secret("DISCORD_BOT_TOKEN").map_err(anyhow::Error::msg)?
+            else {
+                bail!("set DISCORD_BOT_TOKEN (or DISCORD_BOT_TOKEN_FILE) to the bot's token");
+            };
+            let settings = jitbot::config::DiscordSettings {
+                application_id: d.application_id,
+                public_key: d.public_key.unwrap_or_default(),
+                api_base_url: d.api_base_url.trim_end_matches('/').to_string(),
+                audit_channel: d.audit_channel,
+                bot_token,
+            };
+            let installed = jitbot::chat::discord::register(&settings, guild)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let scope = match guild {
+                Some(g) => format!("guild {g}"),
+                None => "globally (may take up to an hour to appear)".to_string(),
+            };
+            println!("installed {} command(s) {scope}:", installed.len());
+            for c in installed {
+                let subs: Vec<String> = c.options.iter().map(|o| o.name.clone()).collect();
+                println!("  /{} (id {}): {}", c.name, c.id, subs.join(", "));
             }
         }
         Cmd::Grants { config } => {

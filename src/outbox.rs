@@ -40,7 +40,7 @@ pub async fn tell_requester(
     post(
         tx,
         req.platform,
-        &req.requester_chat_id,
+        &crate::chat::direct_address(req.platform, &req.requester_chat_id),
         Some(&req.id),
         message,
     )

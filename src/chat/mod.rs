@@ -7,6 +7,7 @@
 //! Text conventions inside a `Message`: user mentions are written `<@USERID>` (identical on Slack
 //! and Discord), code spans use backticks. Adapters add emphasis (bold titles, labels) themselves.
 
+pub mod discord;
 pub mod slack;
 
 use async_trait::async_trait;
@@ -35,6 +36,16 @@ impl Platform {
             "discord" => Some(Platform::Discord),
             _ => None,
         }
+    }
+}
+
+/// The destination that reaches `user_id` privately on `platform`: Slack posts to a user id
+/// directly; on Discord user and channel ids are both snowflakes, so a person is `user:<id>`
+/// and the adapter opens the DM channel.
+pub fn direct_address(platform: Platform, user_id: &str) -> String {
+    match platform {
+        Platform::Slack => user_id.to_string(),
+        Platform::Discord => format!("{}{user_id}", discord::DM_PREFIX),
     }
 }
 

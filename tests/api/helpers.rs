@@ -367,3 +367,437 @@ impl TestApp {
             .collect()
     }
 }
+
+// ───────────────────────────── Discord (branch `discord`) ─────────────────────────────
+// A separate harness so the Slack helpers above stay untouched: `DiscordTestApp` runs jitbot
+// with Discord only, or with Discord and Slack from one policy (`spawn_both_app`).
+
+use jitbot::sim::discord::{DiscordMessage, DiscordSim};
+use jitbot::sim::discord_user;
+
+pub const D_BOT_TOKEN: &str = "discord-bot-token-for-tests";
+pub const D_APPROVALS: &str = "700000000000000010";
+pub const D_AUDIT: &str = "700000000000000020";
+/// Discord user ids.
+pub const D_STEVE: &str = "800000000000000001";
+pub const D_ALICE: &str = "800000000000000002";
+pub const D_BOB: &str = "800000000000000003";
+pub const D_MALLORY: &str = "800000000000000004";
+/// Carol approves only through the role.
+pub const D_CAROL: &str = "800000000000000005";
+pub const D_APPROVER_ROLE: &str = "539082325061836999";
+pub const D_OTHER_ROLE: &str = "539082325061836000";
+
+/// A policy for Discord (and Slack too when `slack` is given): one set of people with both ids.
+pub fn discord_config(arm: &str, discord: &str, slack: Option<&str>, db: &str) -> String {
+    let slack_section = slack
+        .map(|s| format!("[slack]\napi_base_url = \"{s}\"\naudit_channel = \"{AUDIT}\"\n"))
+        .unwrap_or_default();
+    let slack_channel = if slack.is_some() {
+        format!("approval_channel.slack = \"{APPROVALS}\"")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+[database]
+url = "{db}"
+
+[worker]
+apply_deadline = "20s"
+
+[azure]
+backend = "arm"
+arm_endpoint = "{arm}"
+credential = "client_secret"
+tenant_id = "tenant-1"
+client_id = "client-1"
+request_timeout = "1s"
+retry_budget = "10s"
+
+{slack_section}
+[discord]
+application_id = "{app}"
+public_key = "{key}"
+api_base_url = "{discord}"
+audit_channel = "{D_AUDIT}"
+
+[people.steve]
+slack = "{STEVE}"
+discord = "{D_STEVE}"
+[people.alice]
+slack = "{ALICE}"
+discord = "{D_ALICE}"
+[people.bob]
+slack = "{BOB}"
+discord = "{D_BOB}"
+[people.mallory]
+slack = "{MALLORY}"
+discord = "{D_MALLORY}"
+[people.carol]
+discord = "{D_CAROL}"
+
+[groups]
+secops = ["alice", "bob"]
+
+[targets.web1]
+nsg = "{NSG}"
+destination = "10.0.1.4"
+ports = [22, 3389]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24", "198.51.100.7"]
+default_source = "203.0.113.7"
+requesters = ["steve", "alice", "carol"]
+approvers = ["group:secops", "discord-role:{D_APPROVER_ROLE}"]
+approval_channel.discord = "{D_APPROVALS}"
+{slack_channel}
+priority_range = [100, 199]
+pending_ttl = "30s"
+
+[targets.db1]
+nsg = "{NSG}"
+destination = "10.0.2.5"
+ports = [5432]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+default_source = "203.0.113.7"
+requesters = ["alice"]
+approvers = ["group:secops"]
+approval_channel.discord = "{D_APPROVALS}"
+{slack_channel}
+priority_range = [200, 299]
+
+[targets.app1]
+nsg = "{NSG}"
+destination = "10.0.3.6"
+ports = [443]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+default_source = "203.0.113.7"
+requesters = ["steve"]
+approvers = ["group:secops", "discord-role:{D_APPROVER_ROLE}"]
+approvals_required = 2
+approval_channel.discord = "{D_APPROVALS}"
+{slack_channel}
+priority_range = [300, 399]
+"#,
+        app = discord_user::APPLICATION_ID,
+        key = discord_user::TEST_PUBLIC_KEY,
+    )
+}
+
+pub struct DiscordTestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub discord: DiscordSim,
+    /// Started always; configured only by `spawn_both_app`.
+    pub slack: SlackSim,
+    pub arm: ArmSim,
+    _entra: EntraSim,
+    pub store: Store,
+    app: Option<Application>,
+    settings_text: String,
+    factory: CredentialFactory,
+    _dir: tempfile::TempDir,
+}
+
+/// jitbot with Discord only (no [slack] section).
+pub async fn spawn_discord_app() -> DiscordTestApp {
+    spawn_discord_app_with(false).await
+}
+
+/// jitbot with Slack and Discord from one policy.
+pub async fn spawn_both_app() -> DiscordTestApp {
+    spawn_discord_app_with(true).await
+}
+
+async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
+    jitbot::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("jitbot.db").display());
+    let discord = DiscordSim::start(D_BOT_TOKEN).await.unwrap();
+    let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
+    let arm = ArmSim::start(ArmSimOptions {
+        operation_delay: Duration::from_millis(150),
+        ..ArmSimOptions::default()
+    })
+    .await
+    .unwrap();
+    arm.add_nsg(NSG, "westeurope");
+    let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599)
+        .await
+        .unwrap();
+    let entra_url = entra.base_url.clone();
+    let factory: CredentialFactory = Arc::new(move || {
+        let options = ClientSecretCredentialOptions {
+            client_options: ClientOptions {
+                transport: Some(redirecting_transport(&entra_url)),
+                ..Default::default()
+            },
+        };
+        let cred = ClientSecretCredential::new(
+            "tenant-1",
+            "client-1".into(),
+            Secret::new("s3cret"),
+            Some(options),
+        )?;
+        Ok(cred as Arc<dyn TokenCredential>)
+    });
+    let settings_text = discord_config(
+        &arm.base_url,
+        &discord.base_url,
+        both.then_some(slack.base_url.as_str()),
+        &db,
+    );
+    let store = Store::connect(&db).await.unwrap();
+    let mut t = DiscordTestApp {
+        base: String::new(),
+        http: reqwest::Client::new(),
+        discord,
+        slack,
+        arm,
+        _entra: entra,
+        store,
+        app: None,
+        settings_text,
+        factory,
+        _dir: dir,
+    };
+    t.start().await;
+    t
+}
+
+impl DiscordTestApp {
+    pub async fn start(&mut self) {
+        let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
+        let settings = Settings::resolve(file, |name| {
+            Ok(Some(jitbot::config::Secret::new(match name {
+                "SLACK_SIGNING_SECRET" => SECRET,
+                "SLACK_BOT_TOKEN" => BOT_TOKEN,
+                "DISCORD_BOT_TOKEN" => D_BOT_TOKEN,
+                other => panic!("unexpected secret {other}"),
+            })))
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = Application::build(
+            settings,
+            Overrides {
+                azure: AzureOverrides {
+                    credential_factory: Some(self.factory.clone()),
+                },
+                listener: Some(listener),
+            },
+        )
+        .await
+        .unwrap();
+        self.base = format!("http://{}", app.addr);
+        self.app = Some(app);
+    }
+
+    pub fn interactions_url(&self) -> String {
+        format!("{}/discord/interactions", self.base)
+    }
+
+    /// Posts a signed interaction body; returns the status and the JSON answer.
+    pub async fn send(&self, body: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let resp = discord_user::send(&self.http, &self.interactions_url(), body)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// `/jit <sub> …` as a member; asserts an ephemeral answer and returns its text.
+    pub async fn command(
+        &self,
+        user: &str,
+        roles: &[&str],
+        sub: &str,
+        options: Vec<serde_json::Value>,
+    ) -> String {
+        let (status, json) = self
+            .send(&discord_user::command(user, roles, sub, options))
+            .await;
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["type"], 4, "{json}");
+        assert_eq!(json["data"]["flags"], 64, "not ephemeral: {json}");
+        embed_text(&json["data"])
+    }
+
+    /// `/jit request …`; returns the request id.
+    pub async fn submit(&self, user: &str, target: &str, ports: &str, duration: &str) -> String {
+        let reply = self
+            .command(
+                user,
+                &[],
+                "request",
+                vec![
+                    discord_user::opt("target", target),
+                    discord_user::opt("ports", ports),
+                    discord_user::opt("duration", duration),
+                ],
+            )
+            .await;
+        reply
+            .split('`')
+            .find(|w| w.starts_with("req_"))
+            .unwrap_or_else(|| panic!("no request id in reply: {reply}"))
+            .to_string()
+    }
+
+    /// The request's approval card, waiting for it to be posted.
+    pub async fn card(&self, id: &str) -> DiscordMessage {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(m) = self
+                .discord
+                .messages(D_APPROVALS)
+                .into_iter()
+                .find(|m| m.text().contains(id))
+            {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no Discord approval card for {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Clicks Approve or Deny on the request's card (the button's own custom_id).
+    pub async fn click(
+        &self,
+        user: &str,
+        roles: &[&str],
+        id: &str,
+        approve: bool,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let card = self.card(id).await;
+        let custom_id = card
+            .custom_ids()
+            .into_iter()
+            .find(|c| c.starts_with(if approve { "jit:approve:" } else { "jit:deny:" }))
+            .unwrap_or_else(|| panic!("card has no buttons: {card:?}"));
+        self.send(&discord_user::button(
+            user,
+            roles,
+            D_APPROVALS,
+            &card.id,
+            &custom_id,
+        ))
+        .await
+    }
+
+    pub async fn request(&self, id: &str) -> RequestRow {
+        self.store
+            .request(id)
+            .await
+            .unwrap()
+            .expect("request exists")
+    }
+
+    pub async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.request(id).await;
+            if r.status == status {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} is {} after {timeout:?}, expected {status}",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `f` holds, polling every 20 ms.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&DiscordTestApp) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn rule(&self, id: &str) -> Option<jitbot::azure::SecurityRule> {
+        self.arm.rule(NSG, &format!("jitbot-{id}"))
+    }
+
+    /// Texts of the Discord DMs a user received.
+    pub fn dms(&self, user: &str) -> Vec<String> {
+        match self.discord.dm_channel(user) {
+            Some(c) => self.discord.messages(&c).iter().map(|m| m.text()).collect(),
+            None => vec![],
+        }
+    }
+
+    pub async fn audit_kinds(&self, id: &str) -> Vec<String> {
+        audit::events(self.store.pool(), 0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.request_id.as_deref() == Some(id))
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    pub async fn refusals(&self) -> Vec<serde_json::Value> {
+        audit::events(self.store.pool(), 0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "refused")
+            .map(|e| e.detail)
+            .collect()
+    }
+
+    pub async fn assert_chain_intact(&self) {
+        let report = audit::verify(self.store.pool()).await.unwrap();
+        assert_eq!(report.broken, None, "audit chain broken");
+    }
+
+    /// (requests, jobs) rows in the database.
+    pub async fn row_counts(&self) -> (i64, i64) {
+        use sqlx::Row;
+        let count = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_one(self.store.pool())
+                .await
+                .unwrap()
+                .try_get::<i64, _>("n")
+                .unwrap()
+        };
+        (
+            count("SELECT COUNT(*) AS n FROM requests").await,
+            count("SELECT COUNT(*) AS n FROM jobs").await,
+        )
+    }
+}
+
+/// The text of an interaction response's `data` (content + embeds).
+pub fn embed_text(data: &serde_json::Value) -> String {
+    let mut out = vec![data["content"].as_str().unwrap_or("").to_string()];
+    for e in data["embeds"].as_array().into_iter().flatten() {
+        out.push(e["title"].as_str().unwrap_or("").to_string());
+        out.push(e["description"].as_str().unwrap_or("").to_string());
+        for f in e["fields"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "{}: {}",
+                f["name"].as_str().unwrap_or(""),
+                f["value"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.join("\n")
+}

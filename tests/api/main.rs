@@ -6,6 +6,7 @@ mod helpers;
 
 mod approvals;
 mod arm_faults;
+mod discord;
 mod lifecycle;
 mod restart;
 mod security;
