@@ -7,5 +7,6 @@ mod helpers;
 mod approvals;
 mod arm_faults;
 mod lifecycle;
+mod reconcile;
 mod restart;
 mod security;
