@@ -504,7 +504,13 @@ async fn a_revocation_that_closes_in_time_raises_no_alert() {
     let grant = open_grant(&app, "web1 22 1s").await;
     app.wait_status(&grant.id, Status::Revoked, Duration::from_secs(6))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past expiry + the alert threshold: the watch has run and found the grant closed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let counts = app.store.job_counts().await.unwrap();
+    assert!(
+        counts.contains(&("revocation_watch".into(), "done".into(), 1)),
+        "{counts:?}"
+    );
     assert!(app.events_of("revocation_delayed").await.is_empty());
     assert!(
         !app.audit_feed()
