@@ -410,6 +410,23 @@ impl Worker {
         }
         if let Err(e) = self.nsgs.remove_rule(nsg, rule_name).await {
             tracing::error!(nsg = nsg_name(nsg), rule = rule_name, error = %e, attempts = claimed.attempts, "orphan removal failed; retrying");
+            if claimed.attempts == 1 {
+                // Say so once: the rule stays open until Azure lets jitbot remove it.
+                let simulated = req.as_ref().map_or(self.simulated, |r| r.simulated);
+                let text = format!(
+                    "Found rule `{rule_name}` in NSG `{}` ({reason}) but could not remove it yet: {e}. jitbot keeps retrying.",
+                    nsg_name(nsg)
+                );
+                let message = messages::reply(
+                    Tone::Danger,
+                    "Drift: stray rule still open",
+                    text,
+                    simulated,
+                );
+                let mut tx = self.store.begin().await?;
+                self.out.feed(&mut tx, None, &message).await?;
+                tx.commit().await?;
+            }
             return Ok(Outcome::RetryAt(
                 now_ms() + backoff(claimed.attempts, 15_000),
                 e.to_string(),

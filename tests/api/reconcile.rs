@@ -6,7 +6,7 @@ use crate::helpers::*;
 use jitbot::azure::{SecurityRule, SecurityRuleProperties};
 use jitbot::domain::Status;
 use jitbot::sim::arm::{Fault, On};
-use jitbot::store::{RequestRow, audit};
+use jitbot::store::{Backend, RequestRow, audit};
 use std::time::{Duration, Instant};
 
 /// A change someone makes to a rule in the portal.
@@ -589,11 +589,15 @@ async fn checkpoints_are_posted_and_expose_a_rewritten_database() {
 
     // An attacker with database access rewrites event 1 and re-hashes everything after it.
     let pool = app.store.pool();
-    for t in ["audit_events_no_update", "audit_events_no_delete"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {t}")))
-            .execute(pool)
-            .await
-            .unwrap();
+    let drop_triggers: &[&str] = match app.store.backend() {
+        Backend::Sqlite => &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ],
+        Backend::Postgres => &["DROP TRIGGER audit_events_no_change ON audit_events"],
+    };
+    for sql in drop_triggers {
+        sqlx::query(*sql).execute(pool).await.unwrap();
     }
     let all = audit::events(pool, 0, None).await.unwrap();
     let mut prev = "0".repeat(64);
@@ -653,4 +657,75 @@ async fn checkpoints_are_posted_and_expose_a_rewritten_database() {
     let (code, out) = cli_verify(&db, Some("12-abc"));
     assert_ne!(code, 0);
     assert!(out.contains("<seq>:<hash>"), "{out}");
+}
+
+#[tokio::test]
+async fn an_orphan_removal_is_retried_until_arm_lets_it_through() {
+    let app = spawn_app_tuned(
+        FAST,
+        &[("retry_budget = \"10s\"", "retry_budget = \"1s\"")],
+        "",
+    )
+    .await;
+    let orphan = "jitbot-req_zzzz4444";
+    app.arm.start_outage(
+        Fault::Throttle {
+            retry_after_secs: 0,
+        }
+        .on(On::delete()),
+    );
+    app.arm
+        .put_existing_rule(NSG, rule(orphan, 110, "192.0.2.44", "22", "Allow"));
+    app.wait_until(
+        "the audit channel is told it is still open",
+        Duration::from_secs(8),
+        |a| {
+            a.audit_feed()
+                .iter()
+                .any(|t| t.contains("stray rule still open") && t.contains(orphan))
+        },
+    )
+    .await;
+    // Many passes meanwhile: still one removal job, one message, the rule still there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.arm.rule(NSG, orphan).is_some());
+    let removals = |counts: &[(String, String, i64)]| -> i64 {
+        counts
+            .iter()
+            .filter(|(k, _, _)| k == "reconcile.remove")
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let counts = app.store.job_counts().await.unwrap();
+    assert_eq!(removals(&counts), 1, "{counts:?}");
+    assert_eq!(
+        app.audit_feed()
+            .iter()
+            .filter(|t| t.contains("stray rule still open"))
+            .count(),
+        1
+    );
+    assert!(app.events_of("drift_orphan_removed").await.is_empty());
+
+    app.arm.end_outage();
+    app.wait_until("orphan removed", Duration::from_secs(20), |a| {
+        a.arm.rule(NSG, orphan).is_none()
+    })
+    .await;
+    wait_event(
+        &app,
+        "drift_orphan_removed",
+        Some("req_zzzz4444"),
+        Duration::from_secs(3),
+    )
+    .await;
+    let throttled = app
+        .arm
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.status == 429)
+        .count();
+    assert!(throttled >= 2, "ARM throttled {throttled} DELETEs");
+    assert_eq!(app.events_of("drift_orphan_removed").await.len(), 1);
+    app.assert_chain_intact().await;
 }
