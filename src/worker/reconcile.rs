@@ -190,6 +190,27 @@ impl Worker {
         .execute(self.store.pool())
         .await?;
         ensure_singleton(&self.store, &Job::Checkpoint, next_checkpoint).await?;
+        // Two replicas starting at once may both have inserted one: keep the oldest. (Each
+        // replica does this after its own insert, so the later one sees both.) A younger
+        // duplicate left queued would wait forever behind the oldest in their lane.
+        for kind in [RECONCILE_KIND, CHECKPOINT_KIND] {
+            let done = sqlx::query(
+                "UPDATE jobs SET state = 'done', finished_at = $2, last_error = 'superseded'
+                 WHERE kind = $1 AND state = 'queued' AND id > (
+                    SELECT MIN(id) FROM jobs WHERE kind = $1 AND state IN ('queued', 'running'))",
+            )
+            .bind(kind)
+            .bind(now)
+            .execute(self.store.pool())
+            .await?;
+            if done.rows_affected() > 0 {
+                tracing::info!(
+                    kind,
+                    retired = done.rows_affected(),
+                    "retired duplicate singleton jobs"
+                );
+            }
+        }
         self.store.jobs_added().notify_one();
         Ok(())
     }

@@ -729,3 +729,46 @@ async fn an_orphan_removal_is_retried_until_arm_lets_it_through() {
     assert_eq!(app.events_of("drift_orphan_removed").await.len(), 1);
     app.assert_chain_intact().await;
 }
+
+#[tokio::test]
+async fn duplicate_singleton_jobs_collapse_into_one() {
+    let mut app = spawn_app_tuned(FAST, &[], "").await;
+    // The worker schedules its singletons as it starts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.store.job_counts().await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "singletons not scheduled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.crash().await;
+    // What two replicas starting at the same moment on PostgreSQL may leave behind.
+    for kind in ["reconcile", "checkpoint"] {
+        sqlx::query(
+            "INSERT INTO jobs (kind, lane, payload, state, run_at, attempts, created_at)
+             VALUES ($1, $2, $3, 'queued', 0, 0, 0)",
+        )
+        .bind(kind)
+        .bind(format!("singleton:{kind}"))
+        .bind(serde_json::json!({ "job": kind }).to_string())
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    }
+    app.start().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counts = app.store.job_counts().await.unwrap();
+    for kind in ["reconcile", "checkpoint"] {
+        let live: i64 = counts
+            .iter()
+            .filter(|(k, s, _)| k == kind && (s == "queued" || s == "running"))
+            .map(|(_, _, n)| n)
+            .sum();
+        assert_eq!(live, 1, "{kind}: {counts:?}");
+    }
+    let superseded: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'reconcile' AND last_error = 'superseded'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(superseded, 1);
+}
