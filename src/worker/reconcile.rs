@@ -136,6 +136,9 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
     if !p.is_inbound() {
         d.push(format!("direction is {} instead of Inbound", p.direction));
     }
+    if p.provisioning_state.as_deref() == Some("Failed") {
+        d.push("its provisioning failed".into());
+    }
     d
 }
 
