@@ -772,3 +772,61 @@ async fn duplicate_singleton_jobs_collapse_into_one() {
     .unwrap();
     assert_eq!(superseded, 1);
 }
+
+#[tokio::test]
+async fn grants_whose_state_is_changing_are_left_to_their_own_jobs() {
+    let app = spawn_app_tuned(
+        FAST,
+        &[("retry_budget = \"10s\"", "retry_budget = \"1s\"")],
+        "",
+    )
+    .await;
+    // Applying: the PUT lands at once but its answer is held, so the rule exists while the
+    // request is still `applying` for several passes.
+    app.arm
+        .inject(Fault::Delay(Duration::from_millis(1500)).on(On::put()));
+    let id = app.submit(STEVE, "web1 22 3s").await;
+    app.click(ALICE, &id, true).await;
+    app.wait_status(&id, Status::Applying, Duration::from_secs(5))
+        .await;
+    app.wait_until(
+        "rule in place while applying",
+        Duration::from_secs(3),
+        |a| a.rule(&id).is_some(),
+    )
+    .await;
+    let grant = app
+        .wait_status(&id, Status::Active, Duration::from_secs(10))
+        .await;
+    assert!(
+        app.writes(&id).iter().all(|w| w.starts_with("PUT")),
+        "never deleted while applying: {:?}",
+        app.writes(&id)
+    );
+
+    // Revoking: ARM refuses the DELETE; meanwhile someone removes the rule by hand. The
+    // reconciler must not put it back (nor touch it while it was there).
+    app.arm.start_outage(
+        Fault::Unavailable {
+            retry_after_secs: 0,
+        }
+        .on(On::delete()),
+    );
+    app.wait_status(&id, Status::Revoking, Duration::from_secs(6))
+        .await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(app.rule(&id).is_some(), "left alone while revoking");
+    app.arm.delete_rule_directly(NSG, &grant.rule_name);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        app.rule(&id).is_none(),
+        "a revoking grant is never restored"
+    );
+    app.arm.end_outage();
+    app.wait_status(&id, Status::Revoked, Duration::from_secs(20))
+        .await;
+    assert!(app.events_of("drift_restored").await.is_empty());
+    assert!(app.events_of("drift_orphan_removed").await.is_empty());
+    assert!(app.events_of("reconciled").await.is_empty());
+    app.assert_chain_intact().await;
+}
