@@ -83,7 +83,11 @@ fn rule_writes(app: &TestApp, name: &str) -> Vec<String> {
 fn assert_matches_grant(rule: &SecurityRule, g: &RequestRow) {
     let p = &rule.properties;
     assert_eq!(p.source_prefixes(), vec![g.source.clone()], "source");
-    assert_eq!(p.destination_ports(), vec![g.ports.clone()], "ports");
+    let mut ports = p.destination_ports();
+    ports.sort();
+    let mut want: Vec<String> = g.ports.split(',').map(str::to_string).collect();
+    want.sort();
+    assert_eq!(ports, want, "ports");
     assert_eq!(Some(i64::from(p.priority)), g.rule_priority, "priority");
     assert_eq!(p.access, "Allow");
     assert_eq!(p.direction, "Inbound");
@@ -225,7 +229,9 @@ async fn rules_of_closed_or_unapproved_requests_that_reappear_are_removed() {
 #[tokio::test]
 async fn a_deleted_rule_of_an_active_grant_is_restored_with_a_drift_alert() {
     let app = spawn_app_tuned(FAST, &[], "").await;
-    let grant = open_grant(&app, "web1 22 1h").await;
+    // Two ports: the rule uses the plural `destinationPortRanges`.
+    let grant = open_grant(&app, "web1 22,3389 1h").await;
+    assert_eq!(grant.ports, "22,3389");
     assert!(app.arm.delete_rule_directly(NSG, &grant.rule_name));
     let deleted_at = Instant::now();
     app.wait_until("rule restored", Duration::from_secs(5), |a| {
