@@ -37,6 +37,8 @@ pub enum AuditKind {
     DriftOrphanRemoved,
     /// The reconciler put back an active grant's rule that was deleted or edited outside jitbot.
     DriftRestored,
+    /// An active grant's rule was deleted or edited and could not be put back yet (once per grant).
+    DriftUnrestored,
     /// A grant is still open well after it should have closed (ARM down or throttling).
     RevocationDelayed,
     /// The head of the chain was posted to the audit channel(s).
@@ -68,6 +70,7 @@ impl AuditKind {
             AuditKind::Started => "started",
             AuditKind::DriftOrphanRemoved => "drift_orphan_removed",
             AuditKind::DriftRestored => "drift_restored",
+            AuditKind::DriftUnrestored => "drift_unrestored",
             AuditKind::RevocationDelayed => "revocation_delayed",
             AuditKind::Checkpoint => "checkpoint",
             AuditKind::Reconciled => "reconciled",

@@ -546,6 +546,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(request_id = %cur.id, error = %e, "could not restore the rule; the next pass tries again");
                 found.errors.push(format!("{}: {e}", cur.id));
+                self.drift_unrestored(&cur, &diffs, &e.to_string()).await?;
                 return Ok(());
             }
         };
@@ -614,6 +615,53 @@ impl Worker {
             json!({ "request_id": cur.id, "rule": cur.rule_name, "drift": diffs, "priority": new_priority }),
         );
         Ok(())
+    }
+
+    /// Says once per grant that its rule drifted and could not be put back yet (audited and on
+    /// the audit channel); later passes keep trying quietly.
+    async fn drift_unrestored(
+        &self,
+        req: &RequestRow,
+        diffs: &[String],
+        error: &str,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        // Lock the request's row so two replicas cannot both say it.
+        sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+            .bind(&req.id)
+            .execute(tx.conn())
+            .await?;
+        let already = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND request_id = $2",
+        )
+        .bind(AuditKind::DriftUnrestored.as_str())
+        .bind(&req.id)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get::<i64, _>("n")?;
+        if already > 0 {
+            return Ok(());
+        }
+        tx.audit(
+            AuditKind::DriftUnrestored,
+            Some(&req.id),
+            Some("jitbot"),
+            json!({ "nsg": req.nsg, "rule": req.rule_name, "drift": diffs, "error": error }),
+            req.simulated,
+        )
+        .await?;
+        let text = format!(
+            "Rule `{}` of {}'s active grant ({} port {}) in NSG `{}` was changed outside jitbot: {}. It could not be put back yet: {error}. jitbot retries every pass.",
+            req.rule_name,
+            req.requester,
+            req.target,
+            req.ports,
+            nsg_name(&req.nsg),
+            diffs.join("; ")
+        );
+        let message = messages::notice(req, Tone::Danger, "Drift alert: rule not restored", text);
+        self.out.feed(&mut tx, Some(&req.id), &message).await?;
+        tx.commit().await
     }
 
     /// Called by the revoke job before each attempt: makes sure a watch will alert if the grant

@@ -836,3 +836,54 @@ async fn grants_whose_state_is_changing_are_left_to_their_own_jobs() {
     assert!(app.events_of("reconciled").await.is_empty());
     app.assert_chain_intact().await;
 }
+
+#[tokio::test]
+async fn drift_that_cannot_be_restored_yet_is_reported_once_and_fixed_later() {
+    let app = spawn_app_tuned(
+        FAST,
+        &[("retry_budget = \"10s\"", "retry_budget = \"1s\"")],
+        "",
+    )
+    .await;
+    let grant = open_grant(&app, "web1 22 1h").await;
+    app.arm.start_outage(
+        Fault::Unavailable {
+            retry_after_secs: 0,
+        }
+        .on(On::put()),
+    );
+    app.arm.delete_rule_directly(NSG, &grant.rule_name);
+    wait_event(
+        &app,
+        "drift_unrestored",
+        Some(&grant.id),
+        Duration::from_secs(8),
+    )
+    .await;
+    app.wait_until("the audit channel is told", Duration::from_secs(3), |a| {
+        a.audit_feed()
+            .iter()
+            .any(|t| t.contains("rule not restored") && t.contains(&grant.rule_name))
+    })
+    .await;
+    // Further failing passes stay quiet.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app.events_of("drift_unrestored").await.len(), 1);
+    assert!(app.rule(&grant.id).is_none());
+    assert!(app.events_of("drift_restored").await.is_empty());
+
+    app.arm.end_outage();
+    app.wait_until("restored once ARM is back", Duration::from_secs(10), |a| {
+        a.rule(&grant.id).is_some()
+    })
+    .await;
+    wait_event(
+        &app,
+        "drift_restored",
+        Some(&grant.id),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(app.events_of("drift_unrestored").await.len(), 1);
+    app.assert_chain_intact().await;
+}
