@@ -89,6 +89,13 @@ pub struct WorkerFile {
     pub concurrency: Option<usize>,
     /// How long an approved request may keep failing to apply before it is marked failed. Default 10m.
     pub apply_deadline: Option<String>,
+    /// How often the reconciler compares every NSG in the policy with the database. Default 60s.
+    pub reconcile_interval: Option<String>,
+    /// How long after its expiry a grant may stay open (ARM down, throttling) before the audit
+    /// channel gets a "revocation delayed" alert. Default 2m.
+    pub revocation_alert_after: Option<String>,
+    /// How often the head of the audit hash chain is posted to the audit channel. Default 1h.
+    pub checkpoint_interval: Option<String>,
 }
 
 /// Worker tuning, resolved.
@@ -98,6 +105,45 @@ pub struct WorkerSettings {
     pub apply_deadline: Duration,
     /// How long a claimed job stays ours without a heartbeat.
     pub lease: Duration,
+    /// Period of the reconcile pass (it also runs at start).
+    pub reconcile_interval: Duration,
+    /// Alert when a grant is still open this long after it should have closed.
+    pub revocation_alert_after: Duration,
+    /// Period of audit checkpoints (skipped when the chain has not moved).
+    pub checkpoint_interval: Duration,
+}
+
+impl WorkerSettings {
+    pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+    pub const DEFAULT_REVOCATION_ALERT_AFTER: Duration = Duration::from_secs(120);
+    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
+}
+
+/// Parses an optional `[worker]` period written like `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
+fn period(
+    key: &str,
+    value: &Option<String>,
+    default: Duration,
+    errors: &mut Vec<String>,
+) -> Duration {
+    let Some(text) = value else {
+        return default;
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d >= Duration::from_millis(100) => d,
+        Ok(_) => {
+            errors.push(format!(
+                "worker.{key}: {text:?} is too short; use at least \"100ms\""
+            ));
+            default
+        }
+        Err(e) => {
+            errors.push(format!(
+                "worker.{key}: {text:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""
+            ));
+            default
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +380,24 @@ impl Settings {
                 }
             },
         };
+        let reconcile_interval = period(
+            "reconcile_interval",
+            &file.worker.reconcile_interval,
+            WorkerSettings::DEFAULT_RECONCILE_INTERVAL,
+            &mut errors,
+        );
+        let revocation_alert_after = period(
+            "revocation_alert_after",
+            &file.worker.revocation_alert_after,
+            WorkerSettings::DEFAULT_REVOCATION_ALERT_AFTER,
+            &mut errors,
+        );
+        let checkpoint_interval = period(
+            "checkpoint_interval",
+            &file.worker.checkpoint_interval,
+            WorkerSettings::DEFAULT_CHECKPOINT_INTERVAL,
+            &mut errors,
+        );
         let database_url =
             std::env::var("JITBOT_DATABASE_URL").unwrap_or_else(|_| file.database.url.clone());
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
@@ -354,6 +418,9 @@ impl Settings {
                 concurrency: file.worker.concurrency.unwrap_or(8).max(1),
                 apply_deadline,
                 lease: Duration::from_secs(30),
+                reconcile_interval,
+                revocation_alert_after,
+                checkpoint_interval,
             },
             azure: file.azure,
             slack,
@@ -423,6 +490,35 @@ ops = ["alice"]
             "max_duration = \"1h\"\nallowed_sources = [\"0.0.0.0/0\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
         ));
         assert!(errors.join(" ").contains("whole Internet"), "{errors:?}");
+    }
+
+    #[test]
+    fn reconciler_periods_have_defaults_and_are_checked() {
+        let file: ConfigFile = toml::from_str(&target(
+            "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
+        ))
+        .unwrap();
+        let s = Settings::resolve(file, |_| Ok(Some(Secret::new("x")))).unwrap();
+        assert_eq!(s.worker.reconcile_interval, Duration::from_secs(60));
+        assert_eq!(s.worker.revocation_alert_after, Duration::from_secs(120));
+        assert_eq!(s.worker.checkpoint_interval, Duration::from_secs(3600));
+        let text = target(
+            "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
+        )
+        .replace(
+            "[azure]",
+            "[worker]\nreconcile_interval = \"soon\"\ncheckpoint_interval = \"1ms\"\nrevocation_alert_after = \"90s\"\n[azure]",
+        );
+        let all = check(&text).join("\n");
+        assert!(
+            all.contains("worker.reconcile_interval: \"soon\" is not a duration"),
+            "{all}"
+        );
+        assert!(
+            all.contains("worker.checkpoint_interval: \"1ms\" is too short"),
+            "{all}"
+        );
+        assert!(!all.contains("revocation_alert_after"), "{all}");
     }
 
     #[test]

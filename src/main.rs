@@ -64,6 +64,10 @@ enum AuditCmd {
     Verify {
         #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
+        /// Also check that event <seq> still has <hash>, as posted to the audit channel by an
+        /// "Audit checkpoint" message (catches a rewritten and re-hashed database).
+        #[arg(long, value_name = "SEQ:HASH")]
+        checkpoint: Option<audit::Checkpoint>,
     },
     /// Write events as JSON lines or CSV to stdout.
     Export {
@@ -210,15 +214,23 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Cmd::Audit {
-            command: AuditCmd::Verify { config },
+            command: AuditCmd::Verify { config, checkpoint },
         } => {
             let store = Store::connect(&database_url(&config)?).await?;
-            let report = audit::verify(store.pool()).await?;
+            let report = match &checkpoint {
+                None => audit::verify(store.pool()).await?,
+                Some(cp) => audit::verify_against(store.pool(), cp).await?,
+            };
             match report.broken {
-                None => println!(
-                    "audit chain OK: {} events, head {}",
-                    report.events, report.head_hash
-                ),
+                None => {
+                    println!(
+                        "audit chain OK: {} events, head {}",
+                        report.events, report.head_hash
+                    );
+                    if let Some(cp) = checkpoint {
+                        println!("checkpoint OK: event {} has hash {}", cp.seq, cp.hash);
+                    }
+                }
                 Some((seq, why)) => {
                     eprintln!(
                         "audit chain BROKEN at event {seq}: {why} ({} events verified before it)",

@@ -99,6 +99,29 @@ impl NsgManager {
         nsg_id: &str,
         spec: &RuleSpec,
     ) -> Result<AppliedRule, AzureError> {
+        self.put_rule(nsg_id, spec, None).await
+    }
+
+    /// Like [`NsgManager::ensure_rule`], but for putting back a rule that was deleted or edited
+    /// outside jitbot: use `priority` (the one recorded when the grant opened) when no other
+    /// inbound rule holds it, else the lowest free one in the band. Whatever the rule's current
+    /// priority is, it is not trusted.
+    #[tracing::instrument(skip_all, fields(nsg = %nsg_name(nsg_id), rule = %spec.name, priority))]
+    pub async fn restore_rule(
+        &self,
+        nsg_id: &str,
+        spec: &RuleSpec,
+        priority: u16,
+    ) -> Result<AppliedRule, AzureError> {
+        self.put_rule(nsg_id, spec, Some(priority)).await
+    }
+
+    async fn put_rule(
+        &self,
+        nsg_id: &str,
+        spec: &RuleSpec,
+        preferred: Option<u16>,
+    ) -> Result<AppliedRule, AzureError> {
         validate_nsg_id(nsg_id)?;
         validate_spec(spec)?;
         let lane = self.lane(nsg_id);
@@ -115,9 +138,12 @@ impl NsgManager {
                 .security_rules
                 .iter()
                 .find(|r| r.name.eq_ignore_ascii_case(&spec.name));
-            let reuse = existing
-                .and_then(|r| u16::try_from(r.properties.priority).ok())
-                .filter(|p| !conflicted.contains(p));
+            let reuse = match preferred {
+                Some(p) => Some(p).filter(|p| is_free(&nsg, spec, &conflicted, *p)),
+                None => existing
+                    .and_then(|r| u16::try_from(r.properties.priority).ok())
+                    .filter(|p| !conflicted.contains(p)),
+            };
             let priority = match reuse {
                 Some(p) => p,
                 None => lowest_free(&nsg, spec, &conflicted)?,
@@ -232,6 +258,23 @@ fn lowest_free(
     (spec.band.0..=spec.band.1)
         .find(|p| !used.contains(&i32::from(*p)) && !conflicted.contains(p))
         .ok_or(AzureError::BandFull { band: spec.band })
+}
+
+/// Whether `priority` lies in the band, is not known to conflict and no inbound rule other than
+/// `spec.name` uses it.
+fn is_free(
+    nsg: &NetworkSecurityGroup,
+    spec: &RuleSpec,
+    conflicted: &BTreeSet<u16>,
+    priority: u16,
+) -> bool {
+    (spec.band.0..=spec.band.1).contains(&priority)
+        && !conflicted.contains(&priority)
+        && !nsg.properties.security_rules.iter().any(|r| {
+            r.properties.is_inbound()
+                && !r.name.eq_ignore_ascii_case(&spec.name)
+                && r.properties.priority == i32::from(priority)
+        })
 }
 
 /// The rule body jitbot PUTs: exactly the fields it means, singular or plural ports, never both.

@@ -113,6 +113,11 @@ pub enum Fault {
     AnotherOperationInProgress,
     /// 500 `InternalServerError`.
     ServerError,
+    /// 503 `ServiceUnavailable` with `Retry-After`.
+    Unavailable {
+        /// Value of `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// Process the request normally (state changes apply, like a real ARM that did the work) but
     /// hold the response this long, so the client times out.
     Delay(Duration),
@@ -358,6 +363,33 @@ impl ArmSim {
     /// by the first matching request that starts an operation.
     pub fn inject(&self, fault: impl Into<FaultRule>) {
         lock(&self.state).faults.push_back(fault.into());
+    }
+
+    /// Answer every matching request with this fault until [`ArmSim::end_outage`] (queued
+    /// faults still come first). Models ARM being down or throttling for a while.
+    pub fn start_outage(&self, fault: impl Into<FaultRule>) {
+        lock(&self.state).outage = Some(fault.into());
+    }
+
+    /// Ends the outage started by [`ArmSim::start_outage`].
+    pub fn end_outage(&self) {
+        lock(&self.state).outage = None;
+    }
+
+    /// Delete a rule behind jitbot's back (as someone in the portal would; no operation).
+    /// Returns whether it existed.
+    pub fn delete_rule_directly(&self, nsg_id: &str, name: &str) -> bool {
+        let mut st = lock(&self.state);
+        st.advance();
+        let Some(nsg) = st.nsgs.get_mut(&nsg_id.to_ascii_lowercase()) else {
+            return false;
+        };
+        let Some(i) = nsg.find(name) else {
+            return false;
+        };
+        nsg.rules.remove(i);
+        nsg.touch();
+        true
     }
 
     /// Faults not consumed yet.
@@ -741,6 +773,8 @@ struct SimState {
     ops: Vec<Op>,
     requests: Vec<RecordedRequest>,
     faults: VecDeque<FaultRule>,
+    /// A fault that answers every matching request until cleared (an outage).
+    outage: Option<FaultRule>,
     accepted_prefix: Option<String>,
     expired: HashSet<String>,
     busy_flip: bool,
@@ -771,6 +805,7 @@ impl SimState {
             ops: Vec::new(),
             requests: Vec::new(),
             faults: VecDeque::new(),
+            outage: None,
             accepted_prefix: None,
             expired: HashSet::new(),
             busy_flip: false,
@@ -950,6 +985,14 @@ impl SimState {
                         "An error occurred.",
                     );
                 }
+                Fault::Unavailable { retry_after_secs } => {
+                    return Reply::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        "The service is temporarily unavailable. Please try again later.",
+                    )
+                    .header("retry-after", retry_after_secs.to_string());
+                }
                 Fault::ExpiredToken => return expired_token_reply(),
                 Fault::Forbidden => {
                     let action = match *method {
@@ -1030,10 +1073,19 @@ impl SimState {
 
     /// Consume the first queued fault that matches (FailOperation is consumed elsewhere).
     fn take_fault(&mut self, method: &Method, path: &str) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| {
+        let queued = self.faults.iter().position(|f| {
             !matches!(f.fault, Fault::FailOperation { .. }) && f.on.matches(method, path)
-        })?;
-        self.faults.remove(i).map(|f| f.fault)
+        });
+        match queued {
+            Some(i) => self.faults.remove(i).map(|f| f.fault),
+            None => self
+                .outage
+                .as_ref()
+                .filter(|o| {
+                    !matches!(o.fault, Fault::FailOperation { .. }) && o.on.matches(method, path)
+                })
+                .map(|o| o.fault.clone()),
+        }
     }
 
     fn take_fail_operation(&mut self, method: &Method, path: &str) -> Option<String> {

@@ -33,6 +33,18 @@ pub enum AuditKind {
     Refused,
     RuleCleanup,
     Started,
+    /// The reconciler removed a `jitbot-*` rule whose grant is unknown, closed or never opened.
+    DriftOrphanRemoved,
+    /// The reconciler put back an active grant's rule that was deleted or edited outside jitbot.
+    DriftRestored,
+    /// An active grant's rule was deleted or edited and could not be put back yet (once per grant).
+    DriftUnrestored,
+    /// A grant is still open well after it should have closed (ARM down or throttling).
+    RevocationDelayed,
+    /// The head of the chain was posted to the audit channel(s).
+    Checkpoint,
+    /// Summary of a reconcile pass that found something.
+    Reconciled,
 }
 
 impl AuditKind {
@@ -56,6 +68,12 @@ impl AuditKind {
             AuditKind::Refused => "refused",
             AuditKind::RuleCleanup => "rule_cleanup",
             AuditKind::Started => "started",
+            AuditKind::DriftOrphanRemoved => "drift_orphan_removed",
+            AuditKind::DriftRestored => "drift_restored",
+            AuditKind::DriftUnrestored => "drift_unrestored",
+            AuditKind::RevocationDelayed => "revocation_delayed",
+            AuditKind::Checkpoint => "checkpoint",
+            AuditKind::Reconciled => "reconciled",
         }
     }
 }
@@ -276,4 +294,107 @@ pub async fn verify(pool: &sqlx::AnyPool) -> Result<ChainReport> {
         head_hash: prev,
         broken: None,
     })
+}
+
+/// A checkpoint as posted to the audit channel: event `seq` had hash `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+
+    /// `<seq>:<hash>`, e.g. `42:9f86d081…` (64 hex digits).
+    fn from_str(s: &str) -> std::result::Result<Checkpoint, String> {
+        let s = s.trim().trim_matches('`');
+        let bad = || {
+            format!(
+                "checkpoint {s:?} must be <seq>:<hash> as posted to the audit channel, e.g. 42:9f86d081884c7d65… (64 hex digits)"
+            )
+        };
+        let (seq, hash) = s.split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.trim().parse().map_err(|_| bad())?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if seq < 1 || hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Checkpoint { seq, hash })
+    }
+}
+
+/// Checks the chain (as [`verify`]) and that event `cp.seq` still has the hash a checkpoint
+/// recorded. An attacker with write access can rewrite an old event and re-hash everything
+/// after it, which plain verification cannot see; the checkpoint, kept outside the database (in
+/// the chat history), can. The report's `broken` names the first problem.
+pub async fn verify_against(pool: &sqlx::AnyPool, cp: &Checkpoint) -> Result<ChainReport> {
+    let mut report = verify(pool).await?;
+    if report.broken.is_some() {
+        return Ok(report);
+    }
+    let row = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+        .bind(cp.seq)
+        .fetch_optional(pool)
+        .await?;
+    let problem = match row {
+        None => Some(format!(
+            "the checkpoint names event {} but the trail has only {} events: events were removed",
+            cp.seq, report.events
+        )),
+        Some(r) => {
+            let stored: String = r.try_get("hash")?;
+            (stored != cp.hash).then(|| {
+                format!(
+                    "the checkpoint says event {} had hash {} but the database now has {}: \
+                     the trail was rewritten up to that event and re-hashed",
+                    cp.seq, cp.hash, stored
+                )
+            })
+        }
+    };
+    if let Some(why) = problem {
+        report.broken = Some((cp.seq, why));
+    }
+    Ok(report)
+}
+
+/// The newest checkpoint event's seq, if any.
+pub async fn last_checkpoint_seq(pool: &sqlx::AnyPool) -> Result<Option<i64>> {
+    let row = sqlx::query("SELECT MAX(seq) AS s FROM audit_events WHERE kind = 'checkpoint'")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>("s")?)
+}
+
+/// The chain head: (seq, hash) of the newest event (0 and zeros when empty).
+pub async fn head(pool: &sqlx::AnyPool) -> Result<(i64, String)> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok((row.try_get("seq")?, row.try_get("hash")?))
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::Checkpoint;
+
+    #[test]
+    fn checkpoints_parse_only_in_the_posted_form() {
+        let h = "ab".repeat(32);
+        let cp: Checkpoint = format!("12:{h}").parse().unwrap();
+        assert_eq!((cp.seq, cp.hash.as_str()), (12, h.as_str()));
+        let cp: Checkpoint = format!("`7:{}`", h.to_uppercase()).parse().unwrap();
+        assert_eq!(cp.hash, h);
+        for bad in [
+            "12".to_string(),
+            format!("x:{h}"),
+            format!("0:{h}"),
+            "3:abc".into(),
+            format!("3:{}", "zz".repeat(32)),
+        ] {
+            let e = bad.parse::<Checkpoint>().unwrap_err();
+            assert!(e.contains("<seq>:<hash>"), "{e}");
+        }
+    }
 }

@@ -42,6 +42,24 @@ pub enum Job {
         platform: Platform,
         request_id: String,
     },
+    /// One reconcile pass over every NSG in the policy; reschedules itself (a singleton).
+    Reconcile,
+    /// Post the head of the audit chain to the audit channel(s); reschedules itself (a singleton).
+    Checkpoint,
+    /// Remove a `jitbot-*` rule the reconciler found without an open grant; retried until done.
+    RemoveOrphan {
+        /// The id in the rule's name (the request may not exist).
+        request_id: String,
+        nsg: String,
+        rule_name: String,
+        /// Why it must go, for people ("its request is unknown to jitbot").
+        reason: String,
+        /// What the rule allowed when it was found.
+        seen: serde_json::Value,
+    },
+    /// Runs `worker.revocation_alert_after` after a revocation became due: if the grant is still
+    /// not closed, alert the audit channel (once per grant).
+    RevocationWatch { request_id: String },
 }
 
 impl Job {
@@ -54,6 +72,10 @@ impl Job {
             Job::ChatPost { .. } => "chat.post",
             Job::ChatCard { .. } => "chat.card",
             Job::ChatCardUpdate { .. } => "chat.card_update",
+            Job::Reconcile => super::reconcile::RECONCILE_KIND,
+            Job::Checkpoint => super::reconcile::CHECKPOINT_KIND,
+            Job::RemoveOrphan { .. } => super::reconcile::REMOVE_ORPHAN_KIND,
+            Job::RevocationWatch { .. } => super::reconcile::WATCH_KIND,
         }
     }
 
@@ -64,8 +86,11 @@ impl Job {
             | Job::Expire { request_id, .. }
             | Job::Cleanup { request_id, .. }
             | Job::ChatCard { request_id, .. }
-            | Job::ChatCardUpdate { request_id, .. } => Some(request_id),
+            | Job::ChatCardUpdate { request_id, .. }
+            | Job::RemoveOrphan { request_id, .. }
+            | Job::RevocationWatch { request_id } => Some(request_id),
             Job::ChatPost { request_id, .. } => request_id.as_deref(),
+            Job::Reconcile | Job::Checkpoint => None,
         }
     }
 
@@ -75,6 +100,8 @@ impl Job {
             Job::ChatPost { .. } | Job::ChatCard { .. } | Job::ChatCardUpdate { .. } => {
                 self.request_id().map(|id| format!("chat:{id}"))
             }
+            // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
+            Job::Reconcile | Job::Checkpoint => Some(format!("singleton:{}", self.kind())),
             _ => None,
         }
     }
@@ -136,10 +163,25 @@ impl Worker {
                 platform,
                 request_id,
             } => self.update_cards(claimed, platform, &request_id).await,
+            Job::Reconcile => self.reconcile(claimed).await,
+            Job::Checkpoint => self.checkpoint(claimed).await,
+            Job::RemoveOrphan {
+                request_id,
+                nsg,
+                rule_name,
+                reason,
+                seen,
+            } => {
+                self.remove_orphan(claimed, &request_id, &nsg, &rule_name, &reason, &seen)
+                    .await
+            }
+            Job::RevocationWatch { request_id } => {
+                self.revocation_watch(claimed, &request_id).await
+            }
         }
     }
 
-    async fn announce(&self, tx: &mut Tx, req: &RequestRow, n: &Message) -> Result<()> {
+    pub(super) async fn announce(&self, tx: &mut Tx, req: &RequestRow, n: &Message) -> Result<()> {
         outbox::tell_requester(tx, req, n).await?;
         self.out.feed(tx, Some(&req.id), n).await?;
         self.out.refresh_cards(tx, &req.id).await
@@ -314,6 +356,7 @@ impl Worker {
             Status::Revoking => {}
             _ => return Ok(Outcome::Done),
         }
+        self.watch_revocation(&req).await?;
         match self.nsgs.remove_rule(&req.nsg, &req.rule_name).await {
             Ok(()) => {
                 let closed = now_ms();
@@ -335,8 +378,16 @@ impl Worker {
                         req.simulated,
                     )
                     .await?;
+                    let alert_ms = self.settings.revocation_alert_after.as_millis() as i64;
+                    let lateness = match late_ms {
+                        Some(late) if !early && late >= alert_ms => format!(
+                            " It closed {} after its expiry: revocation was delayed.",
+                            super::reconcile::human_ms(late)
+                        ),
+                        _ => String::new(),
+                    };
                     let text = format!(
-                        "{} port {} is closed to {} ({}). Connections already open continue until they end.",
+                        "{} port {} is closed to {} ({}). Connections already open continue until they end.{lateness}",
                         req.target,
                         req.ports,
                         req.source,

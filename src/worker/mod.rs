@@ -3,6 +3,7 @@
 //! `run_at`).
 
 pub mod jobs;
+pub mod reconcile;
 
 use crate::azure::NsgManager;
 use crate::chat::{ChatApi, Platform};
@@ -63,6 +64,9 @@ impl Worker {
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not release orphaned jobs"),
+        }
+        if let Err(e) = self.schedule_singletons().await {
+            tracing::error!(error = %e, "could not schedule the reconciler and audit checkpoints");
         }
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let wake = self.store.jobs_added();

@@ -801,3 +801,82 @@ pub fn embed_text(data: &serde_json::Value) -> String {
     out.retain(|s| !s.is_empty());
     out.join("\n")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reconciler tests (branch `reconcile`): restart with edited settings, database URL, audit feed.
+// ---------------------------------------------------------------------------------------------
+
+/// Like [`spawn_app_with`], then restarted with `worker` lines added to `[worker]` and every
+/// `(from, to)` replacement applied to the config text (e.g. a shorter `retry_budget`).
+pub async fn spawn_app_tuned(worker: &str, replace: &[(&str, &str)], extra: &str) -> TestApp {
+    let mut app = spawn_app_with(extra).await;
+    let worker = worker.to_string();
+    let replace: Vec<(String, String)> = replace
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    app.restart_with(move |text| {
+        let mut text = text.replacen("[worker]\n", &format!("[worker]\n{worker}\n"), 1);
+        for (from, to) in &replace {
+            assert!(text.contains(from.as_str()), "config has no {from:?}");
+            text = text.replace(from.as_str(), to);
+        }
+        text
+    })
+    .await;
+    app
+}
+
+impl TestApp {
+    /// Crashes the server, edits its configuration text and starts it again.
+    pub async fn restart_with(&mut self, edit: impl FnOnce(&str) -> String) {
+        self.crash().await;
+        self.settings_text = edit(&self.settings_text);
+        self.start().await;
+    }
+
+    /// The database URL the server runs on.
+    pub fn database_url(&self) -> String {
+        let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
+        file.database.url
+    }
+
+    /// Texts of the messages posted to the audit channel.
+    pub fn audit_feed(&self) -> Vec<String> {
+        self.slack
+            .messages(AUDIT)
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+
+    /// Every audit event of a kind, in order.
+    pub async fn events_of(&self, kind: &str) -> Vec<audit::AuditEvent> {
+        audit::events(self.store.pool(), 0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+}
+
+impl TestApp {
+    /// Waits until the request's row satisfies `f`.
+    pub async fn wait_until_row(
+        &self,
+        id: &str,
+        timeout: Duration,
+        f: impl Fn(&RequestRow) -> bool,
+    ) -> RequestRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.request(id).await;
+            if f(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{id} did not get there: {r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -8,5 +8,6 @@ mod approvals;
 mod arm_faults;
 mod discord;
 mod lifecycle;
+mod reconcile;
 mod restart;
 mod security;

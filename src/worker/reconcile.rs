@@ -1,0 +1,844 @@
+//! The reconciler, the revocation watch and audit checkpoints: the jobs that compare what Azure
+//! holds with what the database says, and make tampering visible.
+//!
+//! * `Job::Reconcile` is a singleton (lane `singleton:reconcile`) that runs at start and then
+//!   every `worker.reconcile_interval`. For each NSG in the policy (and each NSG an active grant
+//!   lives in) it lists the rules once and:
+//!   - a rule jitbot owns (`jitbot-<request id>`) whose request is unknown, closed, not approved or
+//!     for another NSG → a `Job::RemoveOrphan` (retried until done, like a revoke);
+//!   - an active grant whose rule is missing or edited (source, destination, ports, protocol,
+//!     priority, access, direction) → put back with the recorded values (`NsgManager::restore_rule`,
+//!     recorded priority or the lowest free one, which is then recorded) and a drift alert;
+//!   - anything else is left alone: rules jitbot does not own, and grants whose state is moving
+//!     (`approved`/`applying`: a PUT in flight; `revoking`, or `active` past expiry: the revoke job
+//!     is due; activated after the NSG was read).
+//! * `Job::RevocationWatch` is enqueued by the revoke job on its first run and fires
+//!   `worker.revocation_alert_after` after the revocation became due: a grant still not closed
+//!   gets one `revocation_delayed` alert (audited) on the audit channel.
+//! * `Job::Checkpoint` is a singleton that posts the chain head (`seq` + hash) to the audit
+//!   channel every `worker.checkpoint_interval`, unless nothing was appended since the last one.
+//!
+//! Every finding is audited and posted through `Destinations::feed`.
+
+use super::jobs::Job;
+use super::{Outcome, Worker, backoff};
+use crate::azure::{RuleSpec, SecurityRule};
+use crate::chat::{Message, Tone};
+use crate::domain::{RequestId, Status};
+use crate::messages;
+use crate::service::RULE_PREFIX;
+use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, audit, now_ms};
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::collections::BTreeSet;
+
+pub const RECONCILE_KIND: &str = "reconcile";
+pub const CHECKPOINT_KIND: &str = "checkpoint";
+pub const REMOVE_ORPHAN_KIND: &str = "reconcile.remove";
+pub const WATCH_KIND: &str = "revocation_watch";
+
+/// The request id a rule name carries when jitbot owns the rule (`jitbot-req_…`), else `None`.
+pub fn owned_id(rule_name: &str) -> Option<String> {
+    let rest = rule_name.strip_prefix(RULE_PREFIX)?;
+    RequestId::parse(rest)
+        .ok()
+        .filter(|id| id.as_str() == rest)
+        .map(|id| id.as_str().to_string())
+}
+
+/// `850 ms`, `4.2 s`, `3m 12s`, `1h 5m`.
+pub fn human_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m {}s", ms / 60_000, (ms % 60_000) / 1000)
+    } else {
+        format!("{}h {}m", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+/// Last path segment of an NSG id.
+fn nsg_name(nsg_id: &str) -> &str {
+    nsg_id.rsplit('/').next().unwrap_or(nsg_id)
+}
+
+/// What a rule allows, for people and the audit trail.
+fn describe(rule: &SecurityRule) -> Value {
+    let p = &rule.properties;
+    json!({
+        "name": rule.name,
+        "access": p.access,
+        "direction": p.direction,
+        "priority": p.priority,
+        "protocol": p.protocol,
+        "sources": p.source_prefixes(),
+        "destinations": p.destination_prefixes(),
+        "ports": p.destination_ports(),
+        "description": p.description,
+    })
+}
+
+fn lower_set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    v.into_iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// How the rule in Azure differs from the grant (empty: it matches).
+pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String> {
+    let Some(rule) = rule else {
+        return vec!["the rule was deleted".into()];
+    };
+    let p = &rule.properties;
+    let mut d = Vec::new();
+    if lower_set(p.source_prefixes()) != lower_set([req.source.clone()]) {
+        d.push(format!(
+            "source is {} instead of {}",
+            p.source_prefixes().join(", "),
+            req.source
+        ));
+    }
+    if lower_set(p.destination_prefixes()) != lower_set([req.destination.clone()]) {
+        d.push(format!(
+            "destination is {} instead of {}",
+            p.destination_prefixes().join(", "),
+            req.destination
+        ));
+    }
+    let want_ports = lower_set(req.ports_list().iter().map(u16::to_string));
+    if lower_set(p.destination_ports()) != want_ports {
+        d.push(format!(
+            "ports are {} instead of {}",
+            p.destination_ports().join(", "),
+            req.ports
+        ));
+    }
+    if !p.protocol.eq_ignore_ascii_case(&req.protocol) {
+        d.push(format!(
+            "protocol is {} instead of {}",
+            p.protocol, req.protocol
+        ));
+    }
+    if Some(i64::from(p.priority)) != req.rule_priority {
+        d.push(format!(
+            "priority is {} instead of {}",
+            p.priority,
+            req.rule_priority
+                .map_or("unknown".into(), |p| p.to_string())
+        ));
+    }
+    if !p.access.eq_ignore_ascii_case("Allow") {
+        d.push(format!("access is {} instead of Allow", p.access));
+    }
+    if !p.is_inbound() {
+        d.push(format!("direction is {} instead of Inbound", p.direction));
+    }
+    if p.provisioning_state.as_deref() == Some("Failed") {
+        d.push("its provisioning failed".into());
+    }
+    d
+}
+
+/// Enqueues a singleton job unless one of its kind is queued or running (one statement).
+async fn ensure_singleton(store: &Store, job: &Job, run_at: i64) -> Result<bool> {
+    let kind = job.kind();
+    let done = sqlx::query(
+        "INSERT INTO jobs (kind, lane, payload, state, run_at, attempts, created_at)
+         SELECT $1, $2, $3, 'queued', $4, 0, $5
+         WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND state IN ('queued', 'running'))",
+    )
+    .bind(kind)
+    .bind(format!("singleton:{kind}"))
+    .bind(serde_json::to_value(job).unwrap_or_default().to_string())
+    .bind(run_at)
+    .bind(now_ms())
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Findings of one reconcile pass.
+#[derive(Default)]
+struct Findings {
+    nsgs: usize,
+    owned_rules: usize,
+    orphans: Vec<Value>,
+    restored: Vec<Value>,
+    errors: Vec<String>,
+}
+
+impl Worker {
+    /// At start: run a reconcile pass at once (pulling a queued one forward, or adding one), and
+    /// make sure checkpoints are scheduled. Safe to run on every replica.
+    pub async fn schedule_singletons(&self) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE jobs SET run_at = $2 WHERE kind = $1 AND state = 'queued' AND run_at > $2",
+        )
+        .bind(RECONCILE_KIND)
+        .bind(now)
+        .execute(self.store.pool())
+        .await?;
+        ensure_singleton(&self.store, &Job::Reconcile, now).await?;
+        let next_checkpoint = now + self.settings.checkpoint_interval.as_millis() as i64;
+        // A shorter interval than the one the queued checkpoint was planned with applies now.
+        sqlx::query(
+            "UPDATE jobs SET run_at = $2 WHERE kind = $1 AND state = 'queued' AND run_at > $2",
+        )
+        .bind(CHECKPOINT_KIND)
+        .bind(next_checkpoint)
+        .execute(self.store.pool())
+        .await?;
+        ensure_singleton(&self.store, &Job::Checkpoint, next_checkpoint).await?;
+        // Two replicas starting at once may both have inserted one: keep the oldest. (Each
+        // replica does this after its own insert, so the later one sees both.) A younger
+        // duplicate left queued would wait forever behind the oldest in their lane.
+        for kind in [RECONCILE_KIND, CHECKPOINT_KIND] {
+            let done = sqlx::query(
+                "UPDATE jobs SET state = 'done', finished_at = $2, last_error = 'superseded'
+                 WHERE kind = $1 AND state = 'queued' AND id > (
+                    SELECT MIN(id) FROM jobs WHERE kind = $1 AND state IN ('queued', 'running'))",
+            )
+            .bind(kind)
+            .bind(now)
+            .execute(self.store.pool())
+            .await?;
+            if done.rows_affected() > 0 {
+                tracing::info!(
+                    kind,
+                    retired = done.rows_affected(),
+                    "retired duplicate singleton jobs"
+                );
+            }
+        }
+        self.store.jobs_added().notify_one();
+        Ok(())
+    }
+
+    /// Two replicas starting at once may each have added a singleton; the one running retires the
+    /// others (its lane keeps them from running meanwhile).
+    async fn retire_duplicates(&self, claimed: &ClaimedJob) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = $3, last_error = 'superseded'
+             WHERE kind = $1 AND state = 'queued' AND id <> $2",
+        )
+        .bind(&claimed.kind)
+        .bind(claimed.id)
+        .bind(now_ms())
+        .execute(self.store.pool())
+        .await?;
+        if done.rows_affected() > 0 {
+            tracing::info!(kind = %claimed.kind, retired = done.rows_affected(), "retired duplicate singleton jobs");
+        }
+        Ok(())
+    }
+
+    /// The NSGs to look at: every target's, and every active grant's (its target may be gone).
+    async fn nsgs_to_check(&self) -> Result<Vec<String>> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        let active = self
+            .store
+            .requests_in(&[Status::Active, Status::Revoking])
+            .await?;
+        let all = self
+            .policy
+            .targets
+            .values()
+            .map(|t| t.nsg.clone())
+            .chain(active.into_iter().map(|r| r.nsg));
+        for nsg in all {
+            if seen.insert(nsg.to_ascii_lowercase()) {
+                out.push(nsg);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn reconcile(&self, claimed: &ClaimedJob) -> Result<Outcome> {
+        self.retire_duplicates(claimed).await?;
+        let started = now_ms();
+        let mut found = Findings::default();
+        for nsg in self.nsgs_to_check().await? {
+            found.nsgs += 1;
+            self.reconcile_nsg(&nsg, &mut found).await?;
+        }
+        let took_ms = now_ms() - started;
+        if found.orphans.is_empty() && found.restored.is_empty() {
+            if found.errors.is_empty() {
+                tracing::debug!(
+                    nsgs = found.nsgs,
+                    owned_rules = found.owned_rules,
+                    took_ms,
+                    "reconcile pass: everything matches"
+                );
+            } else {
+                tracing::warn!(nsgs = found.nsgs, errors = ?found.errors, took_ms, "reconcile pass incomplete");
+            }
+        } else {
+            tracing::warn!(
+                nsgs = found.nsgs,
+                orphans = found.orphans.len(),
+                restored = found.restored.len(),
+                took_ms,
+                "reconcile pass found drift"
+            );
+            let mut tx = self.store.begin().await?;
+            tx.audit(
+                AuditKind::Reconciled,
+                None,
+                Some("jitbot"),
+                json!({
+                    "nsgs": found.nsgs,
+                    "owned_rules": found.owned_rules,
+                    "orphans": found.orphans,
+                    "restored": found.restored,
+                    "errors": found.errors,
+                    "took_ms": took_ms,
+                }),
+                self.simulated,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(Outcome::RescheduleAt(
+            now_ms() + self.settings.reconcile_interval.as_millis() as i64,
+        ))
+    }
+
+    async fn reconcile_nsg(&self, nsg: &str, found: &mut Findings) -> Result<()> {
+        let read_at = now_ms();
+        let rules = match self.nsgs.list_rules(nsg).await {
+            Ok(rules) => rules,
+            Err(e) => {
+                tracing::warn!(nsg = nsg_name(nsg), error = %e, "reconcile: cannot read the NSG; next pass tries again");
+                found.errors.push(format!("{}: {e}", nsg_name(nsg)));
+                return Ok(());
+            }
+        };
+        // Rules jitbot owns that no open grant accounts for.
+        for rule in &rules {
+            let Some(id) = owned_id(&rule.name) else {
+                continue; // not ours: never touched
+            };
+            found.owned_rules += 1;
+            let req = self.store.request(&id).await?;
+            let reason = match &req {
+                None => Some("its request is unknown to jitbot".to_string()),
+                Some(r) if !r.nsg.eq_ignore_ascii_case(nsg) => Some(format!(
+                    "its request {} is for another NSG ({})",
+                    r.id,
+                    nsg_name(&r.nsg)
+                )),
+                Some(r) => match r.status {
+                    // In flight, open, or being closed by its own job.
+                    Status::Approved | Status::Applying | Status::Active | Status::Revoking => None,
+                    Status::Pending => Some(format!("its request {} is not approved", r.id)),
+                    // Closed after we read the NSG: what we read says nothing about it now.
+                    _ if r.closed_at.is_none_or(|c| c >= read_at) => None,
+                    s => Some(format!("its request {} is {s}", r.id)),
+                },
+            };
+            if let Some(reason) = reason {
+                self.queue_orphan_removal(&id, nsg, rule, &reason, read_at, found)
+                    .await?;
+            }
+        }
+        // Active grants whose rule is missing or was edited.
+        let now = now_ms();
+        let grants = self.store.requests_in(&[Status::Active]).await?;
+        for req in grants.iter().filter(|r| r.nsg.eq_ignore_ascii_case(nsg)) {
+            if req.activated_at.is_none_or(|at| at >= read_at) {
+                continue; // opened after we read the NSG: what we read says nothing about it
+            }
+            if req.expires_at.is_none_or(|e| e <= now) {
+                continue; // its revoke job is due: let it run
+            }
+            let actual = rules
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(&req.rule_name));
+            let diffs = differences(req, actual);
+            if !diffs.is_empty() {
+                self.restore(req, diffs, actual, found).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_orphan_removal(
+        &self,
+        id: &str,
+        nsg: &str,
+        rule: &SecurityRule,
+        reason: &str,
+        read_at: i64,
+        found: &mut Findings,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        // Already being removed (a removal or a failed apply's cleanup, retried until done), or
+        // removed since we read the NSG.
+        let pending = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE kind IN ($1, 'cleanup') AND request_id = $2
+               AND (state IN ('queued', 'running') OR finished_at >= $3)",
+        )
+        .bind(REMOVE_ORPHAN_KIND)
+        .bind(id)
+        .bind(read_at)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get::<i64, _>("n")?;
+        if pending > 0 {
+            return Ok(()); // already being removed (and retried)
+        }
+        tracing::warn!(nsg = nsg_name(nsg), rule = %rule.name, reason, "reconcile: removing a jitbot rule without an open grant");
+        Job::RemoveOrphan {
+            request_id: id.to_string(),
+            nsg: nsg.to_string(),
+            rule_name: rule.name.clone(),
+            reason: reason.to_string(),
+            seen: describe(rule),
+        }
+        .enqueue(&mut tx, now_ms())
+        .await?;
+        tx.commit().await?;
+        found
+            .orphans
+            .push(json!({ "nsg": nsg, "rule": rule.name, "reason": reason }));
+        Ok(())
+    }
+
+    /// Removes a rule the reconciler found without an open grant. Never gives up.
+    pub(super) async fn remove_orphan(
+        &self,
+        claimed: &ClaimedJob,
+        id: &str,
+        nsg: &str,
+        rule_name: &str,
+        reason: &str,
+        seen: &Value,
+    ) -> Result<Outcome> {
+        let req = self.store.request(id).await?;
+        if let Some(r) = &req
+            && r.nsg.eq_ignore_ascii_case(nsg)
+            && matches!(
+                r.status,
+                Status::Approved | Status::Applying | Status::Active | Status::Revoking
+            )
+        {
+            // The request moved on since the pass: the rule is (about to be) its grant's.
+            tracing::info!(request_id = id, status = %r.status, "orphan removal skipped: the request is in use now");
+            return Ok(Outcome::Done);
+        }
+        if let Err(e) = self.nsgs.remove_rule(nsg, rule_name).await {
+            tracing::error!(nsg = nsg_name(nsg), rule = rule_name, error = %e, attempts = claimed.attempts, "orphan removal failed; retrying");
+            if claimed.attempts == 1 {
+                // Say so once: the rule stays open until Azure lets jitbot remove it.
+                let simulated = req.as_ref().map_or(self.simulated, |r| r.simulated);
+                let text = format!(
+                    "Found rule `{rule_name}` in NSG `{}` ({reason}) but could not remove it yet: {e}. jitbot keeps retrying.",
+                    nsg_name(nsg)
+                );
+                let message = messages::reply(
+                    Tone::Danger,
+                    "Drift: stray rule still open",
+                    text,
+                    simulated,
+                );
+                let mut tx = self.store.begin().await?;
+                self.out.feed(&mut tx, None, &message).await?;
+                tx.commit().await?;
+            }
+            return Ok(Outcome::RetryAt(
+                now_ms() + backoff(claimed.attempts, 15_000),
+                e.to_string(),
+            ));
+        }
+        let simulated = req.as_ref().map_or(self.simulated, |r| r.simulated);
+        let known = req.as_ref().map(|r| r.id.as_str());
+        let mut tx = self.store.begin().await?;
+        tx.audit(
+            AuditKind::DriftOrphanRemoved,
+            Some(id),
+            Some("jitbot"),
+            json!({ "nsg": nsg, "rule": rule_name, "reason": reason, "rule_was": seen }),
+            simulated,
+        )
+        .await?;
+        let allowed = format!(
+            "{} from {} to port {}",
+            seen["access"].as_str().unwrap_or("?"),
+            join(&seen["sources"]),
+            join(&seen["ports"])
+        );
+        let text = format!(
+            "Removed rule `{rule_name}` (priority {}) from NSG `{}`: {reason}. It said: {allowed}.",
+            seen["priority"],
+            nsg_name(nsg)
+        );
+        let message = messages::reply(Tone::Warning, "Drift: stray rule removed", text, simulated);
+        self.out.feed(&mut tx, known, &message).await?;
+        tx.commit().await?;
+        tracing::warn!(
+            nsg = nsg_name(nsg),
+            rule = rule_name,
+            reason,
+            "orphan rule removed"
+        );
+        Ok(Outcome::Done)
+    }
+
+    /// Puts back an active grant's rule with the recorded values.
+    async fn restore(
+        &self,
+        req: &RequestRow,
+        diffs: Vec<String>,
+        actual: Option<&SecurityRule>,
+        found: &mut Findings,
+    ) -> Result<()> {
+        // Re-read right before acting: the grant may have moved on during the pass.
+        let Some(cur) = self.store.request(&req.id).await? else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let Some(expires) = cur.expires_at.filter(|e| *e > now) else {
+            return Ok(());
+        };
+        if cur.status != Status::Active {
+            return Ok(());
+        }
+        let recorded = cur.rule_priority.and_then(|p| u16::try_from(p).ok());
+        let band = match (self.policy.targets.get(&cur.target), recorded) {
+            (Some(t), _) => t.priority_band,
+            (None, Some(p)) => (p, p),
+            (None, None) => {
+                found
+                    .errors
+                    .push(format!("{}: no band and no recorded priority", cur.id));
+                return Ok(());
+            }
+        };
+        let mut description = format!(
+            "jitbot {} for {} until {} (approx.; restored)",
+            cur.id,
+            cur.requester,
+            messages::timestamp(expires)
+        );
+        description.truncate(140);
+        let spec = RuleSpec {
+            name: cur.rule_name.clone(),
+            description,
+            protocol: cur.protocol.clone(),
+            source: cur.source.clone(),
+            destination: cur.destination.clone(),
+            ports: cur.ports_list(),
+            band,
+        };
+        tracing::warn!(request_id = %cur.id, nsg = nsg_name(&cur.nsg), drift = ?diffs, "reconcile: restoring an active grant's rule");
+        let applied = match self
+            .nsgs
+            .restore_rule(&cur.nsg, &spec, recorded.unwrap_or(band.0))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(request_id = %cur.id, error = %e, "could not restore the rule; the next pass tries again");
+                found.errors.push(format!("{}: {e}", cur.id));
+                self.drift_unrestored(&cur, &diffs, &e.to_string()).await?;
+                return Ok(());
+            }
+        };
+        let mut tx = self.store.begin().await?;
+        let still = tx.request(&cur.id).await?;
+        if still.as_ref().is_none_or(|r| r.status != Status::Active) {
+            // Closed while we restored: never leave it open.
+            Job::Cleanup {
+                request_id: cur.id.clone(),
+                nsg: cur.nsg.clone(),
+                rule_name: cur.rule_name.clone(),
+            }
+            .enqueue(&mut tx, now_ms())
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        let new_priority = i64::from(applied.priority);
+        if Some(new_priority) != cur.rule_priority {
+            sqlx::query(
+                "UPDATE requests SET rule_priority = $2, updated_at = $3 WHERE id = $1 AND status = 'active'",
+            )
+            .bind(&cur.id)
+            .bind(new_priority)
+            .bind(now_ms())
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.audit(
+            AuditKind::DriftRestored,
+            Some(&cur.id),
+            Some("jitbot"),
+            json!({
+                "nsg": cur.nsg,
+                "rule": cur.rule_name,
+                "drift": diffs,
+                "rule_was": actual.map(describe),
+                "priority": new_priority,
+                "recorded_priority": cur.rule_priority,
+            }),
+            cur.simulated,
+        )
+        .await?;
+        let moved = if Some(new_priority) != cur.rule_priority {
+            format!(
+                " Priority {} was taken, so it now has priority {new_priority}.",
+                cur.rule_priority.map_or("?".into(), |p| p.to_string())
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "Rule `{}` of {}'s active grant ({} port {} from {}) in NSG `{}` was changed outside jitbot: {}. It was put back as approved.{moved}",
+            cur.rule_name,
+            cur.requester,
+            cur.target,
+            cur.ports,
+            cur.source,
+            nsg_name(&cur.nsg),
+            diffs.join("; ")
+        );
+        let message = messages::notice(&cur, Tone::Danger, "Drift alert: rule restored", text);
+        self.out.feed(&mut tx, Some(&cur.id), &message).await?;
+        tx.commit().await?;
+        found.restored.push(
+            json!({ "request_id": cur.id, "rule": cur.rule_name, "drift": diffs, "priority": new_priority }),
+        );
+        Ok(())
+    }
+
+    /// Says once per grant that its rule drifted and could not be put back yet (audited and on
+    /// the audit channel); later passes keep trying quietly.
+    async fn drift_unrestored(
+        &self,
+        req: &RequestRow,
+        diffs: &[String],
+        error: &str,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        // Lock the request's row so two replicas cannot both say it.
+        sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+            .bind(&req.id)
+            .execute(tx.conn())
+            .await?;
+        let already = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND request_id = $2",
+        )
+        .bind(AuditKind::DriftUnrestored.as_str())
+        .bind(&req.id)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get::<i64, _>("n")?;
+        if already > 0 {
+            return Ok(());
+        }
+        tx.audit(
+            AuditKind::DriftUnrestored,
+            Some(&req.id),
+            Some("jitbot"),
+            json!({ "nsg": req.nsg, "rule": req.rule_name, "drift": diffs, "error": error }),
+            req.simulated,
+        )
+        .await?;
+        let text = format!(
+            "Rule `{}` of {}'s active grant ({} port {}) in NSG `{}` was changed outside jitbot: {}. It could not be put back yet: {error}. jitbot retries every pass.",
+            req.rule_name,
+            req.requester,
+            req.target,
+            req.ports,
+            nsg_name(&req.nsg),
+            diffs.join("; ")
+        );
+        let message = messages::notice(req, Tone::Danger, "Drift alert: rule not restored", text);
+        self.out.feed(&mut tx, Some(&req.id), &message).await?;
+        tx.commit().await
+    }
+
+    /// Called by the revoke job before each attempt: makes sure a watch will alert if the grant
+    /// is still open `revocation_alert_after` after its revocation became due.
+    pub(super) async fn watch_revocation(&self, req: &RequestRow) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let n = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE kind = $1 AND request_id = $2")
+            .bind(WATCH_KIND)
+            .bind(&req.id)
+            .fetch_one(tx.conn())
+            .await?
+            .try_get::<i64, _>("n")?;
+        if n > 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let due = req.expires_at.unwrap_or(now).min(now);
+        Job::RevocationWatch {
+            request_id: req.id.clone(),
+        }
+        .enqueue(
+            &mut tx,
+            due + self.settings.revocation_alert_after.as_millis() as i64,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn revocation_watch(&self, claimed: &ClaimedJob, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Done);
+        };
+        if !matches!(req.status, Status::Active | Status::Revoking) {
+            return Ok(Outcome::Done); // closed in time
+        }
+        let alert_ms = self.settings.revocation_alert_after.as_millis() as i64;
+        let now = now_ms();
+        // Due at expiry, or when an early revocation was asked for (when the watch was made).
+        let due = req
+            .expires_at
+            .unwrap_or(claimed.created_at)
+            .min(claimed.created_at);
+        if now < due + alert_ms {
+            return Ok(Outcome::RescheduleAt(due + alert_ms));
+        }
+        let last_error: Option<String> = sqlx::query(
+            "SELECT last_error FROM jobs WHERE kind = 'revoke' AND request_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .map(|r| r.try_get::<Option<String>, _>("last_error"))
+        .transpose()?
+        .flatten();
+        let late = now - due;
+        let mut tx = self.store.begin().await?;
+        // Lock the request's row so two replicas cannot both alert.
+        sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        let already = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND request_id = $2",
+        )
+        .bind(AuditKind::RevocationDelayed.as_str())
+        .bind(id)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get::<i64, _>("n")?;
+        if already > 0 {
+            return Ok(Outcome::Done);
+        }
+        let error_text = last_error.clone().unwrap_or_else(|| {
+            "none recorded yet (the current attempt is still retrying Azure)".into()
+        });
+        tx.audit(
+            AuditKind::RevocationDelayed,
+            Some(id),
+            Some("jitbot"),
+            json!({ "nsg": req.nsg, "rule": req.rule_name, "late_ms": late, "last_error": last_error }),
+            req.simulated,
+        )
+        .await?;
+        let text = format!(
+            "{} port {} from {} should have closed {} ago and is still open: rule `{}` in NSG `{}`. Last error: {error_text}. jitbot keeps retrying until Azure lets it close the rule; check Azure's status or remove the rule by hand.",
+            req.target,
+            req.ports,
+            req.source,
+            human_ms(late),
+            req.rule_name,
+            nsg_name(&req.nsg)
+        );
+        let message = messages::notice(&req, Tone::Danger, "Revocation delayed", text);
+        self.out.feed(&mut tx, Some(id), &message).await?;
+        tx.commit().await?;
+        tracing::error!(request_id = id, late_ms = late, last_error = ?last_error, "revocation delayed");
+        Ok(Outcome::Done)
+    }
+
+    /// Posts the chain head to the audit channel(s), unless it has not moved since the last one.
+    pub(super) async fn checkpoint(&self, claimed: &ClaimedJob) -> Result<Outcome> {
+        self.retire_duplicates(claimed).await?;
+        let next = now_ms() + self.settings.checkpoint_interval.as_millis() as i64;
+        let pool = self.store.pool();
+        let (seq, hash) = audit::head(pool).await?;
+        if seq == 0 || audit::last_checkpoint_seq(pool).await? == Some(seq) {
+            tracing::debug!(seq, "audit head has not moved since the last checkpoint");
+            return Ok(Outcome::RescheduleAt(next));
+        }
+        let mut tx = self.store.begin().await?;
+        let at = tx
+            .audit(
+                AuditKind::Checkpoint,
+                None,
+                Some("jitbot"),
+                json!({ "seq": seq, "hash": hash }),
+                self.simulated,
+            )
+            .await?;
+        let message = checkpoint_message(seq, &hash, self.simulated);
+        self.out.feed(&mut tx, None, &message).await?;
+        tx.commit().await?;
+        tracing::info!(seq, %hash, event = at, "audit checkpoint posted");
+        Ok(Outcome::RescheduleAt(next))
+    }
+}
+
+/// The checkpoint as people see it in the audit channel.
+pub fn checkpoint_message(seq: i64, hash: &str, simulated: bool) -> Message {
+    messages::reply(
+        Tone::Info,
+        "Audit checkpoint",
+        format!(
+            "The audit trail has {seq} events; event {seq} has hash `{hash}`. Anyone can check the database against this message: `jitbot audit verify --checkpoint {seq}:{hash}`"
+        ),
+        simulated,
+    )
+}
+
+fn join(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "?".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jitbot_named_rules_are_owned() {
+        assert_eq!(
+            owned_id("jitbot-req_7f3a9c01").as_deref(),
+            Some("req_7f3a9c01")
+        );
+        for foreign in [
+            "allow-bastion",
+            "jitbot-manual",
+            "JITBOT-req_7f3a9c01",
+            "jitbot-req_ABC",
+            "xjitbot-req_7f3a9c01",
+            "jitbot-",
+        ] {
+            assert_eq!(owned_id(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn lateness_reads_naturally() {
+        assert_eq!(human_ms(850), "850 ms");
+        assert_eq!(human_ms(4200), "4.2 s");
+        assert_eq!(human_ms(192_000), "3m 12s");
+        assert_eq!(human_ms(3_900_000), "1h 5m");
+    }
+}
