@@ -131,9 +131,10 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Marks a job done. `lease_owner` stays: it records which replica ran it.
     pub async fn finish_job(&self, id: i64, owner: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET state = 'done', finished_at = $3, lease_owner = NULL, lease_until = NULL, last_error = NULL
+            "UPDATE jobs SET state = 'done', finished_at = $3, lease_until = NULL, last_error = NULL
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)
@@ -162,7 +163,7 @@ impl Store {
     /// Gives up on a job for good (it is kept for inspection).
     pub async fn bury_job(&self, id: i64, owner: &str, error: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET state = 'dead', finished_at = $3, last_error = $4, lease_owner = NULL, lease_until = NULL
+            "UPDATE jobs SET state = 'dead', finished_at = $3, last_error = $4, lease_until = NULL
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)
@@ -175,10 +176,14 @@ impl Store {
     }
 
     /// When the worker next has something to do: the earliest queued run_at or lease expiry.
+    /// Queued jobs waiting behind an earlier job of their lane do not count: the lane's head
+    /// finishing (a notification here, a lease expiry elsewhere) is what makes them runnable.
     pub async fn next_wakeup(&self) -> Result<Option<i64>> {
         let row = sqlx::query(
             "SELECT MIN(t) AS t FROM (
-                SELECT MIN(run_at) AS t FROM jobs WHERE state = 'queued'
+                SELECT MIN(j.run_at) AS t FROM jobs j WHERE j.state = 'queued'
+                  AND (j.lane IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM jobs k WHERE k.lane = j.lane AND k.id < j.id AND k.state IN ('queued', 'running')))
                 UNION ALL
                 SELECT MIN(lease_until) AS t FROM jobs WHERE state = 'running') AS x",
         )

@@ -92,9 +92,13 @@ impl Store {
                     .await?
             }
             Backend::Postgres => {
+                // Several replicas share the server: a modest pool each (the worker's jobs and the
+                // handlers hold a connection only for one short transaction), and a short acquire
+                // timeout so a handler answers "try again" well within Slack's 3 s when the
+                // database is gone instead of hanging.
                 AnyPoolOptions::new()
                     .max_connections(10)
-                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .acquire_timeout(std::time::Duration::from_secs(2))
                     .connect(url)
                     .await?
             }
