@@ -58,6 +58,11 @@ fi
 ready() { "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; }
 
 if ! ready; then
+    major="$("$bin/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')"
+    if [[ -f "$dir/PG_VERSION" && "$(cat "$dir/PG_VERSION")" != "$major" ]]; then
+        log "$dir holds a PostgreSQL $(cat "$dir/PG_VERSION") cluster; recreating it for $major"
+        rm -rf "$dir"
+    fi
     if [[ ! -f "$dir/PG_VERSION" ]]; then
         log "creating a cluster in $dir"
         rm -rf "$dir"
