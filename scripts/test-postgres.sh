@@ -74,7 +74,7 @@ if ! ready; then
     log "starting PostgreSQL ($("$bin/postgres" --version)) on 127.0.0.1:$port"
     # Tests create a database each; fsync off and a generous connection limit keep that fast.
     as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start \
-        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >&2
+        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" >&2
 fi
 
 psql_admin() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }

@@ -57,7 +57,8 @@ pub fn current_db() -> Db {
     DB.try_with(|s| s.db).unwrap_or(Db::Sqlite)
 }
 
-fn postgres_admin_url() -> Option<String> {
+/// The server the Postgres variants run on, if any.
+pub fn postgres_admin_url() -> Option<String> {
     std::env::var(POSTGRES_URL_VAR)
         .ok()
         .filter(|u| !u.trim().is_empty())

@@ -99,6 +99,7 @@ mod helpers;
 
 mod approvals;
 mod arm_faults;
+mod database;
 mod lifecycle;
 mod replicas;
 mod restart;
