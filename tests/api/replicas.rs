@@ -98,13 +98,29 @@ async fn assert_each_chat_message_posted_once(app: &TestApp) {
 postgres_tests! {
 #[tokio::test]
 async fn requests_and_racing_clicks_over_two_replicas_take_effect_once() {
-    let a = spawn_app().await;
+    // web1's 2 s approval TTL is too short for a loaded machine; web2 waits a minute.
+    let a = spawn_app_with(&format!(
+        r#"
+[targets.web2]
+nsg = "{NSG}"
+destination = "10.0.1.5"
+ports = [22]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+requesters = ["steve"]
+approvers = ["group:secops"]
+approval_channel.slack = "{APPROVALS}"
+priority_range = [400, 499]
+pending_ttl = "1m"
+"#
+    ))
+    .await;
     let b = a.start_replica().await;
     let replicas = [&a, &b];
     // Requests arrive at either replica (a load balancer); distinct sources keep texts distinct.
     let mut ids = Vec::new();
     for i in 0..4 {
-        let text = format!("web1 22 2s from 203.0.113.{}", 10 + i);
+        let text = format!("web2 22 2s from 203.0.113.{}", 10 + i);
         ids.push(replicas[i % 2].submit(STEVE, &text).await);
     }
     // db1 needs two approvers: their clicks race on different replicas.
@@ -157,9 +173,9 @@ async fn requests_and_racing_clicks_over_two_replicas_take_effect_once() {
 #[tokio::test]
 async fn a_replica_that_dies_holding_an_apply_loses_it_to_the_other() {
     let mut a = spawn_app().await;
-    // Every PUT is processed but its answer held past the client's timeout, so replica A is
-    // still inside the apply (and holds its lease) when it dies.
-    for _ in 0..4 {
+    // The next two PUTs are processed but their answers held past the client's 1 s timeout, so
+    // replica A is still inside the apply (and holds its lease) when it dies.
+    for _ in 0..2 {
         a.arm
             .inject(Fault::Delay(Duration::from_secs(5)).on(On::put()));
     }
@@ -189,6 +205,9 @@ async fn a_replica_that_dies_holding_an_apply_loses_it_to_the_other() {
     assert!(takeover >= 1_000, "B waited for A's lease to lapse ({takeover} ms)");
     let ours: Vec<_> = b.arm.rules(NSG).into_iter().filter(|r| r.name.contains(&id)).collect();
     assert_eq!(ours.len(), 1, "exactly one rule");
+    // B may PUT the same rule again (an idempotent update, 200); only one PUT ever created it.
+    let created = b.writes(&id).iter().filter(|w| *w == "PUT 201").count();
+    assert_eq!(created, 1, "{:?}", b.writes(&id));
     let closed = b.wait_status(&id, Status::Revoked, Duration::from_secs(10)).await;
     let late = closed.closed_at.unwrap() - closed.expires_at.unwrap();
     println!("METRIC replica_takeover_revocation_lateness_ms={late}");
