@@ -125,15 +125,36 @@ async fn drop_database(name: &str) {
     let Some(admin) = postgres_admin_url() else {
         return;
     };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        // FORCE: the test's replicas may still hold connections (their tasks end with the runtime).
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-        let _ = conn.close().await;
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match sqlx::PgConnection::connect(&admin).await {
+            Ok(mut conn) => {
+                // The test's replicas may still run (their tasks end with the runtime) and
+                // reconnect: shut the door first, then FORCE out whoever is inside.
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false"
+                )))
+                .execute(&mut conn)
+                .await;
+                let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+                let _ = conn.close().await;
+                match dropped {
+                    Ok(_) => return,
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let _ = writeln!(
+        std::io::stderr(),
+        "warning: could not drop test database {name}: {last_error}"
+    );
 }
 
 /// The policy every test runs with; `extra` is appended (more targets).
