@@ -24,8 +24,9 @@
 //! a fresh database (a temp file, or `jitbot_t_<random>` on the server named by
 //! `JITBOT_TEST_POSTGRES_URL`, dropped when the test ends). Without that variable the Postgres
 //! variant prints `SKIPPED …` and passes, unless `JITBOT_TEST_REQUIRE_POSTGRES=1` (CI), then it
-//! fails. Attributes after `#[tokio::test]` (`#[ignore]`, …) apply to both variants; the body is
-//! an `async` block, so it must not `return` a value.
+//! fails. Arguments of `#[tokio::test(…)]` and attributes after it (`#[ignore]`, …) apply to both
+//! variants. The body becomes an `async` block, so it must not `return` a value. Only test
+//! functions go inside the macro: keep helper functions and `use` lines outside it.
 //!
 //! `postgres_tests! { … }` is the same for tests that only make sense on PostgreSQL (several
 //! replicas on one database): it makes only the `::postgres` variant.
@@ -34,7 +35,7 @@
 macro_rules! backends {
     ($(
         $(#[doc = $doc:literal])*
-        #[tokio::test]
+        #[tokio::test $(($($args:tt)*))?]
         $(#[$attr:meta])*
         async fn $name:ident() $body:block
     )*) => {$(
@@ -43,7 +44,7 @@ macro_rules! backends {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test]
+            #[tokio::test $(($($args)*))?]
             $(#[$attr])*
             async fn sqlite() {
                 $crate::helpers::run_test(
@@ -54,7 +55,7 @@ macro_rules! backends {
                 .await
             }
 
-            #[tokio::test]
+            #[tokio::test $(($($args)*))?]
             $(#[$attr])*
             async fn postgres() {
                 $crate::helpers::run_test(
@@ -72,7 +73,7 @@ macro_rules! backends {
 macro_rules! postgres_tests {
     ($(
         $(#[doc = $doc:literal])*
-        #[tokio::test]
+        #[tokio::test $(($($args:tt)*))?]
         $(#[$attr:meta])*
         async fn $name:ident() $body:block
     )*) => {$(
@@ -81,7 +82,7 @@ macro_rules! postgres_tests {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test]
+            #[tokio::test $(($($args)*))?]
             $(#[$attr])*
             async fn postgres() {
                 $crate::helpers::run_test(
