@@ -266,7 +266,12 @@ auto_approve = {{ requesters = ["steve"], max_duration = "1h" }}
         assert_eq!(count(&kinds, "applied"), 1, "{id}: {kinds:?}");
         assert_eq!(count(&kinds, "revoked"), 1, "{id}: {kinds:?}");
     }
-    let js = jobs(&a).await;
+    // The jobs the grants made (periodic jobs other parts add may legitimately run again).
+    let js: Vec<_> = jobs(&a)
+        .await
+        .into_iter()
+        .filter(|j| ["apply", "revoke", "expire"].contains(&j.kind.as_str()) || j.kind.starts_with("chat."))
+        .collect();
     let twice: Vec<_> = js.iter().filter(|j| j.attempts > 1).map(|j| &j.kind).collect();
     assert!(twice.is_empty(), "jobs claimed more than once: {twice:?}");
     let mut by_owner: HashMap<&str, usize> = HashMap::new();
