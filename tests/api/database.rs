@@ -1,4 +1,5 @@
-//! PostgreSQL going away: handlers fail fast with a clear answer and change nothing.
+//! The PostgreSQL store itself: replicas starting at once migrate it once; when it goes away,
+//! handlers fail fast with a clear answer and change nothing.
 
 use crate::helpers::*;
 use sqlx::{Connection, Row};
@@ -54,5 +55,26 @@ async fn a_command_while_the_database_is_unreachable_is_answered_in_time_and_cha
     // And jitbot works again without a restart.
     let id = app.submit(STEVE, "web1 22 1h").await;
     app.card_ts(&id).await;
+}
+
+#[tokio::test]
+async fn replicas_starting_at_once_on_an_empty_database_migrate_it_once() {
+    jitbot::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(dir.path()).await;
+    let (a, b, c) = tokio::join!(
+        jitbot::store::Store::connect(&url),
+        jitbot::store::Store::connect(&url),
+        jitbot::store::Store::connect(&url)
+    );
+    let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations")
+        .fetch_one(a.pool())
+        .await
+        .unwrap()
+        .get("n");
+    let migrations = std::fs::read_dir("migrations/postgres").unwrap().count() as i64;
+    assert_eq!(applied, migrations);
+    assert!(jitbot::store::audit::verify(a.pool()).await.unwrap().broken.is_none());
 }
 }

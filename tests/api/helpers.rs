@@ -101,7 +101,7 @@ pub async fn run_test(db: Db, name: &str, body: impl Future<Output = ()>) {
 
 /// A fresh, empty database for one test: a file in `dir`, or `jitbot_t_<random>` on the
 /// Postgres server.
-async fn fresh_database(dir: &std::path::Path) -> String {
+pub async fn fresh_database(dir: &std::path::Path) -> String {
     if current_db() == Db::Sqlite {
         return format!("sqlite://{}", dir.join("jitbot.db").display());
     }
