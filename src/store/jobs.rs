@@ -53,7 +53,40 @@ impl Tx {
     }
 }
 
+/// PostgreSQL `NOTIFY` channel: a transaction that enqueued jobs wakes every replica's worker.
+pub const JOBS_CHANNEL: &str = "jitbot_jobs";
+
 impl Store {
+    /// PostgreSQL: relays other replicas' job notifications (`LISTEN jitbot_jobs`) to this
+    /// process's worker, so a job one replica enqueues can start at once on another that has
+    /// free slots. Reconnects after a second when the connection drops; never returns (the worker
+    /// aborts it). SQLite has one process: it returns at once.
+    pub async fn relay_job_notifications(&self) {
+        if self.backend() != Backend::Postgres {
+            return;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(mut listener) => match listener.listen(JOBS_CHANNEL).await {
+                    Ok(()) => loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => self.jobs_added.notify_one(),
+                            // The connection dropped: jobs may have been added meanwhile.
+                            Ok(None) => self.jobs_added.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "job notifications stopped; reconnecting");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "could not listen for job notifications"),
+                },
+                Err(e) => tracing::warn!(error = %e, "could not connect for job notifications"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// Claims up to `limit` due jobs for `owner`, holding them until `now + lease_ms`.
     pub async fn claim_jobs(
         &self,

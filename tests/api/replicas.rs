@@ -283,4 +283,44 @@ auto_approve = {{ requesters = ["steve"], max_duration = "1h" }}
     assert_each_chat_message_posted_once(&a).await;
     a.assert_chain_intact().await;
 }
+
+#[tokio::test]
+async fn a_job_enqueued_elsewhere_wakes_an_idle_replica_at_once() {
+    let a = spawn_app().await;
+    let b = a.start_replica().await;
+    a.card_ts(&a.submit(STEVE, "db1 5432 1h").await).await;
+    // Both workers now sleep (nothing due for seconds). The test's own store has no worker: a job
+    // it enqueues reaches the replicas only through PostgreSQL's notification.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let message = jitbot::chat::Message {
+        title: "Note".into(),
+        text: "enqueued by another process".into(),
+        fields: vec![],
+        buttons: vec![],
+        footer: None,
+        tone: jitbot::chat::Tone::Info,
+    };
+    let mut tx = b.store.begin().await.unwrap();
+    jitbot::worker::jobs::Job::ChatPost {
+        platform: jitbot::chat::Platform::Slack,
+        channel: AUDIT.into(),
+        request_id: None,
+        message,
+    }
+    .enqueue(&mut tx, jitbot::store::now_ms())
+    .await
+    .unwrap();
+    let sent = Instant::now();
+    tx.commit().await.unwrap();
+    b.wait_until("the note is posted", Duration::from_secs(10), |t| {
+        t.slack
+            .messages(AUDIT)
+            .iter()
+            .any(|m| m.text.contains("enqueued by another process"))
+    })
+    .await;
+    let after = sent.elapsed();
+    println!("METRIC job_started_by_other_replica_ms={}", after.as_millis());
+    assert!(after < Duration::from_secs(1), "picked up after {after:?}");
+}
 }
