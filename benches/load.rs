@@ -163,13 +163,8 @@ async fn main() -> anyhow::Result<()> {
         )?;
         Ok(cred as Arc<dyn TokenCredential>)
     });
-    let file: ConfigFile = toml::from_str(&config(
-        &arm.base_url,
-        &slack.base_url,
-        &db,
-        requests,
-        nsgs,
-    ))?;
+    let file: ConfigFile =
+        toml::from_str(&config(&arm.base_url, &slack.base_url, &db, requests, nsgs))?;
     let settings = Settings::resolve(file, |name| {
         Ok(Some(jitbot::config::Secret::new(
             if name == "SLACK_SIGNING_SECRET" {
@@ -230,10 +225,7 @@ async fn main() -> anyhow::Result<()> {
     let ids: Vec<String> = submitted.iter().map(|(id, _)| id.clone()).collect();
     println!(
         "{}  ({:.0} requests/s)",
-        summary(
-            "submit ack",
-            submitted.iter().map(|(_, ms)| *ms).collect()
-        ),
+        summary("submit ack", submitted.iter().map(|(_, ms)| *ms).collect()),
         requests as f64 / submit_secs
     );
 
@@ -346,9 +338,6 @@ async fn main() -> anyhow::Result<()> {
             .count()
     );
     app.stop().await;
-    anyhow::ensure!(
-        not_revoked == 0 && leaked == 0,
-        "grants were left open"
-    );
+    anyhow::ensure!(not_revoked == 0 && leaked == 0, "grants were left open");
     Ok(())
 }

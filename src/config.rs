@@ -96,6 +96,9 @@ pub struct WorkerFile {
     pub revocation_alert_after: Option<String>,
     /// How often the head of the audit hash chain is posted to the audit channel. Default 1h.
     pub checkpoint_interval: Option<String>,
+    /// How long a claimed job stays this replica's without a renewal (renewed every third of it);
+    /// after a crash, another replica takes the job over once it lapses. Default 30s.
+    pub lease: Option<String>,
 }
 
 /// Worker tuning, resolved.
@@ -398,6 +401,22 @@ impl Settings {
             WorkerSettings::DEFAULT_CHECKPOINT_INTERVAL,
             &mut errors,
         );
+        let lease = match &file.worker.lease {
+            None => Duration::from_secs(30),
+            Some(s) => match GrantDuration::parse(s) {
+                Ok(d) if (1..=600).contains(&d.as_duration().as_secs()) => d.as_duration(),
+                Ok(_) => {
+                    errors.push(format!(
+                        "worker.lease: `{s}` must be between 1s and 10m (30s suits most)"
+                    ));
+                    Duration::from_secs(30)
+                }
+                Err(e) => {
+                    errors.push(format!("worker.lease: {e}"));
+                    Duration::from_secs(30)
+                }
+            },
+        };
         let database_url =
             std::env::var("JITBOT_DATABASE_URL").unwrap_or_else(|_| file.database.url.clone());
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
@@ -417,7 +436,7 @@ impl Settings {
             worker: WorkerSettings {
                 concurrency: file.worker.concurrency.unwrap_or(8).max(1),
                 apply_deadline,
-                lease: Duration::from_secs(30),
+                lease,
                 reconcile_interval,
                 revocation_alert_after,
                 checkpoint_interval,
@@ -519,6 +538,23 @@ ops = ["alice"]
             "{all}"
         );
         assert!(!all.contains("revocation_alert_after"), "{all}");
+    }
+
+    #[test]
+    fn the_job_lease_is_configurable_within_bounds() {
+        let policy = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]";
+        let with = |lease: &str| format!("[worker]\nlease = \"{lease}\"\n{}", target(policy));
+        let file: ConfigFile = toml::from_str(&with("2s")).expect("valid TOML");
+        let settings = Settings::resolve(file, |_| Ok(Some(Secret::new("x")))).expect("valid");
+        assert_eq!(settings.worker.lease, Duration::from_secs(2));
+        let errors = check(&with("1h")).join(" ");
+        assert!(
+            errors.contains("worker.lease: `1h` must be between 1s and 10m"),
+            "{errors}"
+        );
+        let file: ConfigFile = toml::from_str(&target(policy)).expect("valid TOML");
+        let settings = Settings::resolve(file, |_| Ok(Some(Secret::new("x")))).expect("valid");
+        assert_eq!(settings.worker.lease, Duration::from_secs(30), "default");
     }
 
     #[test]

@@ -53,7 +53,40 @@ impl Tx {
     }
 }
 
+/// PostgreSQL `NOTIFY` channel: a transaction that enqueued jobs wakes every replica's worker.
+pub const JOBS_CHANNEL: &str = "jitbot_jobs";
+
 impl Store {
+    /// PostgreSQL: relays other replicas' job notifications (`LISTEN jitbot_jobs`) to this
+    /// process's worker, so a job one replica enqueues can start at once on another that has
+    /// free slots. Reconnects after a second when the connection drops; never returns (the worker
+    /// aborts it). SQLite has one process: it returns at once.
+    pub async fn relay_job_notifications(&self) {
+        if self.backend() != Backend::Postgres {
+            return;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(mut listener) => match listener.listen(JOBS_CHANNEL).await {
+                    Ok(()) => loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => self.jobs_added.notify_one(),
+                            // The connection dropped: jobs may have been added meanwhile.
+                            Ok(None) => self.jobs_added.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "job notifications stopped; reconnecting");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "could not listen for job notifications"),
+                },
+                Err(e) => tracing::warn!(error = %e, "could not connect for job notifications"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// Claims up to `limit` due jobs for `owner`, holding them until `now + lease_ms`.
     pub async fn claim_jobs(
         &self,
@@ -131,9 +164,10 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Marks a job done. `lease_owner` stays: it records which replica ran it.
     pub async fn finish_job(&self, id: i64, owner: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET state = 'done', finished_at = $3, lease_owner = NULL, lease_until = NULL, last_error = NULL
+            "UPDATE jobs SET state = 'done', finished_at = $3, lease_until = NULL, last_error = NULL
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)
@@ -162,7 +196,7 @@ impl Store {
     /// Gives up on a job for good (it is kept for inspection).
     pub async fn bury_job(&self, id: i64, owner: &str, error: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET state = 'dead', finished_at = $3, last_error = $4, lease_owner = NULL, lease_until = NULL
+            "UPDATE jobs SET state = 'dead', finished_at = $3, last_error = $4, lease_until = NULL
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(id)
@@ -175,10 +209,14 @@ impl Store {
     }
 
     /// When the worker next has something to do: the earliest queued run_at or lease expiry.
+    /// Queued jobs waiting behind an earlier job of their lane do not count: the lane's head
+    /// finishing (a notification here, a lease expiry elsewhere) is what makes them runnable.
     pub async fn next_wakeup(&self) -> Result<Option<i64>> {
         let row = sqlx::query(
             "SELECT MIN(t) AS t FROM (
-                SELECT MIN(run_at) AS t FROM jobs WHERE state = 'queued'
+                SELECT MIN(j.run_at) AS t FROM jobs j WHERE j.state = 'queued'
+                  AND (j.lane IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM jobs k WHERE k.lane = j.lane AND k.id < j.id AND k.state IN ('queued', 'running')))
                 UNION ALL
                 SELECT MIN(lease_until) AS t FROM jobs WHERE state = 'running') AS x",
         )

@@ -50,6 +50,9 @@ pub fn now_ms() -> i64 {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The URL connected to (holds the password: never log it). PostgreSQL's job notifications
+    /// need a connection of their own.
+    url: Arc<str>,
     /// Woken whenever a transaction that enqueued a job commits, so the worker re-plans its sleep.
     jobs_added: Arc<Notify>,
 }
@@ -92,9 +95,13 @@ impl Store {
                     .await?
             }
             Backend::Postgres => {
+                // Several replicas share the server: a modest pool each (the worker's jobs and the
+                // handlers hold a connection only for one short transaction), and a short acquire
+                // timeout so a handler answers "try again" well within Slack's 3 s when the
+                // database is gone instead of hanging.
                 AnyPoolOptions::new()
                     .max_connections(10)
-                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .acquire_timeout(std::time::Duration::from_secs(2))
                     .connect(url)
                     .await?
             }
@@ -110,6 +117,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            url: url.into(),
             jobs_added: Arc::new(Notify::new()),
         })
     }
@@ -135,6 +143,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             tx: self.pool.begin().await?,
+            backend: self.backend,
             enqueued: false,
             jobs_added: self.jobs_added.clone(),
         })
@@ -355,12 +364,22 @@ pub struct NewRequest {
 /// A transaction: status changes, audit events and jobs that commit together.
 pub struct Tx {
     tx: Transaction<'static, Any>,
+    backend: Backend,
     enqueued: bool,
     jobs_added: Arc<Notify>,
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        if self.enqueued && self.backend == Backend::Postgres {
+            // Delivered at commit to every replica listening (`Store::relay_job_notifications`).
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_notify('{}', '')",
+                jobs::JOBS_CHANNEL
+            )))
+            .execute(&mut *self.tx)
+            .await?;
+        }
         self.tx.commit().await?;
         if self.enqueued {
             self.jobs_added.notify_one();

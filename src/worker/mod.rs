@@ -85,6 +85,10 @@ impl Worker {
                 }
             });
         }
+        {
+            let me = self.clone();
+            tasks.spawn(async move { me.store.relay_job_notifications().await });
+        }
         loop {
             while tasks.try_join_next().is_some() {}
             if *shutdown.borrow() {

@@ -2,6 +2,7 @@ use crate::helpers::*;
 use jitbot::domain::Status;
 use std::time::Duration;
 
+backends! {
 #[tokio::test]
 async fn deny_closes_the_request_and_opens_nothing() {
     let app = spawn_app().await;
@@ -153,4 +154,5 @@ async fn an_undecided_request_expires_after_its_ttl() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.request(&id).await.status, Status::Expired);
     assert!(app.writes(&id).is_empty());
+}
 }

@@ -26,6 +26,7 @@ async fn grant_survives(faults: Vec<jitbot::sim::arm::FaultRule>) -> TestApp {
     app
 }
 
+backends! {
 #[tokio::test]
 async fn throttling_with_retry_after_is_retried() {
     let app = grant_survives(vec![
@@ -111,4 +112,5 @@ async fn forbidden_fails_the_request_clearly() {
     assert!(app.rule(&id).is_none());
     let kinds = app.audit_kinds(&id).await;
     assert!(kinds.contains(&"failed".to_string()), "{kinds:?}");
+}
 }

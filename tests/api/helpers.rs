@@ -1,6 +1,7 @@
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::ClientOptions;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use futures::FutureExt;
 use jitbot::app::{Application, Overrides};
 use jitbot::azure::{AzureOverrides, CredentialFactory};
 use jitbot::config::{ConfigFile, Settings};
@@ -10,7 +11,11 @@ use jitbot::sim::entra::{EntraSim, redirecting_transport};
 use jitbot::sim::slack::SlackSim;
 use jitbot::sim::slack_user;
 use jitbot::store::{RequestRow, Store, audit};
-use std::sync::Arc;
+use sqlx::Connection;
+use std::future::Future;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -24,6 +29,134 @@ pub const ALICE: &str = "U0ALICE";
 pub const BOB: &str = "U0BOB";
 pub const MALLORY: &str = "U0MALLORY";
 
+/// The admin URL of a PostgreSQL server the Postgres variants may create databases on.
+pub const POSTGRES_URL_VAR: &str = "JITBOT_TEST_POSTGRES_URL";
+/// When `1`, a Postgres variant without [`POSTGRES_URL_VAR`] fails instead of skipping (CI).
+pub const REQUIRE_POSTGRES_VAR: &str = "JITBOT_TEST_REQUIRE_POSTGRES";
+
+/// The database a test runs against, chosen per test by the `backends!` macro in `main.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// What a running test knows about its database: the backend, and the Postgres databases it
+/// created (dropped when the test ends).
+struct DbScope {
+    db: Db,
+    created: Arc<Mutex<Vec<String>>>,
+}
+
+tokio::task_local! {
+    static DB: DbScope;
+}
+
+/// The backend of the running test; SQLite outside `backends!`.
+pub fn current_db() -> Db {
+    DB.try_with(|s| s.db).unwrap_or(Db::Sqlite)
+}
+
+/// The server the Postgres variants run on, if any.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var(POSTGRES_URL_VAR)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// Runs one test body on `db`: what `backends!` and `postgres_tests!` expand to.
+///
+/// A Postgres run without [`POSTGRES_URL_VAR`] prints a `SKIPPED` line and passes, unless
+/// [`REQUIRE_POSTGRES_VAR`] is `1`, then it fails. The databases the body created are dropped
+/// afterwards, whether it passed or not.
+pub async fn run_test(db: Db, name: &str, body: impl Future<Output = ()>) {
+    if db == Db::Postgres && postgres_admin_url().is_none() {
+        if std::env::var(REQUIRE_POSTGRES_VAR).as_deref() == Ok("1") {
+            panic!(
+                "{name}: {REQUIRE_POSTGRES_VAR}=1 but {POSTGRES_URL_VAR} is not set; \
+                 start a server with `eval \"$(scripts/test-postgres.sh)\"`"
+            );
+        }
+        // Straight to stderr: the test harness captures `println!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {name}: set {POSTGRES_URL_VAR} to run it on PostgreSQL (see README, Development)"
+        );
+        return;
+    }
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let scope = DbScope {
+        db,
+        created: created.clone(),
+    };
+    let outcome = DB.scope(scope, AssertUnwindSafe(body).catch_unwind()).await;
+    let names = std::mem::take(&mut *created.lock().unwrap());
+    for name in names {
+        drop_database(&name).await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A fresh, empty database for one test: a file in `dir`, or `jitbot_t_<random>` on the
+/// Postgres server.
+pub async fn fresh_database(dir: &std::path::Path) -> String {
+    if current_db() == Db::Sqlite {
+        return format!("sqlite://{}", dir.join("jitbot.db").display());
+    }
+    let admin = postgres_admin_url().expect("the Postgres variant runs only with a URL");
+    let name = format!("jitbot_t_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {POSTGRES_URL_VAR}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    let _ = conn.close().await;
+    DB.with(|s| s.created.lock().unwrap().push(name.clone()));
+    let mut url = url::Url::parse(&admin).expect("a postgres:// URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+async fn drop_database(name: &str) {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match sqlx::PgConnection::connect(&admin).await {
+            Ok(mut conn) => {
+                // The test's replicas may still run (their tasks end with the runtime) and
+                // reconnect: shut the door first, then FORCE out whoever is inside.
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false"
+                )))
+                .execute(&mut conn)
+                .await;
+                let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+                let _ = conn.close().await;
+                match dropped {
+                    Ok(_) => return,
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "warning: could not drop test database {name}: {last_error}"
+    );
+}
+
 /// The policy every test runs with; `extra` is appended (more targets).
 pub fn config(arm: &str, slack: &str, db: &str, extra: &str) -> String {
     format!(
@@ -33,6 +166,9 @@ url = "{db}"
 
 [worker]
 apply_deadline = "20s"
+# Short, so a replica that crashed mid-job is replaced quickly (PostgreSQL keeps leases across
+# restarts; SQLite releases them at start).
+lease = "2s"
 
 [azure]
 backend = "arm"
@@ -99,7 +235,7 @@ pub struct TestApp {
     app: Option<Application>,
     settings_text: String,
     factory: CredentialFactory,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -109,7 +245,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(extra: &str) -> TestApp {
     jitbot::install_crypto();
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("jitbot.db").display());
+    let db = fresh_database(dir.path()).await;
     let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
     let arm = ArmSim::start(ArmSimOptions {
         operation_delay: Duration::from_millis(150),
@@ -149,7 +285,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         app: None,
         settings_text,
         factory,
-        _dir: dir,
+        _dir: Arc::new(dir),
     };
     t.start().await;
     t
@@ -183,6 +319,26 @@ impl TestApp {
         .unwrap();
         self.base = format!("http://{}", app.addr);
         self.app = Some(app);
+    }
+
+    /// Starts another replica on the same database, sharing this one's fakes (Slack, ARM, Entra)
+    /// and config: what several jitbot processes behind one load balancer look like. The returned
+    /// handle has every `TestApp` method, aimed at the new replica's HTTP address.
+    pub async fn start_replica(&self) -> TestApp {
+        let mut replica = TestApp {
+            base: String::new(),
+            http: reqwest::Client::new(),
+            slack: self.slack.clone(),
+            arm: self.arm.clone(),
+            entra: self.entra.clone(),
+            store: self.store.clone(),
+            app: None,
+            settings_text: self.settings_text.clone(),
+            factory: self.factory.clone(),
+            _dir: self._dir.clone(),
+        };
+        replica.start().await;
+        replica
     }
 
     /// Kills the server as a crash would: nothing finishes.
@@ -514,7 +670,7 @@ pub async fn spawn_both_app() -> DiscordTestApp {
 async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
     jitbot::install_crypto();
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("jitbot.db").display());
+    let db = fresh_database(dir.path()).await;
     let discord = DiscordSim::start(D_BOT_TOKEN).await.unwrap();
     let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
     let arm = ArmSim::start(ArmSimOptions {
@@ -779,7 +935,11 @@ impl DiscordTestApp {
         };
         (
             count("SELECT COUNT(*) AS n FROM requests").await,
-            count("SELECT COUNT(*) AS n FROM jobs").await,
+            // The periodic singletons (reconcile, checkpoint) exist from the start.
+            count(
+                "SELECT COUNT(*) AS n FROM jobs WHERE lane IS NULL OR lane NOT LIKE 'singleton:%'",
+            )
+            .await,
         )
     }
 }

@@ -6,6 +6,7 @@ fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+backends! {
 #[tokio::test]
 async fn a_two_second_grant_opens_on_approval_and_closes_on_time() {
     let app = spawn_app().await;
@@ -226,4 +227,5 @@ async fn help_targets_list_and_status_answer_the_person() {
     assert!(app.slash(STEVE, "list").await.contains(&id));
     let status = app.slash(STEVE, &format!("status {id}")).await;
     assert!(status.contains("Waiting for approval"), "{status}");
+}
 }

@@ -1,13 +1,109 @@
 //! Black-box tests: the real server on a loopback port, signed requests exactly as Slack sends
 //! them, and in-process fakes of Slack, ARM and Entra. Assertions are on what the fakes received
 //! and what the database holds.
+//!
+//! # Every test runs on SQLite and on PostgreSQL
+//!
+//! Wrap the tests of a file in `backends! { … }`, each written as an ordinary `#[tokio::test]`:
+//!
+//! ```ignore
+//! use crate::helpers::*;
+//!
+//! backends! {
+//! #[tokio::test]
+//! async fn deny_closes_the_request() {
+//!     let app = spawn_app().await; // a fresh database of the variant's backend
+//!     // …
+//! }
+//! }
+//! ```
+//!
+//! Each test becomes a module with two tests, `deny_closes_the_request::sqlite` and
+//! `deny_closes_the_request::postgres` (filter with `cargo test --test api postgres`). The body
+//! runs unchanged: `spawn_app()`/`spawn_app_with()` read the backend from a task-local and create
+//! a fresh database (a temp file, or `jitbot_t_<random>` on the server named by
+//! `JITBOT_TEST_POSTGRES_URL`, dropped when the test ends). Without that variable the Postgres
+//! variant prints `SKIPPED …` and passes, unless `JITBOT_TEST_REQUIRE_POSTGRES=1` (CI), then it
+//! fails. Arguments of `#[tokio::test(…)]` and attributes after it (`#[ignore]`, …) apply to both
+//! variants. The body becomes an `async` block, so it must not `return` a value. Only test
+//! functions go inside the macro: keep helper functions and `use` lines outside it.
+//!
+//! `postgres_tests! { … }` is the same for tests that only make sense on PostgreSQL (several
+//! replicas on one database): it makes only the `::postgres` variant.
+
+/// Turns each `#[tokio::test] async fn name() { … }` into `name::sqlite` and `name::postgres`.
+macro_rules! backends {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[tokio::test $(($($args:tt)*))?]
+        $(#[$attr:meta])*
+        async fn $name:ident() $body:block
+    )*) => {$(
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test $(($($args)*))?]
+            $(#[$attr])*
+            async fn sqlite() {
+                $crate::helpers::run_test(
+                    $crate::helpers::Db::Sqlite,
+                    concat!(module_path!(), "::sqlite"),
+                    async $body,
+                )
+                .await
+            }
+
+            #[tokio::test $(($($args)*))?]
+            $(#[$attr])*
+            async fn postgres() {
+                $crate::helpers::run_test(
+                    $crate::helpers::Db::Postgres,
+                    concat!(module_path!(), "::postgres"),
+                    async $body,
+                )
+                .await
+            }
+        }
+    )*};
+}
+
+/// Like `backends!`, but only the `::postgres` variant (tests of several replicas).
+macro_rules! postgres_tests {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[tokio::test $(($($args:tt)*))?]
+        $(#[$attr:meta])*
+        async fn $name:ident() $body:block
+    )*) => {$(
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test $(($($args)*))?]
+            $(#[$attr])*
+            async fn postgres() {
+                $crate::helpers::run_test(
+                    $crate::helpers::Db::Postgres,
+                    concat!(module_path!(), "::postgres"),
+                    async $body,
+                )
+                .await
+            }
+        }
+    )*};
+}
 
 mod helpers;
 
 mod approvals;
 mod arm_faults;
+mod database;
 mod discord;
 mod lifecycle;
 mod reconcile;
+mod replicas;
 mod restart;
 mod security;

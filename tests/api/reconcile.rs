@@ -93,6 +93,7 @@ fn assert_matches_grant(rule: &SecurityRule, g: &RequestRow) {
     assert_eq!(p.direction, "Inbound");
 }
 
+backends! {
 #[tokio::test]
 async fn an_orphan_jitbot_rule_is_removed_and_foreign_rules_are_untouched() {
     let app = spawn_app_tuned(FAST, &[], "").await;
@@ -524,6 +525,7 @@ async fn a_revocation_that_closes_in_time_raises_no_alert() {
             .any(|t| t.contains("Revocation delayed") || t.contains("after its expiry"))
     );
 }
+}
 
 /// `jitbot audit verify` as an operator runs it.
 fn cli_verify(db: &str, checkpoint: Option<&str>) -> (i32, String) {
@@ -544,6 +546,7 @@ fn cli_verify(db: &str, checkpoint: Option<&str>) -> (i32, String) {
     )
 }
 
+backends! {
 #[tokio::test]
 async fn checkpoints_are_posted_and_expose_a_rewritten_database() {
     let mut app = spawn_app_tuned("checkpoint_interval = \"500ms\"", &[], "").await;
@@ -886,4 +889,5 @@ async fn drift_that_cannot_be_restored_yet_is_reported_once_and_fixed_later() {
     .await;
     assert_eq!(app.events_of("drift_unrestored").await.len(), 1);
     app.assert_chain_intact().await;
+}
 }

@@ -2,6 +2,7 @@ use crate::helpers::*;
 use jitbot::domain::Status;
 use std::time::Duration;
 
+backends! {
 #[tokio::test]
 async fn an_overdue_revocation_runs_at_once_after_a_restart() {
     let mut app = spawn_app().await;
@@ -66,4 +67,5 @@ async fn a_crash_between_approval_and_apply_applies_exactly_once() {
             == 1
     })
     .await;
+}
 }

@@ -12,6 +12,7 @@ async fn requests_count(app: &TestApp) -> i64 {
         .sum()
 }
 
+backends! {
 #[tokio::test]
 async fn forged_stale_and_malformed_requests_are_refused_and_change_nothing() {
     let app = spawn_app().await;
@@ -160,4 +161,5 @@ async fn health_and_readiness_answer() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
 }
