@@ -17,20 +17,16 @@
 //! Grants are spread over `NSGS` NSGs (one target each). The numbers are this machine's; compare
 //! runs on one machine only.
 
-use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::ClientOptions;
-use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use jitbot::app::{Application, Overrides};
-use jitbot::azure::{AzureOverrides, CredentialFactory};
+use jitbot::azure::AzureOverrides;
 use jitbot::config::{ConfigFile, Settings};
 use jitbot::domain::Status;
 use jitbot::sim::arm::{ArmSim, ArmSimOptions};
-use jitbot::sim::entra::{EntraSim, redirecting_transport};
+use jitbot::sim::entra::EntraSim;
 use jitbot::sim::slack::SlackSim;
 use jitbot::sim::slack_user;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SIGNING_SECRET: &str = "bench-signing-secret";
@@ -147,32 +143,15 @@ async fn main() -> anyhow::Result<()> {
         arm.add_nsg(&nsg_id(i), "westeurope");
     }
     let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599).await?;
-    let entra_url = entra.base_url.clone();
-    let factory: CredentialFactory = Arc::new(move || {
-        let options = ClientSecretCredentialOptions {
-            client_options: ClientOptions {
-                transport: Some(redirecting_transport(&entra_url)),
-                ..Default::default()
-            },
-        };
-        let cred = ClientSecretCredential::new(
-            "tenant-1",
-            "client-1".into(),
-            Secret::new("s3cret"),
-            Some(options),
-        )?;
-        Ok(cred as Arc<dyn TokenCredential>)
-    });
+    let factory = entra.credential_factory("s3cret");
     let file: ConfigFile =
         toml::from_str(&config(&arm.base_url, &slack.base_url, &db, requests, nsgs))?;
     let settings = Settings::resolve(file, |name| {
-        Ok(Some(jitbot::config::Secret::new(
-            if name == "SLACK_SIGNING_SECRET" {
-                SIGNING_SECRET
-            } else {
-                "s3cret"
-            },
-        )))
+        Ok(match name {
+            "SLACK_SIGNING_SECRET" => Some(jitbot::config::Secret::new(SIGNING_SECRET)),
+            "SLACK_BOT_TOKEN" => Some(jitbot::config::Secret::new(BOT_TOKEN)),
+            _ => None,
+        })
     })
     .map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let app = Application::build(

@@ -49,6 +49,33 @@ fn lock(state: &Mutex<EntraState>) -> MutexGuard<'_, EntraState> {
 }
 
 impl EntraSim {
+    /// A credential factory for jitbot that gets its tokens from this emulator with the client
+    /// secret `secret` (the tenant and client id it was started with); what the tests, the
+    /// benchmark and embedders pass as `AzureOverrides::credential_factory`.
+    pub fn credential_factory(&self, secret: &str) -> crate::azure::CredentialFactory {
+        let (tenant, client_id) = {
+            let st = lock(&self.state);
+            (st.tenant.clone(), st.client_id.clone())
+        };
+        let base_url = self.base_url.clone();
+        let secret = secret.to_string();
+        Arc::new(move || {
+            let options = azure_identity::ClientSecretCredentialOptions {
+                client_options: azure_core::http::ClientOptions {
+                    transport: Some(redirecting_transport(&base_url)),
+                    ..Default::default()
+                },
+            };
+            let credential = azure_identity::ClientSecretCredential::new(
+                &tenant,
+                client_id.clone(),
+                azure_core::credentials::Secret::new(secret.clone()),
+                Some(options),
+            )?;
+            Ok(credential as Arc<dyn azure_core::credentials::TokenCredential>)
+        })
+    }
+
     /// Start on 127.0.0.1 with an ephemeral port, accepting exactly these credentials and issuing
     /// tokens `entra-token-1`, `entra-token-2`, … valid for `expires_in_secs`.
     pub async fn start(

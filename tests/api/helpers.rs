@@ -1,13 +1,10 @@
-use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::ClientOptions;
-use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use futures::FutureExt;
 use jitbot::app::{Application, Overrides};
 use jitbot::azure::{AzureOverrides, CredentialFactory};
 use jitbot::config::{ConfigFile, Settings};
 use jitbot::domain::Status;
 use jitbot::sim::arm::{ArmSim, ArmSimOptions};
-use jitbot::sim::entra::{EntraSim, redirecting_transport};
+use jitbot::sim::entra::EntraSim;
 use jitbot::sim::slack::SlackSim;
 use jitbot::sim::slack_user;
 use jitbot::store::{RequestRow, Store, audit};
@@ -257,22 +254,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599)
         .await
         .unwrap();
-    let entra_url = entra.base_url.clone();
-    let factory: CredentialFactory = Arc::new(move || {
-        let options = ClientSecretCredentialOptions {
-            client_options: ClientOptions {
-                transport: Some(redirecting_transport(&entra_url)),
-                ..Default::default()
-            },
-        };
-        let cred = ClientSecretCredential::new(
-            "tenant-1",
-            "client-1".into(),
-            Secret::new("s3cret"),
-            Some(options),
-        )?;
-        Ok(cred as Arc<dyn TokenCredential>)
-    });
+    let factory = entra.credential_factory("s3cret");
     let settings_text = config(&arm.base_url, &slack.base_url, &db, extra);
     let store = Store::connect(&db).await.unwrap();
     let mut t = TestApp {
@@ -683,22 +665,7 @@ async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
     let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599)
         .await
         .unwrap();
-    let entra_url = entra.base_url.clone();
-    let factory: CredentialFactory = Arc::new(move || {
-        let options = ClientSecretCredentialOptions {
-            client_options: ClientOptions {
-                transport: Some(redirecting_transport(&entra_url)),
-                ..Default::default()
-            },
-        };
-        let cred = ClientSecretCredential::new(
-            "tenant-1",
-            "client-1".into(),
-            Secret::new("s3cret"),
-            Some(options),
-        )?;
-        Ok(cred as Arc<dyn TokenCredential>)
-    });
+    let factory = entra.credential_factory("s3cret");
     let settings_text = discord_config(
         &arm.base_url,
         &discord.base_url,
