@@ -175,6 +175,7 @@ impl TestApp {
             Overrides {
                 azure: AzureOverrides {
                     credential_factory: Some(self.factory.clone()),
+                    ..Default::default()
                 },
                 listener: Some(listener),
             },

@@ -7,5 +7,6 @@ mod helpers;
 mod approvals;
 mod arm_faults;
 mod lifecycle;
+mod ops;
 mod restart;
 mod security;
