@@ -160,10 +160,13 @@ struct World {
     child: Option<Child>,
     store: Option<Store>,
     starts: u32,
+    /// The database URL this test reads through (the same unless a test puts a proxy between).
+    observer_db: String,
 }
 
 impl World {
-    async fn new(request_timeout: &str) -> World {
+    /// A world on a fresh SQLite file, or on `postgres` (a fresh database's URL) when given.
+    async fn new(request_timeout: &str, postgres: Option<String>) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let bin = dir.join("bin");
@@ -185,7 +188,9 @@ impl World {
         arm.set_accepted_token_prefix(Some("az-cli-token-"));
         let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
         let port = free_port();
-        let db = format!("sqlite://{}", dir.join("jitbot.db").display());
+        let db = postgres
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("jitbot.db").display()));
         let config = dir.join("jitbot.toml");
         std::fs::write(
             &config,
@@ -206,6 +211,7 @@ impl World {
             child: None,
             store: None,
             starts: 0,
+            observer_db: db,
         }
     }
 
@@ -264,8 +270,7 @@ impl World {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if self.store.is_none() {
-            let db = format!("sqlite://{}", self.dir.join("jitbot.db").display());
-            self.store = Some(Store::connect(&db).await.unwrap());
+            self.store = Some(Store::connect(&self.observer_db).await.unwrap());
         }
     }
 
@@ -426,11 +431,76 @@ struct Report {
     shutdown_ms: u128,
     /// The request's status when the process died.
     killed_in: String,
+    /// Ran against PostgreSQL rather than SQLite.
+    postgres: bool,
     dir: Option<PathBuf>,
 }
 
+/// `JITBOT_TEST_POSTGRES_URL` with a fresh database created for one trial.
+async fn fresh_postgres(n: usize) -> Option<(String, String)> {
+    let admin = std::env::var("JITBOT_TEST_POSTGRES_URL").ok()?;
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connect to JITBOT_TEST_POSTGRES_URL");
+    let name = format!("jitbot_crash_{}_{n}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    let mut url = url::Url::parse(&admin).expect("JITBOT_TEST_POSTGRES_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    Some((url.to_string(), name))
+}
+
+async fn drop_postgres(name: &str) {
+    let Ok(admin) = std::env::var("JITBOT_TEST_POSTGRES_URL") else {
+        return;
+    };
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
+    }
+}
+
+/// Every fourth trial runs on PostgreSQL when `JITBOT_TEST_POSTGRES_URL` is set.
+fn on_postgres(n: usize) -> bool {
+    n % 4 == 3 && std::env::var("JITBOT_TEST_POSTGRES_URL").is_ok()
+}
+
 async fn trial(n: usize, kill: Kill) -> Report {
-    let mut w = World::new("1s").await;
+    let pg = if on_postgres(n) {
+        fresh_postgres(n).await
+    } else {
+        None
+    };
+    let mut r = trial_in(n, kill, pg.as_ref().map(|(url, _)| url.clone())).await;
+    r.postgres = pg.is_some();
+    if let Some((_, name)) = pg {
+        if r.problems.is_empty() {
+            drop_postgres(&name).await;
+        } else {
+            eprintln!("trial {n}: keeping PostgreSQL database {name}");
+        }
+    }
+    r
+}
+
+async fn trial_in(n: usize, kill: Kill, postgres: Option<String>) -> Report {
+    let mut w = World::new("1s", postgres).await;
     let mut r = Report {
         kill: Some(match kill {
             Kill::AfterDecision => "after_decision",
@@ -704,6 +774,10 @@ async fn kill_trials_never_leak_a_rule_apply_twice_or_lose_a_message() {
     let longest = reports.iter().filter_map(|r| r.late_ms).max().unwrap_or(0);
     let longest_stop = reports.iter().map(|r| r.shutdown_ms).max().unwrap_or(0);
     println!("METRIC crash_trials={}", reports.len());
+    println!(
+        "METRIC crash_trials_postgres={}",
+        reports.iter().filter(|r| r.postgres).count()
+    );
     println!("METRIC crash_trials_failed={}", failed.len());
     println!("METRIC crash_leaked_rules={leaked}");
     println!("METRIC crash_double_applies={doubles}");
@@ -738,7 +812,10 @@ async fn kill_trials_never_leak_a_rule_apply_twice_or_lose_a_message() {
         );
     }
     for f in &failed {
-        eprintln!("FAILED {:?} in {:?}: {:?}", f.kill, f.dir, f.problems);
+        eprintln!(
+            "FAILED {:?} (postgres: {}) in {:?}: {:?}",
+            f.kill, f.postgres, f.dir, f.problems
+        );
     }
     assert!(
         failed.is_empty(),
@@ -766,7 +843,7 @@ fn trial_name(k: Kill) -> Option<&'static str> {
 async fn sigterm_with_a_put_in_flight_exits_within_ten_seconds_and_the_next_process_applies_once() {
     jitbot::install_crypto();
     // The ARM client waits up to 30 s for an answer, and ARM holds this one for 60 s.
-    let mut w = World::new("30s").await;
+    let mut w = World::new("30s", None).await;
     w.arm
         .inject(Fault::Delay(Duration::from_secs(60)).on(On::put()));
     w.start(None).await;
@@ -826,4 +903,123 @@ async fn sigterm_with_a_put_in_flight_exits_within_ten_seconds_and_the_next_proc
         !log.contains(SECRET) && !log.contains(BOT_TOKEN),
         "a secret reached the log"
     );
+}
+
+/// A loopback TCP proxy in front of PostgreSQL that the test can cut: while cut, open
+/// connections are dropped and new ones are accepted but never answered (a hanging database).
+struct CuttableProxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> CuttableProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, cs) = (cut.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let c = c.clone();
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if c.load(Ordering::SeqCst) {
+                        // Hold the connection open and say nothing.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                cs.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        CuttableProxy {
+            port,
+            cut,
+            conns,
+            _accept: accept,
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+}
+
+/// PostgreSQL only (skipped without `JITBOT_TEST_POSTGRES_URL`): with the database cut off,
+/// `/readyz` says 503 within about a second, `/jit` answers "try again" within Slack's 3 s, nothing
+/// is written, and everything works again once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_off_readyz_fails_fast_commands_say_try_again_and_nothing_is_half_written() {
+    jitbot::install_crypto();
+    let Some((direct, name)) = fresh_postgres(9999).await else {
+        println!("JITBOT_TEST_POSTGRES_URL is not set: skipping the PostgreSQL outage test");
+        return;
+    };
+    let url = url::Url::parse(&direct).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    );
+    let proxy = CuttableProxy::start(upstream).await;
+    let mut through = url.clone();
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(proxy.port)).unwrap();
+    let mut w = World::new("1s", Some(through.to_string())).await;
+    // The test reads the database directly, not through the proxy it cuts.
+    w.observer_db = direct.clone();
+    w.start(None).await;
+
+    proxy.set_cut(true);
+    let asked = Instant::now();
+    let ready = w
+        .http
+        .get(format!("{}/readyz", w.base))
+        .send()
+        .await
+        .unwrap();
+    let probe = asked.elapsed();
+    println!("METRIC readyz_postgres_cut_ms={}", probe.as_millis());
+    assert_eq!(ready.status(), 503);
+    assert!(probe < Duration::from_millis(1500), "readyz took {probe:?}");
+    let asked = Instant::now();
+    let reply = w.slash(STEVE, "web1 22 1h").await.unwrap_or_default();
+    let answered = asked.elapsed();
+    println!("METRIC command_postgres_cut_ms={}", answered.as_millis());
+    assert!(
+        answered < Duration::from_secs(3),
+        "answered after {answered:?}"
+    );
+    assert!(reply.contains("try again"), "{reply}");
+    assert!(w.the_request().await.is_none(), "nothing was written");
+
+    proxy.set_cut(false);
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            matches!(w.http.get(format!("{}/readyz", w.base)).send().await, Ok(r) if r.status() == 200)
+        })
+        .await,
+        "ready again once the database is back"
+    );
+    let reply = w.slash(STEVE, "web1 22 1h").await.unwrap_or_default();
+    assert!(reply.contains("waiting for approval"), "{reply}");
+    assert!(w.the_request().await.is_some());
+    let took = w.terminate().await;
+    assert!(took < Duration::from_secs(10));
+    drop_postgres(&name).await;
 }
