@@ -240,8 +240,30 @@ impl World {
             .unwrap()
     }
 
-    /// Starts `jitbot serve` and waits until `/readyz` says 200.
+    /// Starts `jitbot serve` and waits until its `/readyz` says 200. When the port picked for it
+    /// was taken in the meantime (another trial's emulator), picks another one and tries again.
     async fn start(&mut self, crash_at: Option<&str>) {
+        for _ in 0..5 {
+            if self.try_start(crash_at).await {
+                if self.store.is_none() {
+                    self.store = Some(Store::connect(&self.observer_db).await.unwrap());
+                }
+                return;
+            }
+            let old = self.base.rsplit(':').next().unwrap_or_default().to_string();
+            let port = free_port();
+            let text = std::fs::read_to_string(&self.config).unwrap().replace(
+                &format!("listen = \"127.0.0.1:{old}\""),
+                &format!("listen = \"127.0.0.1:{port}\""),
+            );
+            std::fs::write(&self.config, text).unwrap();
+            self.base = format!("http://127.0.0.1:{port}");
+        }
+        panic!("jitbot did not start; see {}", self.dir.display());
+    }
+
+    /// One start; false when the process exited during start-up.
+    async fn try_start(&mut self, crash_at: Option<&str>) -> bool {
         let mut cmd = self.command();
         cmd.arg("serve").arg("--config").arg(&self.config);
         if let Some(p) = crash_at {
@@ -255,22 +277,23 @@ impl World {
         self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false;
+            }
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
                 && r.status() == 200
+                && let Ok(body) = r.json::<serde_json::Value>().await
+                && body["worker"] == true
+                && body["database"] == true
             {
-                break;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "jitbot exited during start-up ({status}); see {}",
-                    self.dir.display()
-                );
+                // Ours, and still running (not another process that owns the port).
+                if let Some(Ok(None)) = self.child.as_mut().map(|c| c.try_wait()) {
+                    return true;
+                }
             }
             assert!(Instant::now() < deadline, "jitbot never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if self.store.is_none() {
-            self.store = Some(Store::connect(&self.observer_db).await.unwrap());
         }
     }
 

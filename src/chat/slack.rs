@@ -829,16 +829,28 @@ impl ChatApi for SlackApi {
         dedupe: &Dedupe,
     ) -> Result<MessageRef, ChatError> {
         const METHOD: &str = "chat.postMessage";
-        if dedupe.maybe_sent
-            && let Some(found) = self.find_posted(channel, &dedupe.key).await?
-        {
-            tracing::info!(
-                channel,
-                key = %dedupe.key,
-                ts = %found.id,
-                "an earlier attempt already delivered this message; not posting it again"
-            );
-            return Ok(found);
+        if dedupe.maybe_sent {
+            match self.find_posted(channel, &dedupe.key).await {
+                Ok(Some(found)) => {
+                    tracing::info!(
+                        channel,
+                        key = %dedupe.key,
+                        ts = %found.id,
+                        "an earlier attempt already delivered this message; not posting it again"
+                    );
+                    return Ok(found);
+                }
+                Ok(None) => {}
+                // A lookup that can never work (a missing `*:history` scope): rather a possible
+                // duplicate than a lost message.
+                Err(ChatError::Permanent(e)) => tracing::warn!(
+                    channel,
+                    key = %dedupe.key,
+                    error = %e,
+                    "cannot search the channel history for an earlier delivery; posting again"
+                ),
+                Err(e) => return Err(e),
+            }
         }
         let content = message_content(message).with_metadata(SlackMessageMetadata {
             event_type: METADATA_EVENT_TYPE.to_string(),

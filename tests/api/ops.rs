@@ -284,3 +284,30 @@ async fn messages_sent_during_a_slack_outage_arrive_afterwards_once_and_in_order
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_retry_that_may_not_read_the_history_still_delivers_the_message() {
+    let app = spawn_app().await;
+    // The first post fails outright; the retry's history lookup is refused (no `*:history` scope).
+    app.slack.inject(SlackFault::ServerError);
+    app.slack
+        .inject(SlackFault::OkFalse("missing_scope".to_string()));
+    let id = app.submit(STEVE, "web1 22 1h").await;
+    app.card_ts(&id).await;
+    let calls = app.slack.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.method == "conversations.history"
+                && c.error.as_deref() == Some("missing_scope")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        app.slack
+            .messages(APPROVALS)
+            .iter()
+            .filter(|m| m.text.contains(&id))
+            .count(),
+        1
+    );
+}
