@@ -278,6 +278,17 @@ async fn messages_sent_during_a_slack_outage_arrive_afterwards_once_and_in_order
     assert!(approved < open && open < closed, "{dms:#?}");
     let counts = keys(&app, &[APPROVALS, AUDIT, STEVE]);
     assert!(counts.values().all(|n| *n == 1), "duplicates: {counts:?}");
+    // Every failed call is counted once.
+    let failed = app.slack.calls().iter().filter(|c| c.status == 503).count();
+    let text = scrape(&app).await;
+    assert_eq!(
+        series(
+            &text,
+            "jitbot_chat_api_errors_total{platform=\"slack\",kind=\"transient\"}"
+        ),
+        Some(failed as f64),
+        "{text}"
+    );
     // The card ends up showing the final state.
     app.wait_until("the card shows the close", Duration::from_secs(20), |a| {
         a.card_text(&id).contains("Closed at")
