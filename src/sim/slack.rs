@@ -231,13 +231,31 @@ impl Inner {
     }
 }
 
-/// Aborts the server task when the last [`SlackSim`] clone is dropped.
-struct ServerGuard(tokio::task::AbortHandle);
+/// The listening task (absent while the emulator refuses connections); aborted when the last
+/// [`SlackSim`] clone is dropped.
+struct ServerGuard {
+    addr: std::net::SocketAddr,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) -> tokio::task::AbortHandle {
+    let app = Router::new()
+        .route("/api/{method}", post(handle).get(handle_get))
+        .with_state(inner);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "Slack emulator stopped");
+        }
+    })
+    .abort_handle()
 }
 
 /// A running Slack Web API emulator. Clones share the same server and state.
@@ -264,21 +282,17 @@ impl SlackSim {
             token: bot_token.to_string(),
             state: Mutex::new(SimState::default()),
         });
-        let app = Router::new()
-            .route("/api/{method}", post(handle).get(handle_get))
-            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "Slack emulator stopped");
-            }
-        });
+        let task = serve(listener, inner.clone());
         tracing::info!(%addr, "Slack emulator listening");
         Ok(SlackSim {
             base_url: format!("http://{addr}/api/"),
             inner,
-            _server: Arc::new(ServerGuard(task.abort_handle())),
+            _server: Arc::new(ServerGuard {
+                addr,
+                task: Mutex::new(Some(task)),
+            }),
         })
     }
 
@@ -323,6 +337,28 @@ impl SlackSim {
     /// Queue a fault; each is consumed by the next call to an emulated method.
     pub fn inject(&self, fault: SlackFault) {
         self.inner.lock().faults.push_back(fault);
+    }
+
+    /// `true`: stop listening, so new connections are refused, and answer 503 on connections
+    /// that were already open (a full outage). `false`: listen again on the same address.
+    pub async fn set_unreachable(&self, unreachable: bool) -> anyhow::Result<()> {
+        self.set_down(unreachable);
+        let mut task = self
+            ._server
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if unreachable {
+            if let Some(t) = task.take() {
+                t.abort();
+            }
+        } else if task.is_none() {
+            let listener = tokio::net::TcpListener::bind(self._server.addr).await?;
+            task = Some(serve(listener, self.inner.clone()));
+        }
+        *self._server.task.lock().unwrap_or_else(|e| e.into_inner()) = task;
+        Ok(())
     }
 
     /// While down, every call is answered HTTP 503 (an outage).

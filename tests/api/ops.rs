@@ -238,19 +238,37 @@ async fn a_retried_direct_message_finds_the_dm_through_conversations_open() {
 
 #[tokio::test]
 async fn messages_sent_during_a_slack_outage_arrive_afterwards_once_and_in_order() {
+    outage_then_recovery(false).await;
+}
+
+#[tokio::test]
+async fn messages_sent_while_slack_refuses_connections_arrive_afterwards_once_and_in_order() {
+    outage_then_recovery(true).await;
+}
+
+/// Slack answers 503 (or refuses connections, `refuse`) while a grant opens and closes.
+async fn outage_then_recovery(refuse: bool) {
     let app = spawn_app_with(&patient()).await;
     let id = app.submit(STEVE, "web2 22 2s").await;
     app.card_ts(&id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    app.slack.set_down(true);
+    if refuse {
+        app.slack.set_unreachable(true).await.unwrap();
+    } else {
+        app.slack.set_down(true);
+    }
     app.click(ALICE, &id, true).await;
     // The grant opens and closes while Slack is down: ARM does not wait for chat.
     app.wait_status(&id, Status::Revoked, Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failed = app.slack.calls().iter().filter(|c| c.status == 503).count();
-    assert!(failed > 0, "jitbot tried during the outage");
-    app.slack.set_down(false);
+    assert!(refuse || failed > 0, "jitbot tried during the outage");
+    if refuse {
+        app.slack.set_unreachable(false).await.unwrap();
+    } else {
+        app.slack.set_down(false);
+    }
     let back = Instant::now();
     app.wait_until("the 'closed' notice", Duration::from_secs(40), |a| {
         a.dms(STEVE).iter().any(|t| t.contains("is closed"))
@@ -281,14 +299,15 @@ async fn messages_sent_during_a_slack_outage_arrive_afterwards_once_and_in_order
     // Every failed call is counted once.
     let failed = app.slack.calls().iter().filter(|c| c.status == 503).count();
     let text = scrape(&app).await;
-    assert_eq!(
-        series(
-            &text,
-            "jitbot_chat_api_errors_total{platform=\"slack\",kind=\"transient\"}"
-        ),
-        Some(failed as f64),
-        "{text}"
+    let errors = series(
+        &text,
+        "jitbot_chat_api_errors_total{platform=\"slack\",kind=\"transient\"}",
     );
+    if refuse {
+        assert!(errors.is_some_and(|n| n >= 1.0), "{text}");
+    } else {
+        assert_eq!(errors, Some(failed as f64), "{text}");
+    }
     // The card ends up showing the final state.
     app.wait_until("the card shows the close", Duration::from_secs(20), |a| {
         a.card_text(&id).contains("Closed at")
