@@ -159,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         Overrides {
             azure: AzureOverrides {
                 credential_factory: Some(factory),
+                ..Default::default()
             },
             listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
         },

@@ -6,6 +6,7 @@ use crate::chat::slack::SlackApi;
 use crate::chat::{ChatApi, Platform};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
 use crate::outbox::Destinations;
 use crate::service::Service;
 use crate::store::{AuditKind, Store, now_ms};
@@ -18,6 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The longest a graceful stop may take before the process exits anyway (orchestrators send
+/// SIGKILL after 10 s by default). Unfinished jobs keep their state and lease and run again in
+/// the next process.
+pub const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_secs(9);
 
 /// Test and demo hooks: replace what would otherwise come from the environment.
 #[derive(Default)]
@@ -48,7 +54,10 @@ impl Application {
                     redact_url(&settings.database_url)
                 )
             })?;
-        let azure = azure::connect(&settings.azure, overrides.azure).await?;
+        let metrics = Metrics::new();
+        let mut azure_overrides = overrides.azure;
+        azure_overrides.metrics = metrics.clone();
+        let azure = azure::connect(&settings.azure, azure_overrides).await?;
         if azure.simulated {
             tracing::warn!(
                 "SIMULATED AZURE BACKEND: no real NSG is changed; every message and audit event says so"
@@ -85,6 +94,7 @@ impl Application {
             policy: policy.clone(),
             out: out.clone(),
             simulated: azure.simulated,
+            metrics: metrics.clone(),
         };
         {
             let mut tx = store.begin().await?;
@@ -115,6 +125,7 @@ impl Application {
                     .trim_start_matches("req_")
             ),
             heartbeat: heartbeat.clone(),
+            metrics: metrics.clone(),
         });
         let (shutdown, rx) = watch::channel(false);
         let worker = tokio::spawn(worker.run(rx.clone()));
@@ -130,6 +141,7 @@ impl Application {
             slack,
             discord: discord_endpoint,
             worker_heartbeat: heartbeat,
+            metrics,
         });
         let mut stop = rx;
         let server = tokio::spawn(async move {
@@ -158,8 +170,8 @@ impl Application {
     /// Graceful stop: no new requests, running jobs finish (or keep their lease), then return.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
-        let _ = self.worker.await;
+        // The server and the worker wind down side by side.
+        let _ = tokio::join!(self.server, self.worker);
         self.store.pool().close().await;
     }
 
@@ -189,8 +201,15 @@ impl Application {
             _ = ctrl_c => {}
             _ = term => {}
         }
-        tracing::info!("shutting down");
-        self.stop().await;
+        tracing::info!("shutting down: no new requests; running jobs get a few seconds");
+        let started = std::time::Instant::now();
+        if tokio::time::timeout(SHUTDOWN_BUDGET, self.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown took too long; leaving unfinished jobs to the next process");
+        }
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
     }
 }
 

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub discord: Option<Arc<DiscordEndpoint>>,
     /// Unix ms of the worker's last loop (for `/readyz`).
     pub worker_heartbeat: Arc<AtomicI64>,
+    /// Counters recorded across the application; rendered by `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What `/discord/interactions` needs: the application's public key, and the REST client for
@@ -84,11 +86,17 @@ pub fn router(state: HttpState) -> Router {
         .route("/discord/interactions", post(discord_interaction))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
+/// How long `/readyz` and `/metrics` wait for the database before saying it is not answering.
+const PROBE_BUDGET: Duration = Duration::from_millis(800);
+
 async fn readyz(State(st): State<HttpState>) -> Response {
-    let db = st.service.store.ping().await;
+    let db = tokio::time::timeout(PROBE_BUDGET, database_writable(&st.service.store))
+        .await
+        .unwrap_or(false);
     let worker_age = crate::store::now_ms() - st.worker_heartbeat.load(Ordering::Relaxed);
     let worker = worker_age < 30_000;
     let body = Json(json!({ "database": db, "worker": worker }));
@@ -96,6 +104,46 @@ async fn readyz(State(st): State<HttpState>) -> Response {
         (StatusCode::OK, body).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// True when the database would accept a write now: a transaction that takes the write lock
+/// (an UPDATE that matches no row) and rolls back. A database that answers reads but cannot be
+/// written (SQLite locked by another process, a read-only PostgreSQL replica) is not ready.
+async fn database_writable(store: &crate::store::Store) -> bool {
+    let probe = async {
+        let mut tx = store.pool().begin().await?;
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 0 AND seq < 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.rollback().await
+    };
+    probe.await.is_ok()
+}
+
+async fn metrics(State(st): State<HttpState>) -> Response {
+    match tokio::time::timeout(PROBE_BUDGET, st.metrics.render(&st.service.store)).await {
+        Ok(Ok(text)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: the database did not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not answering",
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is not answering",
+        )
+            .into_response(),
     }
 }
 
@@ -198,10 +246,12 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
         Ok(Ok(msg)) => Json(slack::ephemeral_response(&msg)).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "command failed");
+            st.metrics.request("unavailable");
             unavailable()
         }
         Err(_) => {
             tracing::error!("command took longer than the handler budget");
+            st.metrics.request("unavailable");
             unavailable()
         }
     }
@@ -263,16 +313,20 @@ async fn slack_interaction(
         Ok(Ok(())) => StatusCode::OK.into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "click failed");
-            Json(json!({ "response_type": "ephemeral", "replace_original": false,
-                "text": reply(Tone::Danger, "", "jitbot could not record your decision; nothing changed. Please click again in a minute.", false).plain_text() }))
-            .into_response()
+            st.metrics.request("unavailable");
+            click_unavailable()
         }
-        Err(_) => StatusCode::OK.into_response(),
+        Err(_) => {
+            tracing::error!("click took longer than the handler budget");
+            st.metrics.request("unavailable");
+            click_unavailable()
+        }
     }
 }
 
 /// Discord's answer when the database did not answer in time: only the member sees it.
-fn discord_unavailable(what: &str) -> Response {
+fn discord_unavailable(st: &HttpState, what: &str) -> Response {
+    st.metrics.request("unavailable");
     Json(discord::ephemeral(&reply(
         Tone::Danger,
         "",
@@ -346,11 +400,11 @@ async fn discord_interaction(
                 }
                 Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, "command failed");
-                    discord_unavailable("this")
+                    discord_unavailable(&st, "this")
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "command task failed");
-                    discord_unavailable("this")
+                    discord_unavailable(&st, "this")
                 }
                 Err(_) => {
                     tracing::warn!("command outlasted the handler budget; deferring the answer");
@@ -395,11 +449,11 @@ async fn discord_interaction(
                 Ok(Ok(Some(answer))) => Json(discord::ephemeral(&answer)).into_response(),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "click failed");
-                    discord_unavailable("your decision")
+                    discord_unavailable(&st, "your decision")
                 }
                 Err(_) => {
                     tracing::error!("click took longer than the handler budget");
-                    discord_unavailable("your decision")
+                    discord_unavailable(&st, "your decision")
                 }
             }
         }
@@ -430,4 +484,10 @@ fn discord_targets(st: &HttpState, user: &ChatUser, typed: &str) -> Vec<String> 
     names.sort_by_key(|n| (!n.to_ascii_lowercase().starts_with(&typed), n.clone()));
     names.truncate(25);
     names
+}
+
+fn click_unavailable() -> Response {
+    Json(json!({ "response_type": "ephemeral", "replace_original": false,
+        "text": reply(Tone::Danger, "", "jitbot could not record your decision (its database is not answering); nothing changed. Please click again in a minute.", false).plain_text() }))
+    .into_response()
 }

@@ -36,6 +36,8 @@ pub struct Service {
     pub out: Destinations,
     /// The simulated Azure backend is in use: every message and audit event says so.
     pub simulated: bool,
+    /// Requests by outcome.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Service {
@@ -68,6 +70,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        self.metrics.request("refused");
         Ok(self.reply(Tone::Danger, "Refused", refusal.message.clone()))
     }
 
@@ -336,6 +339,7 @@ impl Service {
             )
         };
         tx.commit().await?;
+        self.metrics.request("submitted");
         tracing::info!(request_id = %id, target = %target.name, requester = %actor.person.name, auto = shape.auto_approved, "request recorded");
         Ok(self.reply(Tone::Pending, "Request submitted", answer))
     }
@@ -566,6 +570,10 @@ impl Service {
             }
         }
         tx.commit().await?;
+        if matches!(action.kind, Decision::Approve) {
+            crate::crashpoint::hit("after_decision");
+        }
+        self.metrics.request("decided");
         tracing::info!(request_id = %req.id, approver = %by, decision = action.kind.as_str(), round = action.round, "decision recorded");
         Ok(None)
     }

@@ -52,6 +52,7 @@ fn fixed_token_overrides(builds: Arc<AtomicUsize>) -> AzureOverrides {
             let c: Arc<dyn TokenCredential> = Arc::new(FixedCredential(format!("test-token-{n}")));
             Ok(c)
         })),
+        ..Default::default()
     }
 }
 
@@ -480,6 +481,7 @@ async fn an_expired_token_is_replaced_by_a_new_one_from_entra() {
             )?;
             Ok(c)
         })),
+        ..Default::default()
     };
     let azure = connect(&test_settings(&sim), overrides)
         .await
@@ -566,6 +568,7 @@ async fn a_wrong_client_secret_is_an_auth_error() {
             )?;
             Ok(c)
         })),
+        ..Default::default()
     };
     let azure = connect(&test_settings(&sim), overrides)
         .await

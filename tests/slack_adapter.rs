@@ -1107,3 +1107,99 @@ async fn sim_wait_for_names_what_it_waited_for() {
         .expect_err("times out");
     assert!(err.to_string().contains("a message in #nowhere"), "{err}");
 }
+
+#[tokio::test]
+async fn api_a_post_that_timed_out_after_delivery_is_found_in_the_history_not_posted_again() {
+    init();
+    let sim = SlackSim::start(TOKEN).await.expect("start sim");
+    let api = SlackApi::new(&sim.base_url, TOKEN.to_string())
+        .expect("api")
+        .with_timeout(Duration::from_millis(300));
+    let msg = notice("Access open", "web1 port 22 is open", Tone::Success);
+    // Something else is in the channel too, with and without jitbot metadata.
+    api.post(
+        "C0FEED",
+        &notice("Other", "earlier", Tone::Info),
+        &Dedupe::for_job(1, 1),
+    )
+    .await
+    .expect("first post");
+    sim.inject(SlackFault::DeliverThenHang(Duration::from_secs(2)));
+    let first = api.post("C0FEED", &msg, &Dedupe::for_job(7, 1)).await;
+    assert!(
+        matches!(first, Err(ChatError::Transient(_))),
+        "a lost answer is transient: {first:?}"
+    );
+    assert_eq!(
+        sim.messages("C0FEED").len(),
+        2,
+        "it was delivered all the same"
+    );
+    let again = api
+        .post("C0FEED", &msg, &Dedupe::for_job(7, 2))
+        .await
+        .expect("retry");
+    let delivered = sim.messages("C0FEED");
+    assert_eq!(delivered.len(), 2, "not posted twice");
+    assert_eq!(again.id, delivered[1].ts);
+    assert_eq!(again.channel, "C0FEED");
+    assert_eq!(
+        delivered[1].metadata,
+        json!({"event_type": "jitbot_message", "event_payload": {"key": "jitbot-job-7"}})
+    );
+    let history = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "conversations.history")
+        .expect("the retry searched the history");
+    assert_eq!(history.body["include_all_metadata"], "true");
+    assert_eq!(history.body["channel"], "C0FEED");
+    // A retry of a message that never arrived is posted.
+    let other = api
+        .post("C0FEED", &msg, &Dedupe::for_job(8, 2))
+        .await
+        .expect("post");
+    assert_ne!(other.id, again.id);
+    assert_eq!(sim.messages("C0FEED").len(), 3);
+}
+
+#[tokio::test]
+async fn sim_history_needs_a_conversation_id_and_hides_metadata_unless_asked() {
+    init();
+    let (sim, api) = sim_and_api().await;
+    let at = api
+        .post(
+            "U0STEVE",
+            &notice("Hi", "there", Tone::Info),
+            &Dedupe::for_job(3, 1),
+        )
+        .await
+        .expect("dm");
+    let http = reqwest::Client::new();
+    let get = |query: String| {
+        let http = http.clone();
+        let url = format!("{}conversations.history?{query}", sim.base_url);
+        async move {
+            http.get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("history")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let by_user = get("channel=U0STEVE".into()).await;
+    assert_eq!(by_user["ok"], false);
+    assert_eq!(by_user["error"], "channel_not_found");
+    let plain = get(format!("channel={}", at.channel)).await;
+    assert_eq!(plain["ok"], true, "{plain}");
+    assert_eq!(plain["messages"][0]["ts"], Value::String(at.id.clone()));
+    assert!(plain["messages"][0].get("metadata").is_none(), "{plain}");
+    let with = get(format!("channel={}&include_all_metadata=true", at.channel)).await;
+    assert_eq!(
+        with["messages"][0]["metadata"]["event_payload"]["key"],
+        "jitbot-job-3"
+    );
+}

@@ -121,6 +121,8 @@ pub(crate) struct ArmClient {
     tokens: TokenSource,
     retry_budget: Duration,
     operation_timeout: Duration,
+    /// Counts every HTTP attempt by method and status.
+    metrics: crate::metrics::Metrics,
 }
 
 impl ArmClient {
@@ -129,8 +131,10 @@ impl ArmClient {
         endpoint: url::Url,
         settings: &AzureSettings,
         tokens: TokenSource,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         ArmClient {
+            metrics,
             http,
             endpoint,
             api_version: settings.api_version.clone(),
@@ -199,12 +203,17 @@ impl ArmClient {
                 req = req.json(body);
             }
             let attempt = match req.send().await {
-                Err(e) => Attempt::Retry {
-                    reason: describe_reqwest_error(&e),
-                    after: None,
-                },
+                Err(e) => {
+                    self.metrics.arm_call(method.as_str(), None);
+                    Attempt::Retry {
+                        reason: describe_reqwest_error(&e),
+                        after: None,
+                    }
+                }
                 Ok(resp) => {
                     let status = resp.status();
+                    self.metrics
+                        .arm_call(method.as_str(), Some(status.as_u16()));
                     let headers = resp.headers().clone();
                     match resp.bytes().await {
                         Err(e) => Attempt::Retry {

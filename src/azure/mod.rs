@@ -165,6 +165,9 @@ pub struct AzureOverrides {
     /// 401). When set it replaces the credential chosen by `AzureSettings::credential`, for both
     /// backends.
     pub credential_factory: Option<CredentialFactory>,
+    /// Where ARM calls are counted; `app.rs` passes the application's [`crate::metrics::Metrics`]
+    /// (the default is a detached set nobody scrapes).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A connected Azure backend.
@@ -203,7 +206,8 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
                 .credential_factory
                 .unwrap_or_else(token::static_token_factory);
             let tokens = token::TokenSource::new(&endpoint, factory)?;
-            let client = arm::ArmClient::new(http, endpoint, settings, tokens);
+            let client =
+                arm::ArmClient::new(http, endpoint, settings, tokens, overrides.metrics.clone());
             Ok(Azure {
                 nsgs: NsgManager::new(client),
                 simulated: true,
@@ -223,7 +227,8 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
                 credential = ?settings.credential,
                 "Azure Resource Manager backend configured"
             );
-            let client = arm::ArmClient::new(http, endpoint, settings, tokens);
+            let client =
+                arm::ArmClient::new(http, endpoint, settings, tokens, overrides.metrics.clone());
             Ok(Azure {
                 nsgs: NsgManager::new(client),
                 simulated: false,

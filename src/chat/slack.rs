@@ -677,6 +677,78 @@ impl SlackApi {
             ))),
         }
     }
+
+    /// Looks for a message this bot already posted with dedupe `key` in the recent history of
+    /// `channel` (a user id is first resolved to its DM with `conversations.open`).
+    async fn find_posted(&self, channel: &str, key: &str) -> Result<Option<MessageRef>, ChatError> {
+        let session = self.client.open_session(&self.token);
+        let conversation = if is_user_id(channel) {
+            const OPEN: &str = "conversations.open";
+            let req = SlackApiConversationsOpenRequest::new()
+                .with_users(vec![SlackUserId::new(channel.to_string())]);
+            let opened = self.bounded(OPEN, session.conversations_open(&req)).await;
+            log_outcome(OPEN, channel, &opened);
+            opened?.channel.id
+        } else {
+            SlackChannelId::new(channel.to_string())
+        };
+        const HISTORY: &str = "conversations.history";
+        let mut cursor: Option<SlackCursorId> = None;
+        for _ in 0..DEDUPE_HISTORY_PAGES {
+            let mut req = SlackApiConversationsHistoryRequest::new()
+                .with_channel(conversation.clone())
+                .with_limit(DEDUPE_HISTORY_PAGE_SIZE)
+                .with_include_all_metadata(true);
+            if let Some(c) = cursor.take() {
+                req = req.with_cursor(c);
+            }
+            let page = self
+                .bounded(HISTORY, session.conversations_history(&req))
+                .await;
+            log_outcome(HISTORY, conversation.value(), &page);
+            let page = page?;
+            let hit = page.messages.iter().find(|m| {
+                m.content.metadata.as_ref().is_some_and(|md| {
+                    md.event_type == METADATA_EVENT_TYPE
+                        && md
+                            .event_payload
+                            .as_ref()
+                            .and_then(|p| p.get(METADATA_KEY))
+                            .is_some_and(|k| k == key)
+                })
+            });
+            if let Some(m) = hit {
+                return Ok(Some(MessageRef {
+                    channel: conversation.value().clone(),
+                    id: m.origin.ts.value().clone(),
+                }));
+            }
+            match page
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .filter(|c| !c.value().is_empty())
+            {
+                Some(next) if page.has_more.unwrap_or(false) => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `metadata.event_type` of every message jitbot posts.
+pub const METADATA_EVENT_TYPE: &str = "jitbot_message";
+/// `metadata.event_payload` field holding the dedupe key.
+const METADATA_KEY: &str = "key";
+/// How much recent history a retried post searches for its key (pages × messages).
+const DEDUPE_HISTORY_PAGES: usize = 3;
+const DEDUPE_HISTORY_PAGE_SIZE: u16 = 200;
+
+/// Slack user ids (`U…`, `W…`): posting to one opens a DM.
+fn is_user_id(s: &str) -> bool {
+    (s.starts_with('U') || s.starts_with('W'))
+        && s.len() > 1
+        && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 fn message_content(message: &Message) -> SlackMessageContent {
@@ -754,13 +826,42 @@ impl ChatApi for SlackApi {
         &self,
         channel: &str,
         message: &Message,
-        _dedupe: &Dedupe,
+        dedupe: &Dedupe,
     ) -> Result<MessageRef, ChatError> {
         const METHOD: &str = "chat.postMessage";
-        let req = SlackApiChatPostMessageRequest::new(
-            SlackChannelId::new(channel.to_string()),
-            message_content(message),
-        );
+        if dedupe.maybe_sent {
+            match self.find_posted(channel, &dedupe.key).await {
+                Ok(Some(found)) => {
+                    tracing::info!(
+                        channel,
+                        key = %dedupe.key,
+                        ts = %found.id,
+                        "an earlier attempt already delivered this message; not posting it again"
+                    );
+                    return Ok(found);
+                }
+                Ok(None) => {}
+                // A lookup that can never work (a missing `*:history` scope): rather a possible
+                // duplicate than a lost message.
+                Err(ChatError::Permanent(e)) => tracing::warn!(
+                    channel,
+                    key = %dedupe.key,
+                    error = %e,
+                    "cannot search the channel history for an earlier delivery; posting again"
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        let content = message_content(message).with_metadata(SlackMessageMetadata {
+            event_type: METADATA_EVENT_TYPE.to_string(),
+            event_payload: Some(
+                [(METADATA_KEY.to_string(), dedupe.key.clone())]
+                    .into_iter()
+                    .collect(),
+            ),
+        });
+        let req =
+            SlackApiChatPostMessageRequest::new(SlackChannelId::new(channel.to_string()), content);
         let session = self.client.open_session(&self.token);
         let result = self
             .bounded(METHOD, session.chat_post_message(&req))

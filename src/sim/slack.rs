@@ -2,7 +2,8 @@
 //! black-box tests.
 //!
 //! It serves `POST /api/chat.postMessage`, `/api/chat.update`, `/api/chat.postEphemeral`,
-//! `/api/conversations.open` and `/api/auth.test` on `127.0.0.1`, with Slack's conventions
+//! `/api/conversations.open`, `/api/conversations.history` (GET or POST) and `/api/auth.test` on
+//! `127.0.0.1`, with Slack's conventions
 //! (see `shared/reference/PROTOCOLS.md`): JSON or form bodies, `Authorization: Bearer <token>`,
 //! failures as HTTP 200 `{"ok":false,"error":…}`, 429 with `Retry-After` for rate limits, and
 //! Block Kit limits checked like Slack does (`invalid_blocks` with json-pointer details). It
@@ -12,6 +13,10 @@
 //! Posting to a user id (`U…`/`W…`) opens a DM: the answer names the DM channel (`D…`) as real
 //! Slack does, and the message is stored under the user id (`messages("U123")`); the `D…` id
 //! resolves to the same conversation for `chat.update` and [`SlackSim::messages`].
+//!
+//! Message `metadata` (`{"event_type": …, "event_payload": {…}}`) is kept with the message and
+//! returned by `conversations.history` when `include_all_metadata=true`, newest message first, as
+//! Slack does. `conversations.history` takes a conversation id (`C…`, `D…`), not a user id.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -44,6 +49,7 @@ const METHODS: &[&str] = &[
     "chat.update",
     "chat.postEphemeral",
     "conversations.open",
+    "conversations.history",
     "auth.test",
 ];
 
@@ -106,6 +112,8 @@ pub struct SlackMessage {
     pub blocks: Value,
     /// How many `chat.update` calls changed it.
     pub updates: u32,
+    /// The message `metadata` as posted, or `Null`.
+    pub metadata: Value,
 }
 
 /// A fault to answer the next emulated Web API call with (FIFO, one call each).
@@ -117,6 +125,11 @@ pub enum SlackFault {
     OkFalse(String),
     /// HTTP 500 with a non-JSON body.
     ServerError,
+    /// Carry out the call (the message is delivered), then answer HTTP 500: the caller cannot
+    /// tell that it worked.
+    DeliverThenFail,
+    /// Carry out the call, then hold the answer this long (the caller times out first).
+    DeliverThenHang(Duration),
 }
 
 /// An ephemeral message (`chat.postEphemeral`): visible to one user in a channel, never
@@ -218,13 +231,31 @@ impl Inner {
     }
 }
 
-/// Aborts the server task when the last [`SlackSim`] clone is dropped.
-struct ServerGuard(tokio::task::AbortHandle);
+/// The listening task (absent while the emulator refuses connections); aborted when the last
+/// [`SlackSim`] clone is dropped.
+struct ServerGuard {
+    addr: std::net::SocketAddr,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) -> tokio::task::AbortHandle {
+    let app = Router::new()
+        .route("/api/{method}", post(handle).get(handle_get))
+        .with_state(inner);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "Slack emulator stopped");
+        }
+    })
+    .abort_handle()
 }
 
 /// A running Slack Web API emulator. Clones share the same server and state.
@@ -251,21 +282,17 @@ impl SlackSim {
             token: bot_token.to_string(),
             state: Mutex::new(SimState::default()),
         });
-        let app = Router::new()
-            .route("/api/{method}", post(handle))
-            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "Slack emulator stopped");
-            }
-        });
+        let task = serve(listener, inner.clone());
         tracing::info!(%addr, "Slack emulator listening");
         Ok(SlackSim {
             base_url: format!("http://{addr}/api/"),
             inner,
-            _server: Arc::new(ServerGuard(task.abort_handle())),
+            _server: Arc::new(ServerGuard {
+                addr,
+                task: Mutex::new(Some(task)),
+            }),
         })
     }
 
@@ -310,6 +337,28 @@ impl SlackSim {
     /// Queue a fault; each is consumed by the next call to an emulated method.
     pub fn inject(&self, fault: SlackFault) {
         self.inner.lock().faults.push_back(fault);
+    }
+
+    /// `true`: stop listening, so new connections are refused, and answer 503 on connections
+    /// that were already open (a full outage). `false`: listen again on the same address.
+    pub async fn set_unreachable(&self, unreachable: bool) -> anyhow::Result<()> {
+        self.set_down(unreachable);
+        let mut task = self
+            ._server
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if unreachable {
+            if let Some(t) = task.take() {
+                t.abort();
+            }
+        } else if task.is_none() {
+            let listener = tokio::net::TcpListener::bind(self._server.addr).await?;
+            task = Some(serve(listener, self.inner.clone()));
+        }
+        *self._server.task.lock().unwrap_or_else(|e| e.into_inner()) = task;
+        Ok(())
     }
 
     /// While down, every call is answered HTTP 503 (an outage).
@@ -449,16 +498,40 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (reply, printed) = process(&inner, &method, &headers, &body);
+    let (reply, printed, hold) = process(&inner, &method, &headers, &body);
     // Print outside the lock.
     for line in printed {
         println!("{line}");
     }
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
     reply.into_response()
 }
 
+/// `GET /api/{method}?…`: Slack accepts read methods with query arguments; they are handled as a
+/// form body would be.
+async fn handle_get(
+    State(inner): State<Arc<Inner>>,
+    Path(method): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    mut headers: HeaderMap,
+) -> Response {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    let body = Bytes::from(query.unwrap_or_default());
+    handle(State(inner), Path(method), headers, body).await
+}
+
 /// Handle one call under the state lock; returns the reply and lines for the demo printer.
-fn process(inner: &Inner, method: &str, headers: &HeaderMap, raw: &[u8]) -> (Reply, Vec<String>) {
+fn process(
+    inner: &Inner,
+    method: &str,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> (Reply, Vec<String>, Option<Duration>) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -489,6 +562,7 @@ fn process(inner: &Inner, method: &str, headers: &HeaderMap, raw: &[u8]) -> (Rep
 
     let mut st = inner.lock();
     let mut printed = Vec::new();
+    let mut hold = None;
     let reply = if st.down {
         Reply::Plain {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -504,6 +578,22 @@ fn process(inner: &Inner, method: &str, headers: &HeaderMap, raw: &[u8]) -> (Rep
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 text: "Internal Server Error",
             },
+            SlackFault::DeliverThenFail => {
+                if let (Ok(body), true) = (&parsed, auth_ok) {
+                    let _ = dispatch(&mut st, method, body, &mut printed);
+                }
+                Reply::Plain {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    text: "Internal Server Error",
+                }
+            }
+            SlackFault::DeliverThenHang(d) => {
+                hold = Some(d);
+                match (&parsed, auth_ok) {
+                    (Ok(body), true) => dispatch(&mut st, method, body, &mut printed),
+                    _ => Reply::err("invalid_auth"),
+                }
+            }
         }
     } else {
         match parsed {
@@ -529,7 +619,7 @@ fn process(inner: &Inner, method: &str, headers: &HeaderMap, raw: &[u8]) -> (Rep
     if !st.printer {
         printed.clear();
     }
-    (reply, printed)
+    (reply, printed, hold)
 }
 
 /// Decode a JSON or form body into an object; errors are Slack's error codes.
@@ -575,6 +665,7 @@ fn dispatch(
         "chat.update" => update_message(st, body, printed),
         "chat.postEphemeral" => post_ephemeral(st, body, printed),
         "conversations.open" => conversations_open(st, body),
+        "conversations.history" => conversations_history(st, body),
         "auth.test" => Reply::ok(json!({
             "ok": true,
             "url": "https://jitbot-sim.slack.com/",
@@ -640,6 +731,10 @@ fn post_message(st: &mut SimState, body: &Map<String, Value>, printed: &mut Vec<
         Ok(c) => c,
         Err(r) => return r,
     };
+    let metadata = match read_metadata(body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
     let ts = st.next_ts();
     let msg = SlackMessage {
         channel: key,
@@ -647,6 +742,7 @@ fn post_message(st: &mut SimState, body: &Map<String, Value>, printed: &mut Vec<
         text: content.text.unwrap_or_default(),
         blocks: content.blocks.map(Value::Array).unwrap_or(Value::Null),
         updates: 0,
+        metadata,
     };
     printed.push(render_for_person(&msg, "new message"));
     let mut message = json!({
@@ -659,6 +755,9 @@ fn post_message(st: &mut SimState, body: &Map<String, Value>, printed: &mut Vec<
     });
     if !msg.blocks.is_null() {
         message["blocks"] = msg.blocks.clone();
+    }
+    if !msg.metadata.is_null() {
+        message["metadata"] = msg.metadata.clone();
     }
     st.messages.push(msg);
     Reply::ok(json!({
@@ -746,6 +845,7 @@ fn post_ephemeral(
         text: content.text.unwrap_or_default(),
         blocks: content.blocks.map(Value::Array).unwrap_or(Value::Null),
         updates: 0,
+        metadata: Value::Null,
     };
     printed.push(render_for_person(
         &shown,
@@ -812,6 +912,114 @@ fn conversations_open(st: &mut SimState, body: &Map<String, Value>) -> Reply {
         }
         _ => Reply::err("too_many_users"),
     }
+}
+
+/// `metadata` of a posting call: `{"event_type": "…", "event_payload": {…}}` as a JSON object
+/// (JSON bodies) or a JSON-encoded string (form bodies). Absent → `Null`.
+fn read_metadata(body: &Map<String, Value>) -> Result<Value, Reply> {
+    let value = match body.get("metadata") {
+        None | Some(Value::Null) => return Ok(Value::Null),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v) => v,
+            Err(_) => return Err(Reply::err("invalid_metadata_format")),
+        },
+        Some(v) => v.clone(),
+    };
+    let valid = value
+        .get("event_type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+        && value.get("event_payload").is_some_and(Value::is_object);
+    if valid {
+        Ok(value)
+    } else {
+        Err(Reply::err("invalid_metadata_schema"))
+    }
+}
+
+/// `conversations.history`: messages of a conversation, newest first, `limit` per page (default
+/// 100, at most 999), `cursor` from the previous page's `response_metadata.next_cursor`; each
+/// message's `metadata` only with `include_all_metadata=true`.
+fn conversations_history(st: &mut SimState, body: &Map<String, Value>) -> Reply {
+    let channel = str_field(body, "channel").unwrap_or("").trim().to_string();
+    if channel.is_empty() {
+        return Reply::err("channel_not_found");
+    }
+    // A user id is not a conversation: open the DM first (conversations.open).
+    if is_user_id(&channel) {
+        return Reply::err("channel_not_found");
+    }
+    let (key, _) = match st.resolve(&channel) {
+        Ok(r) => r,
+        Err(code) => return Reply::err(code),
+    };
+    let arg = |name: &str| -> Option<String> {
+        match body.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            _ => None,
+        }
+    };
+    let limit = match arg("limit") {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) => n.clamp(1, 999),
+            Err(_) => return Reply::err("invalid_limit"),
+        },
+    };
+    let offset = match arg("cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match c
+            .strip_prefix("bmV4dF90czo")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return Reply::err("invalid_cursor"),
+        },
+    };
+    let with_metadata = arg("include_all_metadata").is_some_and(|v| v == "true" || v == "1");
+    let newest_first: Vec<&SlackMessage> = st
+        .messages
+        .iter()
+        .filter(|m| m.channel == key)
+        .rev()
+        .collect();
+    let page: Vec<Value> = newest_first
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|m| {
+            let mut v = json!({
+                "type": "message",
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "team": TEAM_ID,
+                "ts": m.ts,
+                "text": m.text,
+            });
+            if !m.blocks.is_null() {
+                v["blocks"] = m.blocks.clone();
+            }
+            if with_metadata && !m.metadata.is_null() {
+                v["metadata"] = m.metadata.clone();
+            }
+            v
+        })
+        .collect();
+    let has_more = newest_first.len() > offset + page.len();
+    let next_cursor = if has_more {
+        format!("bmV4dF90czo{}", offset + page.len())
+    } else {
+        String::new()
+    };
+    Reply::ok(json!({
+        "ok": true,
+        "messages": page,
+        "has_more": has_more,
+        "pin_count": 0,
+        "response_metadata": {"next_cursor": next_cursor},
+    }))
 }
 
 /// How the message looks to a person: where it is, then its text (or its blocks' text).

@@ -232,6 +232,7 @@ impl Worker {
         };
         match self.nsgs.ensure_rule(&req.nsg, &spec).await {
             Ok(applied) => {
+                crate::crashpoint::hit("after_put");
                 let now = now_ms();
                 let expires = now + req.duration_ms;
                 let mut tx = self.store.begin().await?;
@@ -359,6 +360,7 @@ impl Worker {
         self.watch_revocation(&req).await?;
         match self.nsgs.remove_rule(&req.nsg, &req.rule_name).await {
             Ok(()) => {
+                crate::crashpoint::hit("after_delete");
                 let closed = now_ms();
                 let late_ms = req.expires_at.map(|e| closed - e);
                 let early = req
@@ -378,6 +380,9 @@ impl Worker {
                         req.simulated,
                     )
                     .await?;
+                    if !early && let Some(late) = late_ms {
+                        self.metrics.revocation_lateness(late);
+                    }
                     let alert_ms = self.settings.revocation_alert_after.as_millis() as i64;
                     let lateness = match late_ms {
                         Some(late) if !early && late >= alert_ms => format!(
@@ -519,8 +524,20 @@ impl Worker {
         let Some(api) = self.chats.get(&platform).cloned() else {
             return Outcome::Dead(format!("{} is not configured", platform.as_str()));
         };
-        match call(api).await {
-            Ok(()) => Outcome::Done,
+        let result = call(api).await;
+        if let Err(e) = &result {
+            let kind = match e {
+                ChatError::RateLimited { .. } => "rate_limited",
+                ChatError::Transient(_) => "transient",
+                ChatError::Permanent(_) => "permanent",
+            };
+            self.metrics.chat_error(platform.as_str(), kind);
+        }
+        match result {
+            Ok(()) => {
+                crate::crashpoint::hit("after_chat_post");
+                Outcome::Done
+            }
             Err(ChatError::RateLimited { retry_after }) => {
                 Outcome::RescheduleAt(now_ms() + retry_after.as_millis() as i64)
             }

@@ -52,6 +52,8 @@ pub struct Worker {
     pub owner: String,
     /// Unix ms of the last loop iteration, for `/readyz`.
     pub heartbeat: Arc<AtomicI64>,
+    /// Chat API errors and revocation lateness.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Worker {
@@ -132,7 +134,7 @@ impl Worker {
         }
         // Let running jobs finish for a few seconds; whatever is left keeps its lease and runs again later.
         let _ = tokio::time::timeout(
-            Duration::from_secs(8),
+            Duration::from_secs(7),
             slots.acquire_many(self.settings.concurrency as u32),
         )
         .await;

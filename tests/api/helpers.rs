@@ -293,6 +293,7 @@ impl TestApp {
             Overrides {
                 azure: AzureOverrides {
                     credential_factory: Some(self.factory.clone()),
+                    ..Default::default()
                 },
                 listener: Some(listener),
             },
@@ -708,6 +709,7 @@ impl DiscordTestApp {
             Overrides {
                 azure: AzureOverrides {
                     credential_factory: Some(self.factory.clone()),
+                    ..Default::default()
                 },
                 listener: Some(listener),
             },

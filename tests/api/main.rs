@@ -103,6 +103,7 @@ mod arm_faults;
 mod database;
 mod discord;
 mod lifecycle;
+mod ops;
 mod reconcile;
 mod replicas;
 mod restart;

@@ -1,0 +1,241 @@
+//! Prometheus metrics: counters and histograms recorded where things happen, gauges read from
+//! the database when `/metrics` is scraped.
+//!
+//! One [`Metrics`] handle is built in `app.rs` and cloned into the service (requests by outcome),
+//! the ARM client (calls by method and status), the worker (chat API errors, revocation
+//! lateness) and the HTTP router (`/metrics`). There is no global registry: two applications in
+//! one process (the tests) keep separate numbers.
+//!
+//! Series (all prefixed `jitbot_`):
+//! - `requests_total{outcome}`: `/jit` commands and clicks by outcome (`submitted`, `decided`,
+//!   `refused`, `unavailable`).
+//! - `arm_calls_total{method,status}`: every HTTP attempt to ARM; `status` is the HTTP status or
+//!   `error` (connection failure, timeout).
+//! - `chat_api_errors_total{platform,kind}`: failed chat API calls (`rate_limited`, `transient`,
+//!   `permanent`).
+//! - `revocation_lateness_seconds`: histogram of closed-at minus expires-at for expiring grants.
+//! - `grants{status}`: requests by status (pending, approved, applying, active, revoking, …).
+//! - `jobs{kind,state}`: the durable job queue by kind and state.
+
+use crate::store::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabels {
+    method: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChatLabels {
+    platform: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: String,
+    state: String,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<OutcomeLabels, Counter>,
+    arm_calls: Family<ArmLabels, Counter>,
+    chat_errors: Family<ChatLabels, Counter>,
+    lateness: Histogram,
+    grants: Family<StatusLabels, Gauge>,
+    jobs: Family<JobLabels, Gauge>,
+}
+
+/// The application's metrics. Cheap to clone; clones share the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Buckets of the revocation lateness histogram, in seconds (0.05 s … ~100 s).
+const LATENESS_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("jitbot");
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Chat commands and button clicks by outcome",
+            requests.clone(),
+        );
+        let arm_calls = Family::<ArmLabels, Counter>::default();
+        registry.register(
+            "arm_calls",
+            "HTTP calls to Azure Resource Manager by method and status",
+            arm_calls.clone(),
+        );
+        let chat_errors = Family::<ChatLabels, Counter>::default();
+        registry.register(
+            "chat_api_errors",
+            "Failed chat API calls by platform and kind",
+            chat_errors.clone(),
+        );
+        let lateness = Histogram::new(LATENESS_BUCKETS);
+        registry.register(
+            "revocation_lateness_seconds",
+            "How long after its expiry a grant's rule was closed",
+            lateness.clone(),
+        );
+        let grants = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "grants",
+            "Requests by status (read from the database at scrape time)",
+            grants.clone(),
+        );
+        let jobs = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Durable jobs by kind and state (read from the database at scrape time)",
+            jobs.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                arm_calls,
+                chat_errors,
+                lateness,
+                grants,
+                jobs,
+            }),
+        }
+    }
+
+    /// A chat command or click ended with `outcome`.
+    pub fn request(&self, outcome: &str) {
+        self.inner
+            .requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// One HTTP attempt to ARM; `status` is the HTTP status, or `None` when no answer came.
+    pub fn arm_call(&self, method: &str, status: Option<u16>) {
+        self.inner
+            .arm_calls
+            .get_or_create(&ArmLabels {
+                method: method.to_string(),
+                status: status.map_or_else(|| "error".to_string(), |s| s.to_string()),
+            })
+            .inc();
+    }
+
+    /// A chat API call failed.
+    pub fn chat_error(&self, platform: &str, kind: &str) {
+        self.inner
+            .chat_errors
+            .get_or_create(&ChatLabels {
+                platform: platform.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// A grant's rule closed `late_ms` after its expiry (negative values count as 0).
+    pub fn revocation_lateness(&self, late_ms: i64) {
+        self.inner.lateness.observe(late_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// The Prometheus text exposition, with the gauges refreshed from the database.
+    /// Fails when the database does not answer (the caller answers 503).
+    pub async fn render(&self, store: &Store) -> Result<String, crate::store::StoreError> {
+        let statuses = store.status_counts().await?;
+        let jobs = store.job_counts().await?;
+        self.inner.grants.clear();
+        for (status, n) in statuses {
+            self.inner
+                .grants
+                .get_or_create(&StatusLabels { status })
+                .set(n);
+        }
+        self.inner.jobs.clear();
+        for (kind, state, n) in jobs {
+            self.inner
+                .jobs
+                .get_or_create(&JobLabels { kind, state })
+                .set(n);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histogram_render_in_text_format() {
+        let m = Metrics::new();
+        m.request("submitted");
+        m.arm_call("PUT", Some(201));
+        m.arm_call("GET", None);
+        m.chat_error("slack", "transient");
+        m.revocation_lateness(300);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.inner.registry).unwrap();
+        assert!(
+            out.contains("jitbot_requests_total{outcome=\"submitted\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("jitbot_arm_calls_total{method=\"PUT\",status=\"201\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("jitbot_arm_calls_total{method=\"GET\",status=\"error\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("jitbot_chat_api_errors_total{platform=\"slack\",kind=\"transient\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("jitbot_revocation_lateness_seconds_bucket{le=\"0.5\"} 1"),
+            "{out}"
+        );
+        assert!(out.ends_with("# EOF\n"), "{out}");
+    }
+}
