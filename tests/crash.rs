@@ -395,14 +395,17 @@ impl World {
     }
 
     async fn unfinished_jobs(&self) -> i64 {
-        // The approval timeout (`expire`) stays queued until pending_ttl and then does nothing.
+        // The request's own effects: not the approval timeout (`expire`, queued until pending_ttl,
+        // then a no-op), the revocation watch (queued until expiry + the alert delay) or the
+        // periodic singletons (reconcile, checkpoint; always queued, no request).
         sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running') AND kind <> 'expire'",
+            "SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running')
+             AND request_id IS NOT NULL AND kind NOT IN ('expire', 'revocation_watch')",
         )
-            .fetch_one(self.store().pool())
-            .await
-            .and_then(|r| r.try_get("n"))
-            .unwrap_or(-1)
+        .fetch_one(self.store().pool())
+        .await
+        .and_then(|r| r.try_get("n"))
+        .unwrap_or(-1)
     }
 
     async fn applied_events(&self, id: &str) -> usize {

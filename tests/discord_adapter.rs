@@ -241,7 +241,7 @@ fn card() -> Message {
 
 #[test]
 fn rendering_uses_an_embed_and_green_and_red_buttons() {
-    let dedupe = Dedupe::for_job(123, 1);
+    let dedupe = Dedupe::for_job(123, 1_700_000_000_000, 1);
     let v = serde_json::to_value(discord::create_message(&card(), &dedupe)).unwrap();
     assert_eq!(v["embeds"][0]["title"], "JIT access request");
     assert_eq!(v["embeds"][0]["description"], "<@42> asks for web1");
@@ -255,12 +255,15 @@ fn rendering_uses_an_embed_and_green_and_red_buttons() {
         "jit:approve:req_0123abcd:0"
     );
     assert_eq!(row["components"][1]["style"], 4);
-    assert_eq!(v["nonce"], "jitbot-job-123");
+    assert_eq!(v["nonce"], discord::nonce("jitbot-job-123-1700000000000"));
+    assert_eq!(v["nonce"].as_str().map(str::len), Some(25));
     assert_eq!(v["enforce_nonce"], true);
-    // Long keys become 25-character nonces, stable per key.
+    // Keys longer than Discord's 25 characters become hashes, stable per key; short ones stay.
     let long = discord::nonce("jitbot-job-123456789012345678");
     assert_eq!(long.len(), 25);
     assert_eq!(long, discord::nonce("jitbot-job-123456789012345678"));
+    assert_ne!(long, discord::nonce("jitbot-job-123456789012345679"));
+    assert_eq!(discord::nonce("jitbot-job-1"), "jitbot-job-1");
     // Editing a decided card removes the buttons.
     let decided = Message {
         buttons: vec![],
@@ -321,7 +324,7 @@ async fn api() -> (DiscordSim, DiscordApi) {
 async fn posts_edits_and_opens_dms_with_the_bot_token() {
     let (sim, api) = api().await;
     let at = api
-        .post("900", &card(), &Dedupe::for_job(1, 1))
+        .post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 1))
         .await
         .unwrap();
     assert_eq!(at.channel, "900");
@@ -346,11 +349,11 @@ async fn posts_edits_and_opens_dms_with_the_bot_token() {
     let dm = jitbot::chat::direct_address(jitbot::chat::Platform::Discord, "4242");
     assert_eq!(dm, "user:4242");
     let a = api
-        .post(&dm, &card(), &Dedupe::for_job(2, 1))
+        .post(&dm, &card(), &Dedupe::for_job(2, 1_700_000_000_000, 1))
         .await
         .unwrap();
     let b = api
-        .post(&dm, &card(), &Dedupe::for_job(3, 1))
+        .post(&dm, &card(), &Dedupe::for_job(3, 1_700_000_000_000, 1))
         .await
         .unwrap();
     assert_eq!(a.channel, b.channel);
@@ -366,7 +369,8 @@ async fn posts_edits_and_opens_dms_with_the_bot_token() {
     // A wrong token is a permanent refusal; an unknown message too.
     let bad = DiscordApi::new(&sim.base_url, "wrong").unwrap();
     assert!(matches!(
-        bad.post("900", &card(), &Dedupe::for_job(4, 1)).await,
+        bad.post("900", &card(), &Dedupe::for_job(4, 1_700_000_000_000, 1))
+            .await,
         Err(ChatError::Permanent(_))
     ));
     let gone = MessageRef {
@@ -386,7 +390,10 @@ async fn rate_limits_are_honoured() {
         retry_after: 2.5,
         global: false,
     });
-    match api.post("900", &card(), &Dedupe::for_job(1, 1)).await {
+    match api
+        .post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 1))
+        .await
+    {
         Err(ChatError::RateLimited { retry_after }) => {
             assert_eq!(retry_after, Duration::from_millis(2500))
         }
@@ -395,7 +402,8 @@ async fn rate_limits_are_honoured() {
     // The bucket is blocked: the next call to that channel does not reach Discord.
     let calls = sim.calls().len();
     assert!(matches!(
-        api.post("900", &card(), &Dedupe::for_job(1, 2)).await,
+        api.post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 2))
+            .await,
         Err(ChatError::RateLimited { .. })
     ));
     assert_eq!(
@@ -404,7 +412,7 @@ async fn rate_limits_are_honoured() {
         "a blocked bucket must not be called"
     );
     // Another channel is another bucket.
-    api.post("901", &card(), &Dedupe::for_job(2, 1))
+    api.post("901", &card(), &Dedupe::for_job(2, 1_700_000_000_000, 1))
         .await
         .unwrap();
     // A short wait is slept through.
@@ -413,11 +421,12 @@ async fn rate_limits_are_honoured() {
         global: false,
     });
     assert!(matches!(
-        api.post("902", &card(), &Dedupe::for_job(3, 1)).await,
+        api.post("902", &card(), &Dedupe::for_job(3, 1_700_000_000_000, 1))
+            .await,
         Err(ChatError::RateLimited { .. })
     ));
     let t = Instant::now();
-    api.post("902", &card(), &Dedupe::for_job(3, 2))
+    api.post("902", &card(), &Dedupe::for_job(3, 1_700_000_000_000, 2))
         .await
         .unwrap();
     assert!(
@@ -429,11 +438,14 @@ async fn rate_limits_are_honoured() {
     // A success that empties the bucket: the next call waits for the reset instead of
     // provoking a 429.
     sim.inject(DiscordFault::BucketExhausted { reset_after: 5.0 });
-    api.post("903", &card(), &Dedupe::for_job(4, 1))
+    api.post("903", &card(), &Dedupe::for_job(4, 1_700_000_000_000, 1))
         .await
         .unwrap();
     let calls = sim.calls().len();
-    match api.post("903", &card(), &Dedupe::for_job(5, 1)).await {
+    match api
+        .post("903", &card(), &Dedupe::for_job(5, 1_700_000_000_000, 1))
+        .await
+    {
         Err(ChatError::RateLimited { retry_after }) => {
             assert!(retry_after > Duration::from_secs(4), "{retry_after:?}")
         }
@@ -445,11 +457,11 @@ async fn rate_limits_are_honoured() {
         "an empty bucket must not be called"
     );
     sim.inject(DiscordFault::BucketExhausted { reset_after: 0.4 });
-    api.post("904", &card(), &Dedupe::for_job(6, 1))
+    api.post("904", &card(), &Dedupe::for_job(6, 1_700_000_000_000, 1))
         .await
         .unwrap();
     let t = Instant::now();
-    api.post("904", &card(), &Dedupe::for_job(7, 1))
+    api.post("904", &card(), &Dedupe::for_job(7, 1_700_000_000_000, 1))
         .await
         .unwrap();
     assert!(
@@ -475,24 +487,27 @@ async fn outages_are_transient_and_nonces_prevent_duplicates() {
     let (sim, api) = api().await;
     sim.set_down(true);
     assert!(matches!(
-        api.post("900", &card(), &Dedupe::for_job(1, 1)).await,
+        api.post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 1))
+            .await,
         Err(ChatError::Transient(_))
     ));
     sim.set_down(false);
     sim.inject(DiscordFault::ServerError);
     assert!(matches!(
-        api.post("900", &card(), &Dedupe::for_job(1, 2)).await,
+        api.post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 2))
+            .await,
         Err(ChatError::Transient(_))
     ));
     // The message is created but the answer is lost: the retry carries the same nonce and
     // Discord returns the first message instead of creating a second.
     sim.inject(DiscordFault::LostResponse);
     assert!(matches!(
-        api.post("900", &card(), &Dedupe::for_job(1, 3)).await,
+        api.post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 3))
+            .await,
         Err(ChatError::Transient(_))
     ));
     let again = api
-        .post("900", &card(), &Dedupe::for_job(1, 4))
+        .post("900", &card(), &Dedupe::for_job(1, 1_700_000_000_000, 4))
         .await
         .unwrap();
     let msgs = sim.messages("900");
@@ -501,7 +516,8 @@ async fn outages_are_transient_and_nonces_prevent_duplicates() {
     // Connection refused.
     let dead = DiscordApi::new("http://127.0.0.1:9/api/v10", TOKEN).unwrap();
     assert!(matches!(
-        dead.post("900", &card(), &Dedupe::for_job(9, 1)).await,
+        dead.post("900", &card(), &Dedupe::for_job(9, 1_700_000_000_000, 1))
+            .await,
         Err(ChatError::Transient(_))
     ));
 }

@@ -51,7 +51,7 @@ fn signed_headers(ts: i64, sig: &str) -> HeaderMap {
 }
 
 fn key() -> Dedupe {
-    Dedupe::for_job(1, 1)
+    Dedupe::for_job(1, 1_700_000_000_000, 1)
 }
 
 fn card(request_id: &str, round: i64) -> Message {
@@ -1120,12 +1120,14 @@ async fn api_a_post_that_timed_out_after_delivery_is_found_in_the_history_not_po
     api.post(
         "C0FEED",
         &notice("Other", "earlier", Tone::Info),
-        &Dedupe::for_job(1, 1),
+        &Dedupe::for_job(1, 1_700_000_000_000, 1),
     )
     .await
     .expect("first post");
     sim.inject(SlackFault::DeliverThenHang(Duration::from_secs(2)));
-    let first = api.post("C0FEED", &msg, &Dedupe::for_job(7, 1)).await;
+    let first = api
+        .post("C0FEED", &msg, &Dedupe::for_job(7, 1_700_000_000_000, 1))
+        .await;
     assert!(
         matches!(first, Err(ChatError::Transient(_))),
         "a lost answer is transient: {first:?}"
@@ -1136,7 +1138,7 @@ async fn api_a_post_that_timed_out_after_delivery_is_found_in_the_history_not_po
         "it was delivered all the same"
     );
     let again = api
-        .post("C0FEED", &msg, &Dedupe::for_job(7, 2))
+        .post("C0FEED", &msg, &Dedupe::for_job(7, 1_700_000_000_000, 2))
         .await
         .expect("retry");
     let delivered = sim.messages("C0FEED");
@@ -1145,7 +1147,7 @@ async fn api_a_post_that_timed_out_after_delivery_is_found_in_the_history_not_po
     assert_eq!(again.channel, "C0FEED");
     assert_eq!(
         delivered[1].metadata,
-        json!({"event_type": "jitbot_message", "event_payload": {"key": "jitbot-job-7"}})
+        json!({"event_type": "jitbot_message", "event_payload": {"key": "jitbot-job-7-1700000000000"}})
     );
     let history = sim
         .calls()
@@ -1156,7 +1158,7 @@ async fn api_a_post_that_timed_out_after_delivery_is_found_in_the_history_not_po
     assert_eq!(history.body["channel"], "C0FEED");
     // A retry of a message that never arrived is posted.
     let other = api
-        .post("C0FEED", &msg, &Dedupe::for_job(8, 2))
+        .post("C0FEED", &msg, &Dedupe::for_job(8, 1_700_000_000_000, 2))
         .await
         .expect("post");
     assert_ne!(other.id, again.id);
@@ -1171,7 +1173,7 @@ async fn sim_history_needs_a_conversation_id_and_hides_metadata_unless_asked() {
         .post(
             "U0STEVE",
             &notice("Hi", "there", Tone::Info),
-            &Dedupe::for_job(3, 1),
+            &Dedupe::for_job(3, 1_700_000_000_000, 1),
         )
         .await
         .expect("dm");
@@ -1200,6 +1202,6 @@ async fn sim_history_needs_a_conversation_id_and_hides_metadata_unless_asked() {
     let with = get(format!("channel={}&include_all_metadata=true", at.channel)).await;
     assert_eq!(
         with["messages"][0]["metadata"]["event_payload"]["key"],
-        "jitbot-job-3"
+        "jitbot-job-3-1700000000000"
     );
 }

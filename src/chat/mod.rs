@@ -169,7 +169,8 @@ pub enum ChatError {
 /// crash between the API call and the job's completion) is not delivered twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dedupe {
-    /// Stable for the job: `jitbot-job-<job id>`.
+    /// Stable for the job: `jitbot-job-<job id>-<job created at, Unix ms>` (the time keeps keys
+    /// unique when a database is recreated and job ids start again at 1).
     pub key: String,
     /// True when an earlier attempt may already have delivered the message (attempt > 1):
     /// adapters that cannot make the platform deduplicate look for the key before posting.
@@ -177,9 +178,9 @@ pub struct Dedupe {
 }
 
 impl Dedupe {
-    pub fn for_job(job_id: i64, attempts: i64) -> Dedupe {
+    pub fn for_job(job_id: i64, created_at_ms: i64, attempts: i64) -> Dedupe {
         Dedupe {
-            key: format!("jitbot-job-{job_id}"),
+            key: format!("jitbot-job-{job_id}-{created_at_ms}"),
             maybe_sent: attempts > 1,
         }
     }

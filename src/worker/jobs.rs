@@ -144,7 +144,7 @@ impl Worker {
                 message,
                 ..
             } => {
-                let dedupe = Dedupe::for_job(claimed.id, claimed.attempts);
+                let dedupe = Dedupe::for_job(claimed.id, claimed.created_at, claimed.attempts);
                 Ok(self
                     .chat(claimed, platform, |api| async move {
                         api.post(&channel, &message, &dedupe).await.map(drop)
@@ -571,7 +571,7 @@ impl Worker {
             )));
         };
         let mut posted: Option<MessageRef> = None;
-        let dedupe = Dedupe::for_job(claimed.id, claimed.attempts);
+        let dedupe = Dedupe::for_job(claimed.id, claimed.created_at, claimed.attempts);
         let outcome = self
             .chat(claimed, platform, |_| {
                 let api = api.clone();
