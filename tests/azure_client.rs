@@ -621,6 +621,48 @@ async fn concurrent_requests_on_one_nsg_get_different_priorities_one_write_at_a_
 }
 
 #[tokio::test]
+async fn a_removal_goes_ahead_of_queued_puts_on_the_same_nsg() {
+    let (sim, azure) = setup().await;
+    azure
+        .nsgs
+        .ensure_rule(NSG, &spec("jitbot-req_old", &[22]))
+        .await
+        .expect("the rule to close");
+    let writes_before = sim.operations().len();
+    let mut puts = Vec::new();
+    for i in 0..5 {
+        let nsgs = azure.nsgs.clone();
+        let spec = spec(&format!("jitbot-req_new{i}"), &[22]);
+        puts.push(tokio::spawn(
+            async move { nsgs.ensure_rule(NSG, &spec).await },
+        ));
+    }
+    // One PUT is in flight (the emulator holds each operation 300 ms), four wait for the lane.
+    wait_until(Duration::from_secs(5), "the first PUT", || {
+        sim.operations().len() > writes_before
+    })
+    .await;
+    azure
+        .nsgs
+        .remove_rule(NSG, "jitbot-req_old")
+        .await
+        .expect("removed");
+    for p in puts {
+        p.await.expect("task").expect("put");
+    }
+    let order: Vec<String> = sim.operations()[writes_before..]
+        .iter()
+        .map(|o| format!("{:?} {}", o.kind, o.rule))
+        .collect();
+    assert_eq!(order.len(), 6, "{order:?}");
+    assert!(
+        order[1].ends_with("jitbot-req_old") && order[1].starts_with("Delete"),
+        "the removal should run right after the PUT in flight: {order:?}"
+    );
+    assert_eq!(sim.busy_rejections(), 0, "still one write at a time");
+}
+
+#[tokio::test]
 async fn a_full_band_is_band_full_and_nothing_is_written() {
     let (sim, azure) = setup().await;
     sim.put_existing_rule(NSG, customer_rule("a", 100, "Inbound"));

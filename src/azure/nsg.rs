@@ -6,8 +6,12 @@
 //! operation to finish, release. Other processes (replicas, people in the portal) are handled by
 //! the retries: `AnotherOperationInProgress` is retried and `SecurityRuleConflict` moves on to the
 //! next free priority.
+//!
+//! Removals go first: a PUT that gets the lane while a removal is waiting for it steps aside, so
+//! a burst of openings on one NSG cannot hold up a grant that has to close.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
@@ -64,7 +68,73 @@ pub struct NsgManager {
 
 struct Inner {
     arm: ArmClient,
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+}
+
+/// One NSG's lane: one write at a time, removals before PUTs.
+#[derive(Default)]
+struct Lane {
+    write: tokio::sync::Mutex<()>,
+    /// Removals waiting for `write`.
+    removals_waiting: AtomicUsize,
+    /// Signalled whenever a removal leaves the lane.
+    removal_done: tokio::sync::Notify,
+}
+
+/// Counts a removal as waiting while it exists (also when its future is dropped mid-wait).
+struct WaitingRemoval<'a>(&'a Lane);
+
+impl<'a> WaitingRemoval<'a> {
+    fn new(lane: &'a Lane) -> Self {
+        lane.removals_waiting.fetch_add(1, Ordering::SeqCst);
+        WaitingRemoval(lane)
+    }
+}
+
+impl Drop for WaitingRemoval<'_> {
+    fn drop(&mut self) {
+        self.0.removals_waiting.fetch_sub(1, Ordering::SeqCst);
+        // A removal given up while waiting must not leave the PUTs it held back asleep.
+        self.0.removal_done.notify_waiters();
+    }
+}
+
+/// Wakes the PUTs that stepped aside when a removal leaves the lane.
+struct RemovalTurn<'a> {
+    lane: &'a Lane,
+    _write: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for RemovalTurn<'_> {
+    fn drop(&mut self) {
+        self.lane.removal_done.notify_waiters();
+    }
+}
+
+impl Lane {
+    /// The lane for a PUT: waits until no removal is waiting.
+    async fn put_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        loop {
+            let done = self.removal_done.notified();
+            let guard = self.write.lock().await;
+            if self.removals_waiting.load(Ordering::SeqCst) == 0 {
+                return guard;
+            }
+            drop(guard);
+            done.await;
+        }
+    }
+
+    /// The lane for a removal, ahead of every PUT that has not started.
+    async fn removal_turn(&self) -> RemovalTurn<'_> {
+        let waiting = WaitingRemoval::new(self);
+        let write = self.write.lock().await;
+        drop(waiting);
+        RemovalTurn {
+            lane: self,
+            _write: write,
+        }
+    }
 }
 
 impl NsgManager {
@@ -78,7 +148,7 @@ impl NsgManager {
     }
 
     /// The lane of one NSG: at most one write in flight per NSG in this process.
-    fn lane(&self, nsg_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lane(&self, nsg_id: &str) -> Arc<Lane> {
         let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
         lanes
             .entry(nsg_id.to_ascii_lowercase())
@@ -125,7 +195,7 @@ impl NsgManager {
         validate_nsg_id(nsg_id)?;
         validate_spec(spec)?;
         let lane = self.lane(nsg_id);
-        let _in_lane = lane.lock().await;
+        let _in_lane = lane.put_turn().await;
 
         let arm = &self.inner.arm;
         let rule_url = arm.url(&format!("{nsg_id}/securityRules/{}", spec.name))?;
@@ -186,7 +256,7 @@ impl NsgManager {
         validate_nsg_id(nsg_id)?;
         validate_rule_name(rule_name)?;
         let lane = self.lane(nsg_id);
-        let _in_lane = lane.lock().await;
+        let _in_lane = lane.removal_turn().await;
         let rule_url = self
             .inner
             .arm

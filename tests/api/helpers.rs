@@ -235,15 +235,9 @@ pub struct TestApp {
     _dir: Arc<tempfile::TempDir>,
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with("").await
-}
-
-pub async fn spawn_app_with(extra: &str) -> TestApp {
-    jitbot::install_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_database(dir.path()).await;
-    let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
+/// The ARM emulator (with the tests' NSG) and the Entra emulator, and a credential factory that
+/// gets tokens from it.
+async fn azure_fakes() -> (ArmSim, EntraSim, CredentialFactory) {
     let arm = ArmSim::start(ArmSimOptions {
         operation_delay: Duration::from_millis(150),
         ..ArmSimOptions::default()
@@ -255,6 +249,47 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         .await
         .unwrap();
     let factory = entra.credential_factory("s3cret");
+    (arm, entra, factory)
+}
+
+/// Builds and starts jitbot from a config text on a loopback port, with the tests' secrets.
+async fn build_app(settings_text: &str, factory: &CredentialFactory) -> Application {
+    let file: ConfigFile = toml::from_str(settings_text).unwrap();
+    let settings = Settings::resolve(file, |name| {
+        Ok(match name {
+            "SLACK_SIGNING_SECRET" => Some(SECRET),
+            "SLACK_BOT_TOKEN" => Some(BOT_TOKEN),
+            "DISCORD_BOT_TOKEN" => Some(D_BOT_TOKEN),
+            _ => None,
+        }
+        .map(jitbot::config::Secret::new))
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Application::build(
+        settings,
+        Overrides {
+            azure: AzureOverrides {
+                credential_factory: Some(factory.clone()),
+                ..Default::default()
+            },
+            listener: Some(listener),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+pub async fn spawn_app_with(extra: &str) -> TestApp {
+    jitbot::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database(dir.path()).await;
+    let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
+    let (arm, entra, factory) = azure_fakes().await;
     let settings_text = config(&arm.base_url, &slack.base_url, &db, extra);
     let store = Store::connect(&db).await.unwrap();
     let mut t = TestApp {
@@ -276,30 +311,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
 impl TestApp {
     /// Starts (or restarts) the server on the same database and fakes.
     pub async fn start(&mut self) {
-        let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
-        let settings = Settings::resolve(file, |name| {
-            Ok(Some(jitbot::config::Secret::new(
-                if name == "SLACK_SIGNING_SECRET" {
-                    SECRET
-                } else {
-                    BOT_TOKEN
-                },
-            )))
-        })
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = Application::build(
-            settings,
-            Overrides {
-                azure: AzureOverrides {
-                    credential_factory: Some(self.factory.clone()),
-                    ..Default::default()
-                },
-                listener: Some(listener),
-            },
-        )
-        .await
-        .unwrap();
+        let app = build_app(&self.settings_text, &self.factory).await;
         self.base = format!("http://{}", app.addr);
         self.app = Some(app);
     }
@@ -656,17 +668,7 @@ async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
     let db = fresh_database(dir.path()).await;
     let discord = DiscordSim::start(D_BOT_TOKEN).await.unwrap();
     let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
-    let arm = ArmSim::start(ArmSimOptions {
-        operation_delay: Duration::from_millis(150),
-        ..ArmSimOptions::default()
-    })
-    .await
-    .unwrap();
-    arm.add_nsg(NSG, "westeurope");
-    let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599)
-        .await
-        .unwrap();
-    let factory = entra.credential_factory("s3cret");
+    let (arm, entra, factory) = azure_fakes().await;
     let settings_text = discord_config(
         &arm.base_url,
         &discord.base_url,
@@ -693,29 +695,7 @@ async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
 
 impl DiscordTestApp {
     pub async fn start(&mut self) {
-        let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
-        let settings = Settings::resolve(file, |name| {
-            Ok(Some(jitbot::config::Secret::new(match name {
-                "SLACK_SIGNING_SECRET" => SECRET,
-                "SLACK_BOT_TOKEN" => BOT_TOKEN,
-                "DISCORD_BOT_TOKEN" => D_BOT_TOKEN,
-                other => panic!("unexpected secret {other}"),
-            })))
-        })
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = Application::build(
-            settings,
-            Overrides {
-                azure: AzureOverrides {
-                    credential_factory: Some(self.factory.clone()),
-                    ..Default::default()
-                },
-                listener: Some(listener),
-            },
-        )
-        .await
-        .unwrap();
+        let app = build_app(&self.settings_text, &self.factory).await;
         self.base = format!("http://{}", app.addr);
         self.app = Some(app);
     }
