@@ -92,6 +92,12 @@ pending_ttl = "10m"
     c
 }
 
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// p50 / p95 / p99 / max of a sample, in milliseconds.
 fn summary(name: &str, mut ms: Vec<f64>) -> String {
     if ms.is_empty() {
@@ -280,8 +286,28 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let deletes: HashMap<String, i64> = arm
+        .operations()
+        .into_iter()
+        .filter(|o| matches!(o.kind, jitbot::sim::arm::OperationKind::Delete))
+        .map(|o| (o.rule.clone(), unix_ms(o.started)))
+        .collect();
+    if std::env::var("JITBOT_BENCH_TRACE").is_ok() {
+        // One NSG's write timeline: what the lane did, for finding where time goes.
+        let t0 = arm.operations().first().map(|o| unix_ms(o.started)).unwrap_or(0);
+        for o in arm.operations().iter().filter(|o| o.nsg_id == nsg_id(0)) {
+            println!(
+                "trace {:?} {} started={} finished={:?}",
+                o.kind,
+                o.rule,
+                unix_ms(o.started) - t0,
+                o.finished.map(|f| unix_ms(f) - t0)
+            );
+        }
+    }
     let mut open_ms = Vec::new();
     let mut late_ms = Vec::new();
+    let mut delete_sent_ms = Vec::new();
     let mut not_revoked = 0;
     for (id, sent, _) in &clicked {
         let r = app
@@ -298,9 +324,13 @@ async fn main() -> anyhow::Result<()> {
         }
         if let (Some(exp), Some(closed)) = (r.expires_at, r.closed_at) {
             late_ms.push((closed - exp) as f64);
+            if let Some(sent) = deletes.get(&r.rule_name) {
+                delete_sent_ms.push((sent - exp) as f64);
+            }
         }
     }
     println!("{}", summary("approve → rule open", open_ms));
+    println!("{}", summary("expiry → DELETE accepted", delete_sent_ms));
     println!("{}", summary("revocation lateness", late_ms));
     let leaked: usize = (0..nsgs)
         .map(|i| {

@@ -85,7 +85,8 @@ fn default_db() -> String {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerFile {
-    /// Jobs run at once (ARM calls, chat posts). Default 8.
+    /// Jobs run at once (ARM calls, chat posts), and as many again reserved for closing rules.
+    /// Default 8.
     pub concurrency: Option<usize>,
     /// How long an approved request may keep failing to apply before it is marked failed. Default 10m.
     pub apply_deadline: Option<String>,

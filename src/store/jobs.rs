@@ -88,13 +88,17 @@ impl Store {
     }
 
     /// Claims up to `limit` due jobs for `owner`, holding them until `now + lease_ms`.
+    ///
+    /// `only` restricts the claim to these kinds (the worker's reserved slots for closing rules).
     pub async fn claim_jobs(
         &self,
         owner: &str,
         limit: i64,
         lease_ms: i64,
+        only: Option<&[&str]>,
     ) -> Result<Vec<ClaimedJob>> {
         let now = now_ms();
+        let kinds = kind_filter("j", only);
         let lock = match self.backend() {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -106,6 +110,7 @@ impl Store {
                 WHERE ((j.state = 'queued' AND j.run_at <= $3) OR (j.state = 'running' AND j.lease_until < $3))
                   AND (j.lane IS NULL OR NOT EXISTS (
                         SELECT 1 FROM jobs k WHERE k.lane = j.lane AND k.id < j.id AND k.state IN ('queued', 'running')))
+                  {kinds}
                 ORDER BY j.run_at, j.id
                 LIMIT $4
                 {lock})
@@ -211,17 +216,22 @@ impl Store {
     /// When the worker next has something to do: the earliest queued run_at or lease expiry.
     /// Queued jobs waiting behind an earlier job of their lane do not count: the lane's head
     /// finishing (a notification here, a lease expiry elsewhere) is what makes them runnable.
-    pub async fn next_wakeup(&self) -> Result<Option<i64>> {
-        let row = sqlx::query(
+    ///
+    /// `only` restricts it to jobs of these kinds (when only the reserved slots are free).
+    pub async fn next_wakeup(&self, only: Option<&[&str]>) -> Result<Option<i64>> {
+        let (j_kinds, kinds) = (kind_filter("j", only), kind_filter("jobs", only));
+        let sql = format!(
             "SELECT MIN(t) AS t FROM (
                 SELECT MIN(j.run_at) AS t FROM jobs j WHERE j.state = 'queued'
                   AND (j.lane IS NULL OR NOT EXISTS (
                         SELECT 1 FROM jobs k WHERE k.lane = j.lane AND k.id < j.id AND k.state IN ('queued', 'running')))
+                  {j_kinds}
                 UNION ALL
-                SELECT MIN(lease_until) AS t FROM jobs WHERE state = 'running') AS x",
-        )
-        .fetch_one(self.pool())
-        .await?;
+                SELECT MIN(lease_until) AS t FROM jobs WHERE state = 'running' {kinds}) AS x"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_one(self.pool())
+            .await?;
         Ok(row.try_get::<Option<i64>, _>("t")?)
     }
 
@@ -234,4 +244,24 @@ impl Store {
             .map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?)))
             .collect()
     }
+}
+
+/// `AND <table>.kind IN ('a', 'b')` for a list of job kinds (constants of this crate), or nothing.
+fn kind_filter(table: &str, only: Option<&[&str]>) -> String {
+    let Some(kinds) = only else {
+        return String::new();
+    };
+    let list = kinds
+        .iter()
+        .map(|k| {
+            assert!(
+                k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'),
+                "job kinds are plain identifiers"
+            );
+            format!("'{k}'")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("AND {table}.kind IN ({list})")
 }

@@ -19,6 +19,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
+/// Jobs that close a rule: besides the `worker.concurrency` general slots they have as many again
+/// of their own.
+const CLOSING_KINDS: &[&str] = &["revoke", "cleanup", reconcile::REMOVE_ORPHAN_KIND];
+
 /// What became of a job run.
 #[derive(Debug)]
 pub enum Outcome {
@@ -71,6 +75,7 @@ impl Worker {
             tracing::error!(error = %e, "could not schedule the reconciler and audit checkpoints");
         }
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let closing = Arc::new(Semaphore::new(self.settings.concurrency));
         let wake = self.store.jobs_added();
         let lease_ms = self.settings.lease.as_millis() as i64;
         // Every task lives in this set, so aborting the worker (a crash in tests) aborts them all.
@@ -97,14 +102,23 @@ impl Worker {
                 break;
             }
             self.heartbeat.store(now_ms(), Ordering::Relaxed);
-            let free = slots.available_permits() as i64;
-            let mut claimed = 0;
-            if free > 0 {
-                match self.store.claim_jobs(&self.owner, free, lease_ms).await {
+            // Closing rules has slots of its own, so a burst of openings (each waiting its turn
+            // in an NSG's lane) can never keep a due revocation from starting.
+            let mut full = false;
+            for (pool, only) in [(&closing, Some(CLOSING_KINDS)), (&slots, None)] {
+                let free = pool.available_permits() as i64;
+                if free == 0 {
+                    continue;
+                }
+                match self
+                    .store
+                    .claim_jobs(&self.owner, free, lease_ms, only)
+                    .await
+                {
                     Ok(jobs) => {
-                        claimed = jobs.len() as i64;
+                        full |= jobs.len() as i64 == free;
                         for job in jobs {
-                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                            let Ok(permit) = pool.clone().acquire_owned().await else {
                                 break;
                             };
                             let me = self.clone();
@@ -118,13 +132,20 @@ impl Worker {
                     Err(e) => tracing::error!(error = %e, "could not claim jobs"),
                 }
             }
-            if claimed > 0 && claimed == free {
+            if full {
                 continue; // there may be more due right now
             }
-            let sleep_ms = match self.store.next_wakeup().await {
-                Ok(Some(at)) => (at - now_ms()).clamp(0, 5_000),
-                Ok(None) => 5_000,
-                Err(_) => 1_000,
+            // With every general slot busy, only a closing job can start before one frees up (and
+            // a finishing job wakes the loop).
+            let wake_for = (slots.available_permits() == 0).then_some(CLOSING_KINDS);
+            let sleep_ms = if closing.available_permits() == 0 && wake_for.is_some() {
+                5_000
+            } else {
+                match self.store.next_wakeup(wake_for).await {
+                    Ok(Some(at)) => (at - now_ms()).clamp(0, 5_000),
+                    Ok(None) => 5_000,
+                    Err(_) => 1_000,
+                }
             };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
@@ -133,10 +154,10 @@ impl Worker {
             }
         }
         // Let running jobs finish for a few seconds; whatever is left keeps its lease and runs again later.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(7),
-            slots.acquire_many(self.settings.concurrency as u32),
-        )
+        let _ = tokio::time::timeout(Duration::from_secs(7), async {
+            let _all = slots.acquire_many(self.settings.concurrency as u32).await;
+            let _closing = closing.acquire_many(self.settings.concurrency as u32).await;
+        })
         .await;
         tasks.abort_all();
     }
@@ -166,5 +187,37 @@ impl Worker {
         if let Err(e) = result {
             tracing::error!(job = job.id, error = %e, "could not record job outcome; it will run again when its lease ends");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jobs::Job;
+    use super::*;
+
+    #[test]
+    fn every_job_that_closes_a_rule_has_reserved_slots() {
+        let (id, nsg, rule) = ("req_1".to_string(), "n".to_string(), "r".to_string());
+        let closing = [
+            Job::Revoke {
+                request_id: id.clone(),
+            },
+            Job::Cleanup {
+                request_id: id.clone(),
+                nsg: nsg.clone(),
+                rule_name: rule.clone(),
+            },
+            Job::RemoveOrphan {
+                request_id: id.clone(),
+                nsg,
+                rule_name: rule,
+                reason: String::new(),
+                seen: serde_json::Value::Null,
+            },
+        ];
+        for job in &closing {
+            assert!(CLOSING_KINDS.contains(&job.kind()), "{}", job.kind());
+        }
+        assert!(!CLOSING_KINDS.contains(&Job::Apply { request_id: id }.kind()));
     }
 }
