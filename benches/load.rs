@@ -294,7 +294,11 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     if std::env::var("JITBOT_BENCH_TRACE").is_ok() {
         // One NSG's write timeline: what the lane did, for finding where time goes.
-        let t0 = arm.operations().first().map(|o| unix_ms(o.started)).unwrap_or(0);
+        let t0 = arm
+            .operations()
+            .first()
+            .map(|o| unix_ms(o.started))
+            .unwrap_or(0);
         for o in arm.operations().iter().filter(|o| o.nsg_id == nsg_id(0)) {
             println!(
                 "trace {:?} {} started={} finished={:?}",
@@ -340,12 +344,15 @@ async fn main() -> anyhow::Result<()> {
                 .count()
         })
         .sum();
+    let requests = arm.requests();
+    let count = |f: &dyn Fn(&jitbot::sim::arm::RecordedRequest) -> bool| {
+        requests.iter().filter(|r| f(r)).count()
+    };
     println!(
-        "grants not revoked: {not_revoked}; jitbot rules left in the NSGs: {leaked}; ARM writes: {}",
-        arm.requests()
-            .iter()
-            .filter(|r| r.method == "PUT" || r.method == "DELETE")
-            .count()
+        "grants not revoked: {not_revoked}; jitbot rules left in the NSGs: {leaked}; ARM writes: {}, reads: {}, throttled (429): {}",
+        count(&|r| r.method == "PUT" || r.method == "DELETE"),
+        count(&|r| r.method == "GET"),
+        count(&|r| r.status == 429),
     );
     app.stop().await;
     anyhow::ensure!(not_revoked == 0 && leaked == 0, "grants were left open");
