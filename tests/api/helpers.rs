@@ -235,6 +235,50 @@ pub struct TestApp {
     _dir: Arc<tempfile::TempDir>,
 }
 
+/// What both harnesses (Slack and Discord) read from the database.
+pub trait AuditView {
+    fn db(&self) -> &Store;
+
+    /// Audit kinds recorded for a request, in order.
+    async fn audit_kinds(&self, id: &str) -> Vec<String> {
+        audit::events(self.db().pool(), 0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.request_id.as_deref() == Some(id))
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    /// The details of every `refused` event.
+    async fn refusals(&self) -> Vec<serde_json::Value> {
+        audit::events(self.db().pool(), 0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "refused")
+            .map(|e| e.detail)
+            .collect()
+    }
+
+    async fn assert_chain_intact(&self) {
+        let report = audit::verify(self.db().pool()).await.unwrap();
+        assert_eq!(report.broken, None, "audit chain broken");
+    }
+}
+
+impl AuditView for TestApp {
+    fn db(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl AuditView for DiscordTestApp {
+    fn db(&self) -> &Store {
+        &self.store
+    }
+}
+
 /// The ARM emulator (with the tests' NSG) and the Entra emulator, and a credential factory that
 /// gets tokens from it.
 async fn azure_fakes() -> (ArmSim, EntraSim, CredentialFactory) {
@@ -461,32 +505,6 @@ impl TestApp {
 
     pub fn rule(&self, id: &str) -> Option<jitbot::azure::SecurityRule> {
         self.arm.rule(NSG, &format!("jitbot-{id}"))
-    }
-
-    /// Audit kinds recorded for a request, in order.
-    pub async fn audit_kinds(&self, id: &str) -> Vec<String> {
-        audit::events(self.store.pool(), 0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.request_id.as_deref() == Some(id))
-            .map(|e| e.kind)
-            .collect()
-    }
-
-    pub async fn refusals(&self) -> Vec<serde_json::Value> {
-        audit::events(self.store.pool(), 0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == "refused")
-            .map(|e| e.detail)
-            .collect()
-    }
-
-    pub async fn assert_chain_intact(&self) {
-        let report = audit::verify(self.store.pool()).await.unwrap();
-        assert_eq!(report.broken, None, "audit chain broken");
     }
 
     /// Texts of direct messages to a user.
@@ -844,31 +862,6 @@ impl DiscordTestApp {
             Some(c) => self.discord.messages(&c).iter().map(|m| m.text()).collect(),
             None => vec![],
         }
-    }
-
-    pub async fn audit_kinds(&self, id: &str) -> Vec<String> {
-        audit::events(self.store.pool(), 0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.request_id.as_deref() == Some(id))
-            .map(|e| e.kind)
-            .collect()
-    }
-
-    pub async fn refusals(&self) -> Vec<serde_json::Value> {
-        audit::events(self.store.pool(), 0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == "refused")
-            .map(|e| e.detail)
-            .collect()
-    }
-
-    pub async fn assert_chain_intact(&self) {
-        let report = audit::verify(self.store.pool()).await.unwrap();
-        assert_eq!(report.broken, None, "audit chain broken");
     }
 
     /// (requests, jobs) rows in the database.
