@@ -59,7 +59,9 @@ fn banner(s: &str) {
 
 pub async fn run() -> anyhow::Result<()> {
     let started = now_ms();
-    let dir = tempfile_dir()?;
+    // Removed when the demo ends (the guard is dropped at the end of `run`).
+    let tmp = tempfile::Builder::new().prefix("jitbot-demo-").tempdir()?;
+    let dir = tmp.path();
     let db = format!("sqlite://{}", dir.join("demo.db").display());
     let slack = SlackSim::start(BOT_TOKEN).await?.with_printer(true);
     let file: ConfigFile = toml::from_str(&demo_config(&slack.base_url, &db))?;
@@ -84,7 +86,7 @@ pub async fn run() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     println!("jitbot demo — SIMULATED Azure and Slack; no real firewall or workspace is touched.");
     println!(
-        "server on {base}, database {}",
+        "server on {base}, database {} (removed when the demo ends)",
         dir.join("demo.db").display()
     );
 
@@ -183,12 +185,6 @@ pub async fn run() -> anyhow::Result<()> {
         (now_ms() - started) as f64 / 1000.0
     );
     Ok(())
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("jitbot-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// Polls `f` every 50 ms until it yields a value or `timeout` passes.
