@@ -202,6 +202,20 @@ async fn ensure_rule_puts_a_schema_valid_rule_at_the_lowest_free_priority_and_is
         .await
         .expect("third ensure_rule");
     assert_eq!(third.priority, 102);
+    // A retried apply recomputes the approximate expiry in the description: the rule is still in
+    // place and is not written again.
+    let mut later = spec("jitbot-req_1", &[22]);
+    later.description = "jitbot jitbot-req_1 for alice until 2026-11-21T15:07Z".into();
+    azure
+        .nsgs
+        .ensure_rule(NSG, &later)
+        .await
+        .expect("retried ensure_rule");
+    assert_eq!(
+        requests_where(&sim, "PUT", "/securityRules/jitbot-req_1").len(),
+        1,
+        "one PUT for all the ensure_rule calls"
+    );
     let ours: Vec<_> = sim
         .rules(NSG)
         .into_iter()

@@ -380,13 +380,15 @@ fn desired_rule(spec: &RuleSpec, priority: u16) -> SecurityRule {
 
 /// Whether an existing rule already says what `desired` says (ARM echoes empty plural arrays
 /// and may keep the protocol's case as sent).
+/// Whether the rule already allows exactly what is wanted. The description does not count: it is
+/// for people, and its approximate expiry is recomputed on every attempt, so comparing it would
+/// rewrite a rule that is already in place (after a crash or a takeover).
 fn same_rule(existing: &SecurityRuleProperties, desired: &SecurityRuleProperties) -> bool {
     let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
     existing.protocol.eq_ignore_ascii_case(&desired.protocol)
         && existing.access.eq_ignore_ascii_case(&desired.access)
         && existing.direction.eq_ignore_ascii_case(&desired.direction)
         && existing.priority == desired.priority
-        && existing.description == desired.description
         && set(existing.destination_ports()) == set(desired.destination_ports())
         && set(existing.source_prefixes()) == set(desired.source_prefixes())
         && set(existing.destination_prefixes()) == set(desired.destination_prefixes())
