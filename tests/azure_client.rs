@@ -11,7 +11,7 @@ use jitbot::azure::{
     SecurityRuleProperties, connect,
 };
 use jitbot::sim::arm::{ArmSim, ArmSimOptions, Fault, On, OperationKind, RecordedRequest};
-use jitbot::sim::entra::{EntraSim, redirecting_transport};
+use jitbot::sim::entra::EntraSim;
 use serde_json::{Value, json};
 
 const NSG: &str = "/subscriptions/0000-sub/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
@@ -471,29 +471,13 @@ async fn an_expired_token_is_replaced_by_a_new_one_from_entra() {
     sim.add_nsg(NSG, "westeurope");
     sim.set_accepted_token_prefix(Some("entra-token-"));
 
-    let entra_url = entra.base_url.clone();
     let builds = Arc::new(AtomicUsize::new(0));
     let counter = builds.clone();
+    let from_entra = entra.credential_factory("s3cret");
     let overrides = AzureOverrides {
         credential_factory: Some(Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            let mut cloud = azure_core::cloud::CustomConfiguration::default();
-            cloud.authority_host = "https://login.test".to_string();
-            let c: Arc<dyn TokenCredential> = azure_identity::ClientSecretCredential::new(
-                "tenant-1",
-                "client-1".to_string(),
-                Secret::new("s3cret"),
-                Some(azure_identity::ClientSecretCredentialOptions {
-                    client_options: azure_core::http::ClientOptions {
-                        transport: Some(redirecting_transport(&entra_url)),
-                        cloud: Some(Arc::new(azure_core::cloud::CloudConfiguration::Custom(
-                            cloud,
-                        ))),
-                        ..Default::default()
-                    },
-                }),
-            )?;
-            Ok(c)
+            from_entra()
         })),
         ..Default::default()
     };
@@ -561,27 +545,8 @@ async fn a_wrong_client_secret_is_an_auth_error() {
         .await
         .expect("start ARM emulator");
     sim.add_nsg(NSG, "westeurope");
-    let entra_url = entra.base_url.clone();
     let overrides = AzureOverrides {
-        credential_factory: Some(Arc::new(move || {
-            let mut cloud = azure_core::cloud::CustomConfiguration::default();
-            cloud.authority_host = "https://login.test".to_string();
-            let c: Arc<dyn TokenCredential> = azure_identity::ClientSecretCredential::new(
-                "tenant-1",
-                "client-1".to_string(),
-                Secret::new("wrong"),
-                Some(azure_identity::ClientSecretCredentialOptions {
-                    client_options: azure_core::http::ClientOptions {
-                        transport: Some(redirecting_transport(&entra_url)),
-                        cloud: Some(Arc::new(azure_core::cloud::CloudConfiguration::Custom(
-                            cloud,
-                        ))),
-                        ..Default::default()
-                    },
-                }),
-            )?;
-            Ok(c)
-        })),
+        credential_factory: Some(entra.credential_factory("wrong")),
         ..Default::default()
     };
     let azure = connect(&test_settings(&sim), overrides)

@@ -236,8 +236,32 @@ pub struct TestApp {
 }
 
 /// What both harnesses (Slack and Discord) read from the database.
-pub trait AuditView {
+pub trait DbView {
     fn db(&self) -> &Store;
+
+    async fn request(&self, id: &str) -> RequestRow {
+        self.db()
+            .request(id)
+            .await
+            .unwrap()
+            .expect("request exists")
+    }
+
+    async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.request(id).await;
+            if r.status == status {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} is {} after {timeout:?}, expected {status}",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     /// Audit kinds recorded for a request, in order.
     async fn audit_kinds(&self, id: &str) -> Vec<String> {
@@ -267,13 +291,13 @@ pub trait AuditView {
     }
 }
 
-impl AuditView for TestApp {
+impl DbView for TestApp {
     fn db(&self) -> &Store {
         &self.store
     }
 }
 
-impl AuditView for DiscordTestApp {
+impl DbView for DiscordTestApp {
     fn db(&self) -> &Store {
         &self.store
     }
@@ -467,30 +491,6 @@ impl TestApp {
             }
             assert!(Instant::now() < deadline, "no approval card for {id}");
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub async fn request(&self, id: &str) -> RequestRow {
-        self.store
-            .request(id)
-            .await
-            .unwrap()
-            .expect("request exists")
-    }
-
-    pub async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = self.request(id).await;
-            if r.status == status {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} is {} after {timeout:?}, expected {status}",
-                r.status
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -812,30 +812,6 @@ impl DiscordTestApp {
             &custom_id,
         ))
         .await
-    }
-
-    pub async fn request(&self, id: &str) -> RequestRow {
-        self.store
-            .request(id)
-            .await
-            .unwrap()
-            .expect("request exists")
-    }
-
-    pub async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = self.request(id).await;
-            if r.status == status {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} is {} after {timeout:?}, expected {status}",
-                r.status
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// Waits until `f` holds, polling every 20 ms.
