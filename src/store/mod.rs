@@ -275,6 +275,8 @@ pub struct RequestRow {
     pub extension_by: Option<String>,
     pub created_at: i64,
     pub pending_until: i64,
+    /// When the first PUT of the rule may have been sent: the grant's clock starts here.
+    pub apply_started_at: Option<i64>,
     pub activated_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub closed_at: Option<i64>,
@@ -310,6 +312,7 @@ impl RequestRow {
             extension_by: r.try_get("extension_by")?,
             created_at: r.try_get("created_at")?,
             pending_until: r.try_get("pending_until")?,
+            apply_started_at: r.try_get("apply_started_at")?,
             activated_at: r.try_get("activated_at")?,
             expires_at: r.try_get("expires_at")?,
             closed_at: r.try_get("closed_at")?,
@@ -451,7 +454,42 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// `applying → active`: the rule is live; the clock starts now.
+    /// `approved → applying`, recording when the rule may first be open (kept if already set).
+    /// Committed before the PUT is sent, so a crash after the PUT can never restart the clock.
+    pub async fn begin_apply(&mut self, id: &str, at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET status = 'applying', apply_started_at = COALESCE(apply_started_at, $2), updated_at = $2
+             WHERE id = $1 AND status = 'approved'",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records `at` as the moment the rule may first be open, unless one is recorded already
+    /// (requests that were `applying` before this column existed). Returns the recorded moment.
+    pub async fn ensure_apply_started(&mut self, id: &str, at: i64) -> Result<Option<i64>> {
+        sqlx::query(
+            "UPDATE requests SET apply_started_at = $2 WHERE id = $1 AND apply_started_at IS NULL",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?;
+        let row = sqlx::query("SELECT apply_started_at FROM requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("apply_started_at")?,
+            None => None,
+        })
+    }
+
+    /// `applying → active`: the rule is confirmed live. `expires_at` counts from
+    /// `apply_started_at`, not from now.
     pub async fn activate(
         &mut self,
         id: &str,

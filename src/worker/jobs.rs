@@ -191,20 +191,31 @@ impl Worker {
         let Some(req) = self.store.request(id).await? else {
             return Ok(Outcome::Dead(format!("request {id} does not exist")));
         };
-        match req.status {
+        // The grant's clock starts when its first PUT may have been sent, recorded before the
+        // PUT: a crash after the PUT must never let the rule stay open for the downtime *plus*
+        // the whole duration.
+        let started = match req.status {
             Status::Approved => {
+                let now = now_ms();
                 let mut tx = self.store.begin().await?;
-                if !tx
-                    .transition(id, Status::Approved, Status::Applying, None)
-                    .await?
-                {
+                if !tx.begin_apply(id, now).await? {
                     return Ok(Outcome::Done);
                 }
                 tx.commit().await?;
+                now
             }
-            Status::Applying => {} // resumed after a crash or a retry: ensure_rule is idempotent
+            // Resumed after a crash or a retry: ensure_rule is idempotent, the clock kept running.
+            Status::Applying => match req.apply_started_at {
+                Some(at) => at,
+                None => {
+                    let mut tx = self.store.begin().await?;
+                    let at = tx.ensure_apply_started(id, now_ms()).await?;
+                    tx.commit().await?;
+                    at.unwrap_or_else(now_ms)
+                }
+            },
             _ => return Ok(Outcome::Done),
-        }
+        };
         let Some(target) = self.policy.targets.get(&req.target) else {
             return self
                 .fail(
@@ -213,7 +224,7 @@ impl Worker {
                 )
                 .await;
         };
-        let eta = now_ms() + req.duration_ms;
+        let eta = started + req.duration_ms;
         let mut description = format!(
             "jitbot {} for {} until {} (approx.)",
             req.id,
@@ -234,7 +245,7 @@ impl Worker {
             Ok(applied) => {
                 crate::crashpoint::hit("after_put");
                 let now = now_ms();
-                let expires = now + req.duration_ms;
+                let expires = started + req.duration_ms;
                 let mut tx = self.store.begin().await?;
                 if !tx
                     .activate(id, applied.priority as i64, now, expires)
@@ -255,7 +266,7 @@ impl Worker {
                     AuditKind::Applied,
                     Some(id),
                     Some("jitbot"),
-                    json!({ "nsg": req.nsg, "rule": applied.name, "priority": applied.priority, "expires_at": expires,
+                    json!({ "nsg": req.nsg, "rule": applied.name, "priority": applied.priority, "apply_started_at": started, "expires_at": expires,
                             "ports": req.ports, "source": req.source, "destination": req.destination }),
                     req.simulated,
                 )
@@ -265,14 +276,27 @@ impl Worker {
                 }
                 .enqueue(&mut tx, expires)
                 .await?;
-                let text = format!(
-                    "{} port {} is open from {} until {} ({})",
-                    req.target,
-                    req.ports,
-                    req.source,
-                    clock(expires, req.duration_ms < 600_000),
-                    GrantDuration::from_millis(req.duration_ms)
-                );
+                let text = if expires > now {
+                    format!(
+                        "{} port {} is open from {} until {} ({})",
+                        req.target,
+                        req.ports,
+                        req.source,
+                        clock(expires, req.duration_ms < 600_000),
+                        GrantDuration::from_millis(req.duration_ms)
+                    )
+                } else {
+                    // jitbot was down between the PUT and recording it: the time ran out then.
+                    format!(
+                        "{} port {} was opened from {} at {}, but jitbot could only confirm it now; \
+                         its {} have run out, so it closes now",
+                        req.target,
+                        req.ports,
+                        req.source,
+                        clock(started, true),
+                        GrantDuration::from_millis(req.duration_ms)
+                    )
+                };
                 self.announce(
                     &mut tx,
                     &req,

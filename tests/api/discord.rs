@@ -78,10 +78,10 @@ async fn discord_two_second_grant_lifecycle() {
         rule.properties.source_address_prefix.as_deref(),
         Some("203.0.113.9/32")
     );
-    assert_eq!(
-        active.expires_at.unwrap() - active.activated_at.unwrap(),
-        2000
-    );
+    // The clock started when the rule could first be open: when its PUT was about to be sent.
+    let started = active.apply_started_at.unwrap();
+    assert_eq!(active.expires_at.unwrap() - started, 2000);
+    assert!((started..started + 2000).contains(&active.activated_at.unwrap()));
 
     // Closed on time.
     app.wait_status(&id, Status::Revoked, Duration::from_secs(6))

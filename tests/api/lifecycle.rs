@@ -76,9 +76,11 @@ async fn a_two_second_grant_opens_on_approval_and_closes_on_time() {
     );
     assert_eq!(active.rule_priority, Some(100));
 
-    // The clock started when the port opened.
+    // The clock started when the rule could first be open: when its PUT was about to be sent.
+    let started = active.apply_started_at.unwrap();
+    assert_eq!(active.expires_at.unwrap() - started, 2000);
+    assert!((started..started + 2000).contains(&active.activated_at.unwrap()));
     let expires = active.expires_at.unwrap();
-    assert_eq!(expires - active.activated_at.unwrap(), 2000);
     app.wait_until("requester told it is open", Duration::from_secs(3), |a| {
         a.dms(STEVE)
             .iter()

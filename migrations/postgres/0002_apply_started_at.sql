@@ -1,0 +1,3 @@
+-- When the first PUT of a grant's rule may have been sent (Unix ms): from then on the rule could be
+-- open, so the grant's expiry counts from here even if jitbot crashes before recording the PUT.
+ALTER TABLE requests ADD COLUMN apply_started_at BIGINT;
