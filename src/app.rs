@@ -136,25 +136,19 @@ impl Application {
                 .with_context(|| format!("binding {}", settings.server.listen))?,
         };
         let addr = listener.local_addr()?;
-        let router = http::router(HttpState {
-            service: service.clone(),
-            slack,
-            discord: discord_endpoint,
-            worker_heartbeat: heartbeat,
-            metrics,
-        });
-        let mut stop = rx;
-        let server = tokio::spawn(async move {
-            let graceful = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let router = http::router(
+            HttpState {
+                service: service.clone(),
+                slack,
+                discord: discord_endpoint,
+                worker_heartbeat: heartbeat,
+                metrics,
+            },
+            settings.server.max_body_bytes,
+        );
+        let limits = settings.server.limits();
+        let cap = crate::server::connection_cap(limits.max_connections);
+        let server = tokio::spawn(crate::server::serve(listener, router, limits, cap, rx));
         tracing::info!(%addr, "jitbot is listening");
         Ok(Application {
             addr,

@@ -41,6 +41,19 @@ pub struct ServerSettings {
     /// `text` (default) or `json` logs.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Connections served at once; more get an immediate 503 (and never more than the open-files
+    /// limit allows while keeping descriptors for the worker). Default 512.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time for a request's head to arrive; also how long an idle connection is kept. Default 10s.
+    #[serde(default = "default_read_timeout", with = "crate::domain::duration_str")]
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive after its head. Default 10s.
+    #[serde(default = "default_read_timeout", with = "crate::domain::duration_str")]
+    pub body_timeout: Duration,
+    /// Largest request body read (413 beyond). Default 262144 (256 KiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -48,8 +61,36 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: default_listen(),
             log_format: LogFormat::Text,
+            max_connections: default_max_connections(),
+            header_timeout: default_read_timeout(),
+            body_timeout: default_read_timeout(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
+}
+
+impl ServerSettings {
+    /// The HTTP limits `server.rs` enforces.
+    pub fn limits(&self) -> crate::server::Limits {
+        crate::server::Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    crate::server::Limits::default().max_connections
+}
+
+fn default_read_timeout() -> Duration {
+    crate::server::Limits::default().header_timeout
+}
+
+fn default_max_body_bytes() -> usize {
+    crate::server::Limits::default().max_body_bytes
 }
 
 fn default_listen() -> String {

@@ -446,3 +446,18 @@ mod tests {
         assert!(RequestId::parse("req_AB").is_err());
     }
 }
+
+/// Durations written as humantime strings (`"30s"`, `"5m"`, `"1h30m"`).
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"1h30m\""
+            ))
+        })
+    }
+}

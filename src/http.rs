@@ -79,7 +79,7 @@ async fn follow_up(
     }
 }
 
-pub fn router(state: HttpState) -> Router {
+pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/slack/commands", post(slack_command))
         .route("/slack/interactions", post(slack_interaction))
@@ -87,6 +87,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Bodies past the cap are refused (413) before they are read into memory.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 

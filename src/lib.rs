@@ -16,6 +16,7 @@ pub mod messages;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
+pub mod server;
 pub mod service;
 pub mod sim;
 pub mod store;

@@ -87,14 +87,20 @@ pub struct AzureSettings {
     #[serde(default)]
     pub authority_host: Option<url::Url>,
     /// Timeout of one HTTP call, e.g. `"30s"`.
-    #[serde(default = "default_request_timeout", with = "duration_str")]
+    #[serde(
+        default = "default_request_timeout",
+        with = "crate::domain::duration_str"
+    )]
     pub request_timeout: Duration,
     /// Longest wait for one asynchronous ARM operation, e.g. `"5m"`.
-    #[serde(default = "default_operation_timeout", with = "duration_str")]
+    #[serde(
+        default = "default_operation_timeout",
+        with = "crate::domain::duration_str"
+    )]
     pub operation_timeout: Duration,
     /// How long one call keeps retrying transient errors before it gives up with a retryable
     /// [`AzureError::Transient`], e.g. `"2m"`.
-    #[serde(default = "default_retry_budget", with = "duration_str")]
+    #[serde(default = "default_retry_budget", with = "crate::domain::duration_str")]
     pub retry_budget: Duration,
 }
 
@@ -135,21 +141,6 @@ fn default_operation_timeout() -> Duration {
 
 fn default_retry_budget() -> Duration {
     Duration::from_secs(2 * 60)
-}
-
-/// Durations written as humantime strings (`"30s"`, `"5m"`, `"1h30m"`).
-mod duration_str {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"1h30m\""
-            ))
-        })
-    }
 }
 
 /// A factory that builds a fresh, uncached credential. Called once at start and again whenever
