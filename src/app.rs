@@ -166,7 +166,7 @@ impl Application {
         let _ = self.shutdown.send(true);
         // The server and the worker wind down side by side.
         let _ = tokio::join!(self.server, self.worker);
-        self.store.pool().close().await;
+        self.store.close().await;
     }
 
     /// Stops everything at once, as a crash would: nothing is allowed to finish.
@@ -175,7 +175,7 @@ impl Application {
         self.worker.abort();
         let _ = self.server.await;
         let _ = self.worker.await;
-        self.store.pool().close().await;
+        self.store.close().await;
     }
 
     /// Waits for SIGINT or SIGTERM, then stops gracefully.

@@ -9,7 +9,7 @@ use crate::app::{Application, Overrides};
 use crate::config::{ConfigFile, Secret, Settings};
 use crate::sim::slack::SlackSim;
 use crate::sim::slack_user;
-use crate::store::{audit, now_ms};
+use crate::store::now_ms;
 use anyhow::Context;
 use std::time::Duration;
 
@@ -160,7 +160,7 @@ pub async fn run() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await; // let the last chat messages go out
 
     banner("audit trail");
-    for e in audit::events(app.store.pool(), 0, None).await? {
+    for e in app.store.audit_events(0, None).await? {
         println!(
             "#{:<3} {}  {:<18} {:<14} {:<8} {}",
             e.seq,
@@ -171,7 +171,7 @@ pub async fn run() -> anyhow::Result<()> {
             e.detail
         );
     }
-    let report = audit::verify(app.store.pool()).await?;
+    let report = app.store.verify_audit().await?;
     match report.broken {
         None => println!(
             "audit chain verified: {} events, head {}",

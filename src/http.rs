@@ -10,7 +10,6 @@ use crate::chat::slack::{self, Interaction};
 use crate::chat::{Platform, Tone};
 use crate::config::SlackSettings;
 use crate::messages::reply;
-use crate::outbox;
 use crate::policy::Refusal;
 use crate::service::{ChatUser, Service};
 use axum::extract::State;
@@ -96,7 +95,7 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
 const PROBE_BUDGET: Duration = Duration::from_millis(800);
 
 async fn readyz(State(st): State<HttpState>) -> Response {
-    let db = tokio::time::timeout(PROBE_BUDGET, database_writable(&st.service.store))
+    let db = tokio::time::timeout(PROBE_BUDGET, st.service.store.writable())
         .await
         .unwrap_or(false);
     let worker_age = crate::store::now_ms() - st.worker_heartbeat.load(Ordering::Relaxed);
@@ -109,28 +108,24 @@ async fn readyz(State(st): State<HttpState>) -> Response {
     }
 }
 
-/// True when the database would accept a write now: a transaction that takes the write lock
-/// (an UPDATE that matches no row) and rolls back. A database that answers reads but cannot be
-/// written (SQLite locked by another process, a read-only PostgreSQL replica) is not ready.
-async fn database_writable(store: &crate::store::Store) -> bool {
-    let probe = async {
-        let mut tx = store.pool().begin().await?;
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 0 AND seq < 0")
-            .execute(&mut *tx)
-            .await?;
-        tx.rollback().await
-    };
-    probe.await.is_ok()
+/// The gauges `/metrics` reads from the database at scrape time.
+async fn database_gauges(
+    store: &crate::store::Store,
+) -> Result<crate::metrics::DatabaseGauges, crate::store::StoreError> {
+    Ok(crate::metrics::DatabaseGauges {
+        grants: store.status_counts().await?,
+        jobs: store.job_counts().await?,
+    })
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {
-    match tokio::time::timeout(PROBE_BUDGET, st.metrics.render(&st.service.store)).await {
-        Ok(Ok(text)) => (
+    match tokio::time::timeout(PROBE_BUDGET, database_gauges(&st.service.store)).await {
+        Ok(Ok(gauges)) => (
             [(
                 axum::http::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            text,
+            st.metrics.render(gauges),
         )
             .into_response(),
         Ok(Err(e)) => {
@@ -297,16 +292,9 @@ async fn slack_interaction(
         let answer = service.click(&user, &click.action).await?;
         if let Some(answer) = answer {
             // Tell the clicker privately, durably (a direct message job).
-            let mut tx = service.store.begin().await?;
-            outbox::post(
-                &mut tx,
-                Platform::Slack,
-                &user.user_id,
-                Some(&click.action.request_id),
-                &answer,
-            )
-            .await?;
-            tx.commit().await?;
+            service
+                .tell_clicker(&user, &click.action.request_id, &answer)
+                .await?;
         }
         Ok::<_, crate::store::StoreError>(())
     })

@@ -218,8 +218,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let store = Store::connect(&database_url(&config)?).await?;
             let report = match &checkpoint {
-                None => audit::verify(store.pool()).await?,
-                Some(cp) => audit::verify_against(store.pool(), cp).await?,
+                None => store.verify_audit().await?,
+                Some(cp) => store.verify_audit_against(cp).await?,
             };
             match report.broken {
                 None => {
@@ -250,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let store = Store::connect(&database_url(&config)?).await?;
             let since = since.as_deref().map(parse_since).transpose()?;
-            let events = audit::events(store.pool(), 0, since).await?;
+            let events = store.audit_events(0, since).await?;
             let mut out = std::io::stdout().lock();
             if let ExportFormat::Csv = format {
                 writeln!(

@@ -17,7 +17,6 @@
 //! - `grants{status}`: requests by status (pending, approved, applying, active, revoking, …).
 //! - `jobs{kind,state}`: the durable job queue by kind and state.
 
-use crate::store::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -80,6 +79,16 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
+}
+
+/// What `/metrics` reads from the database at scrape time (the caller reads it: this module
+/// knows nothing of the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseGauges {
+    /// (status, number of requests in it).
+    pub grants: Vec<(String, i64)>,
+    /// (kind, state, number of jobs).
+    pub jobs: Vec<(String, String, i64)>,
 }
 
 /// Buckets of the revocation lateness histogram, in seconds (0.05 s … ~100 s).
@@ -176,20 +185,18 @@ impl Metrics {
         self.inner.lateness.observe(late_ms.max(0) as f64 / 1000.0);
     }
 
-    /// The Prometheus text exposition, with the gauges refreshed from the database.
-    /// Fails when the database does not answer (the caller answers 503).
-    pub async fn render(&self, store: &Store) -> Result<String, crate::store::StoreError> {
-        let statuses = store.status_counts().await?;
-        let jobs = store.job_counts().await?;
+    /// The Prometheus text exposition, with the database gauges set to `gauges` (series that
+    /// are not in it any more are dropped).
+    pub fn render(&self, gauges: DatabaseGauges) -> String {
         self.inner.grants.clear();
-        for (status, n) in statuses {
+        for (status, n) in gauges.grants {
             self.inner
                 .grants
                 .get_or_create(&StatusLabels { status })
                 .set(n);
         }
         self.inner.jobs.clear();
-        for (kind, state, n) in jobs {
+        for (kind, state, n) in gauges.jobs {
             self.inner
                 .jobs
                 .get_or_create(&JobLabels { kind, state })
@@ -198,7 +205,7 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
-        Ok(out)
+        out
     }
 }
 
@@ -237,5 +244,27 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("# EOF\n"), "{out}");
+    }
+
+    #[test]
+    fn database_gauges_show_what_was_read_and_only_that() {
+        let m = Metrics::new();
+        let out = m.render(DatabaseGauges {
+            grants: vec![("active".into(), 2), ("pending".into(), 1)],
+            jobs: vec![("apply".into(), "done".into(), 3)],
+        });
+        assert!(out.contains("jitbot_grants{status=\"active\"} 2"), "{out}");
+        assert!(out.contains("jitbot_grants{status=\"pending\"} 1"), "{out}");
+        assert!(
+            out.contains("jitbot_jobs{kind=\"apply\",state=\"done\"} 3"),
+            "{out}"
+        );
+        let out = m.render(DatabaseGauges {
+            grants: vec![("active".into(), 1)],
+            jobs: vec![],
+        });
+        assert!(out.contains("jitbot_grants{status=\"active\"} 1"), "{out}");
+        assert!(!out.contains("pending"), "{out}");
+        assert!(!out.contains("kind=\"apply\""), "{out}");
     }
 }

@@ -831,4 +831,20 @@ impl Service {
         tx.commit().await?;
         Ok(self.reply(Tone::Info, "Extend", answer))
     }
+
+    /// Tells a clicker privately, by a direct message job, what [`Service::click`] answered (on
+    /// Slack, whose interaction response cannot show it to the clicker alone). Its own
+    /// transaction after the click's: what the click recorded (a refusal and its audit event)
+    /// stands even if this fails.
+    pub async fn tell_clicker(
+        &self,
+        user: &ChatUser,
+        request_id: &str,
+        answer: &Message,
+    ) -> Result<()> {
+        let to = crate::chat::direct_address(user.platform, &user.user_id);
+        let mut tx = self.store.begin().await?;
+        outbox::post(&mut tx, user.platform, &to, Some(request_id), answer).await?;
+        tx.commit().await
+    }
 }

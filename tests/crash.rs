@@ -27,7 +27,7 @@ use jitbot::sim::slack::SlackSim;
 use jitbot::sim::slack_user;
 use jitbot::store::Store;
 use rand::Rng;
-use sqlx::Row;
+use sqlx::{AnyPool, Row};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -159,6 +159,8 @@ struct World {
     http: reqwest::Client,
     child: Option<Child>,
     store: Option<Store>,
+    /// This test's own pool on the same database, for assertions in SQL.
+    sql: Option<AnyPool>,
     starts: u32,
     /// The database URL this test reads through (the same unless a test puts a proxy between).
     observer_db: String,
@@ -210,6 +212,7 @@ impl World {
                 .unwrap(),
             child: None,
             store: None,
+            sql: None,
             starts: 0,
             observer_db: db,
         }
@@ -247,6 +250,7 @@ impl World {
             if self.try_start(crash_at).await {
                 if self.store.is_none() {
                     self.store = Some(Store::connect(&self.observer_db).await.unwrap());
+                    self.sql = Some(AnyPool::connect(&self.observer_db).await.unwrap());
                 }
                 return;
             }
@@ -349,6 +353,10 @@ impl World {
         self.store.as_ref().expect("started once")
     }
 
+    fn sql(&self) -> &AnyPool {
+        self.sql.as_ref().expect("started once")
+    }
+
     async fn slash(&self, user: &str, text: &str) -> Option<String> {
         let body = slack_user::slash_command(user, "someone", "C0OPS", text);
         let resp = slack_user::send(
@@ -384,7 +392,7 @@ impl World {
 
     async fn the_request(&self) -> Option<(String, String, Option<i64>)> {
         let row = sqlx::query("SELECT id, status, expires_at FROM requests")
-            .fetch_optional(self.store().pool())
+            .fetch_optional(self.sql())
             .await
             .ok()??;
         Some((
@@ -402,14 +410,15 @@ impl World {
             "SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running')
              AND request_id IS NOT NULL AND kind NOT IN ('expire', 'revocation_watch')",
         )
-        .fetch_one(self.store().pool())
+        .fetch_one(self.sql())
         .await
         .and_then(|r| r.try_get("n"))
         .unwrap_or(-1)
     }
 
     async fn applied_events(&self, id: &str) -> usize {
-        jitbot::store::audit::events(self.store().pool(), 0, None)
+        self.store()
+            .audit_events(0, None)
             .await
             .unwrap_or_default()
             .into_iter()

@@ -5,7 +5,7 @@
 //! single `audit_head` row, which gives consecutive sequence numbers even with several replicas.
 //! The database refuses UPDATE and DELETE on `audit_events` (triggers in the migrations).
 
-use super::{Result, StoreError, Tx, now_ms};
+use super::{Result, Store, StoreError, Tx, now_ms};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -172,39 +172,20 @@ impl Tx {
         tracing::info!(target: "audit", seq, kind = kind.as_str(), request_id, actor, %detail, simulated, "audit event");
         Ok(seq)
     }
-}
 
-/// Reads events with `seq > after` and `at >= since_ms`, in order.
-pub async fn events(
-    pool: &sqlx::AnyPool,
-    after: i64,
-    since_ms: Option<i64>,
-) -> Result<Vec<AuditEvent>> {
-    let rows = sqlx::query(
-        "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events
-         WHERE seq > $1 AND at >= $2 ORDER BY seq",
-    )
-    .bind(after)
-    .bind(since_ms.unwrap_or(i64::MIN))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let detail: String = r.try_get("detail")?;
-            Ok(AuditEvent {
-                seq: r.try_get("seq")?,
-                at: r.try_get("at")?,
-                kind: r.try_get("kind")?,
-                request_id: r.try_get("request_id")?,
-                actor: r.try_get("actor")?,
-                detail: serde_json::from_str(&detail)
-                    .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
-                simulated: r.try_get::<i64, _>("simulated")? != 0,
-                prev_hash: r.try_get("prev_hash")?,
-                hash: r.try_get("hash")?,
-            })
-        })
-        .collect()
+    /// Whether the request has an event of `kind` (alerts said once per grant; take the
+    /// request's row lock first, [`Tx::lock_request`], so two replicas cannot both say it).
+    pub async fn has_audit_event(&mut self, kind: AuditKind, request_id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND request_id = $2",
+        )
+        .bind(kind.as_str())
+        .bind(request_id)
+        .fetch_one(self.conn())
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
 }
 
 /// The outcome of checking the chain.
@@ -214,86 +195,6 @@ pub struct ChainReport {
     pub head_hash: String,
     /// The first problem found, if any: (seq, what is wrong).
     pub broken: Option<(i64, String)>,
-}
-
-/// Recomputes every hash from the first event and compares it with what is stored and with the
-/// head row.
-pub async fn verify(pool: &sqlx::AnyPool) -> Result<ChainReport> {
-    let rows = sqlx::query(
-        "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events ORDER BY seq",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut prev = "0".repeat(64);
-    let mut count = 0;
-    for (i, r) in rows.iter().enumerate() {
-        let expected_seq = i as i64 + 1;
-        let seq: i64 = r.try_get("seq")?;
-        let detail: String = r.try_get("detail")?;
-        let kind: String = r.try_get("kind")?;
-        let request_id: Option<String> = r.try_get("request_id")?;
-        let actor: Option<String> = r.try_get("actor")?;
-        let stored_prev: String = r.try_get("prev_hash")?;
-        let stored: String = r.try_get("hash")?;
-        let at: i64 = r.try_get("at")?;
-        let simulated = r.try_get::<i64, _>("simulated")? != 0;
-        let broken = |why: String| ChainReport {
-            events: count,
-            head_hash: prev.clone(),
-            broken: Some((seq, why)),
-        };
-        if seq != expected_seq {
-            return Ok(broken(format!(
-                "expected event {expected_seq}, found {seq}: events are missing"
-            )));
-        }
-        if stored_prev != prev {
-            return Ok(broken(
-                "its prev_hash does not match the event before it".into(),
-            ));
-        }
-        let h = event_hash(
-            &prev,
-            &Hashed {
-                seq,
-                at,
-                kind: &kind,
-                request_id: request_id.as_deref(),
-                actor: actor.as_deref(),
-                detail: &detail,
-                simulated,
-            },
-        );
-        if h != stored {
-            return Ok(broken(
-                "its content does not match its hash: it was altered".into(),
-            ));
-        }
-        prev = h;
-        count += 1;
-    }
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(pool)
-        .await?;
-    let head_seq: i64 = head.try_get("seq")?;
-    let head_hash: String = head.try_get("hash")?;
-    if head_seq != count || head_hash != prev {
-        return Ok(ChainReport {
-            events: count,
-            head_hash: prev,
-            broken: Some((
-                head_seq,
-                format!(
-                    "the chain head says {head_seq} events ending in {head_hash}: events after {count} were removed"
-                ),
-            )),
-        });
-    }
-    Ok(ChainReport {
-        events: count,
-        head_hash: prev,
-        broken: None,
-    })
 }
 
 /// A checkpoint as posted to the audit channel: event `seq` had hash `hash`.
@@ -324,55 +225,166 @@ impl std::str::FromStr for Checkpoint {
     }
 }
 
-/// Checks the chain (as [`verify`]) and that event `cp.seq` still has the hash a checkpoint
-/// recorded. An attacker with write access can rewrite an old event and re-hash everything
-/// after it, which plain verification cannot see; the checkpoint, kept outside the database (in
-/// the chat history), can. The report's `broken` names the first problem.
-pub async fn verify_against(pool: &sqlx::AnyPool, cp: &Checkpoint) -> Result<ChainReport> {
-    let mut report = verify(pool).await?;
-    if report.broken.is_some() {
-        return Ok(report);
-    }
-    let row = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
-        .bind(cp.seq)
-        .fetch_optional(pool)
+impl Store {
+    /// Reads events with `seq > after` and `at >= since_ms`, in order.
+    pub async fn audit_events(&self, after: i64, since_ms: Option<i64>) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events
+             WHERE seq > $1 AND at >= $2 ORDER BY seq",
+        )
+        .bind(after)
+        .bind(since_ms.unwrap_or(i64::MIN))
+        .fetch_all(self.pool())
         .await?;
-    let problem = match row {
-        None => Some(format!(
-            "the checkpoint names event {} but the trail has only {} events: events were removed",
-            cp.seq, report.events
-        )),
-        Some(r) => {
-            let stored: String = r.try_get("hash")?;
-            (stored != cp.hash).then(|| {
-                format!(
-                    "the checkpoint says event {} had hash {} but the database now has {}: \
-                     the trail was rewritten up to that event and re-hashed",
-                    cp.seq, cp.hash, stored
-                )
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail")?;
+                Ok(AuditEvent {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    request_id: r.try_get("request_id")?,
+                    actor: r.try_get("actor")?,
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+                    simulated: r.try_get::<i64, _>("simulated")? != 0,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
             })
-        }
-    };
-    if let Some(why) = problem {
-        report.broken = Some((cp.seq, why));
+            .collect()
     }
-    Ok(report)
-}
 
-/// The newest checkpoint event's seq, if any.
-pub async fn last_checkpoint_seq(pool: &sqlx::AnyPool) -> Result<Option<i64>> {
-    let row = sqlx::query("SELECT MAX(seq) AS s FROM audit_events WHERE kind = 'checkpoint'")
-        .fetch_one(pool)
+    /// Recomputes every hash from the first event and compares it with what is stored and with
+    /// the head row.
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, request_id, actor, detail, simulated, prev_hash, hash FROM audit_events ORDER BY seq",
+        )
+        .fetch_all(self.pool())
         .await?;
-    Ok(row.try_get::<Option<i64>, _>("s")?)
-}
+        let mut prev = "0".repeat(64);
+        let mut count = 0;
+        for (i, r) in rows.iter().enumerate() {
+            let expected_seq = i as i64 + 1;
+            let seq: i64 = r.try_get("seq")?;
+            let detail: String = r.try_get("detail")?;
+            let kind: String = r.try_get("kind")?;
+            let request_id: Option<String> = r.try_get("request_id")?;
+            let actor: Option<String> = r.try_get("actor")?;
+            let stored_prev: String = r.try_get("prev_hash")?;
+            let stored: String = r.try_get("hash")?;
+            let at: i64 = r.try_get("at")?;
+            let simulated = r.try_get::<i64, _>("simulated")? != 0;
+            let broken = |why: String| ChainReport {
+                events: count,
+                head_hash: prev.clone(),
+                broken: Some((seq, why)),
+            };
+            if seq != expected_seq {
+                return Ok(broken(format!(
+                    "expected event {expected_seq}, found {seq}: events are missing"
+                )));
+            }
+            if stored_prev != prev {
+                return Ok(broken(
+                    "its prev_hash does not match the event before it".into(),
+                ));
+            }
+            let h = event_hash(
+                &prev,
+                &Hashed {
+                    seq,
+                    at,
+                    kind: &kind,
+                    request_id: request_id.as_deref(),
+                    actor: actor.as_deref(),
+                    detail: &detail,
+                    simulated,
+                },
+            );
+            if h != stored {
+                return Ok(broken(
+                    "its content does not match its hash: it was altered".into(),
+                ));
+            }
+            prev = h;
+            count += 1;
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        let head_seq: i64 = head.try_get("seq")?;
+        let head_hash: String = head.try_get("hash")?;
+        if head_seq != count || head_hash != prev {
+            return Ok(ChainReport {
+                events: count,
+                head_hash: prev,
+                broken: Some((
+                    head_seq,
+                    format!(
+                        "the chain head says {head_seq} events ending in {head_hash}: events after {count} were removed"
+                    ),
+                )),
+            });
+        }
+        Ok(ChainReport {
+            events: count,
+            head_hash: prev,
+            broken: None,
+        })
+    }
 
-/// The chain head: (seq, hash) of the newest event (0 and zeros when empty).
-pub async fn head(pool: &sqlx::AnyPool) -> Result<(i64, String)> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(pool)
-        .await?;
-    Ok((row.try_get("seq")?, row.try_get("hash")?))
+    /// Checks the chain (as [`Store::verify_audit`]) and that event `cp.seq` still has the hash a
+    /// checkpoint recorded. An attacker with write access can rewrite an old event and re-hash
+    /// everything after it, which plain verification cannot see; the checkpoint, kept outside the
+    /// database (in the chat history), can. The report's `broken` names the first problem.
+    pub async fn verify_audit_against(&self, cp: &Checkpoint) -> Result<ChainReport> {
+        let mut report = self.verify_audit().await?;
+        if report.broken.is_some() {
+            return Ok(report);
+        }
+        let row = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+            .bind(cp.seq)
+            .fetch_optional(self.pool())
+            .await?;
+        let problem = match row {
+            None => Some(format!(
+                "the checkpoint names event {} but the trail has only {} events: events were removed",
+                cp.seq, report.events
+            )),
+            Some(r) => {
+                let stored: String = r.try_get("hash")?;
+                (stored != cp.hash).then(|| {
+                    format!(
+                        "the checkpoint says event {} had hash {} but the database now has {}: \
+                         the trail was rewritten up to that event and re-hashed",
+                        cp.seq, cp.hash, stored
+                    )
+                })
+            }
+        };
+        if let Some(why) = problem {
+            report.broken = Some((cp.seq, why));
+        }
+        Ok(report)
+    }
+
+    /// The newest checkpoint event's seq, if any.
+    pub async fn last_checkpoint_seq(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(seq) AS s FROM audit_events WHERE kind = 'checkpoint'")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("s")?)
+    }
+
+    /// The chain head: (seq, hash) of the newest event (0 and zeros when empty).
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,42 @@ impl Tx {
         self.mark_enqueued();
         Ok(row.try_get("id")?)
     }
+
+    /// Whether the request has a job of `kind` in any state (the revoke job makes one revocation
+    /// watch per grant).
+    pub async fn has_job(&mut self, kind: &str, request_id: &str) -> Result<bool> {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE kind = $1 AND request_id = $2")
+                .bind(kind)
+                .bind(request_id)
+                .fetch_one(self.conn())
+                .await?
+                .try_get("n")?;
+        Ok(n > 0)
+    }
+
+    /// Whether a rule removal for the request (a job of one of `kinds`: the reconciler's orphan
+    /// removal, a failed apply's cleanup) is queued or running, or finished at or after `since`
+    /// (the rule was removed after the reconciler read its NSG).
+    pub async fn removal_queued_or_done_since(
+        &mut self,
+        kinds: [&str; 2],
+        request_id: &str,
+        since: i64,
+    ) -> Result<bool> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE kind IN ($1, $2) AND request_id = $3
+               AND (state IN ('queued', 'running') OR finished_at >= $4)",
+        )
+        .bind(kinds[0])
+        .bind(kinds[1])
+        .bind(request_id)
+        .bind(since)
+        .fetch_one(self.conn())
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
 }
 
 /// PostgreSQL `NOTIFY` channel: a transaction that enqueued jobs wakes every replica's worker.
@@ -233,6 +269,22 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(row.try_get::<Option<i64>, _>("t")?)
+    }
+
+    /// The error the request's newest job of `kind` last failed with, if any (what the
+    /// revocation-delayed alert quotes).
+    pub async fn last_job_error(&self, kind: &str, request_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT last_error FROM jobs WHERE kind = $1 AND request_id = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind)
+        .bind(request_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("last_error"))
+            .transpose()?
+            .flatten())
     }
 
     /// Counts of jobs by kind and state (for `/metrics` and tests).

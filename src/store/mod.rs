@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod jobs;
+mod singletons;
 
 use crate::chat::Platform;
 use crate::domain::Status;
@@ -126,8 +127,15 @@ impl Store {
         self.backend
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool, for the statements in this module and its children. Nothing outside `store/`
+    /// runs SQL.
+    fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Closes every connection (waits for the ones in use to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// The notification the worker waits on besides its timer.
@@ -138,6 +146,21 @@ impl Store {
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// True when the database would accept a write now: a transaction that takes the write lock
+    /// (an UPDATE that matches no row) and rolls back. A database that answers reads but cannot
+    /// be written (SQLite locked by another process, a read-only PostgreSQL replica) is not
+    /// writable. The readiness probe; the caller bounds how long it waits.
+    pub async fn writable(&self) -> bool {
+        let probe = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 0 AND seq < 0")
+                .execute(&mut *tx)
+                .await?;
+            tx.rollback().await
+        };
+        probe.await.is_ok()
     }
 
     pub async fn begin(&self) -> Result<Tx> {
@@ -510,6 +533,30 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Takes the request's row lock without changing it, until the transaction ends: what is
+    /// decided under it (e.g. "has this alert been sent?") is decided by one replica at a time.
+    pub async fn lock_request(&mut self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the priority an active grant's rule has now (the reconciler put it back on
+    /// another one because its recorded priority was taken). Does nothing unless it is active.
+    pub async fn record_rule_priority(&mut self, id: &str, priority: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE requests SET rule_priority = $2, updated_at = $3 WHERE id = $1 AND status = 'active'",
+        )
+        .bind(id)
+        .bind(priority)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Takes the request's row lock for the current approval round; false when the round is no
     /// longer open (decided, expired, or a newer round started). Serialises concurrent clicks.
     pub async fn lock_round(&mut self, id: &str, status: Status, round: i64) -> Result<bool> {
@@ -619,11 +666,13 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+    /// The transaction's connection, for the statements in this module and its children.
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
     }
 
-    pub(crate) fn mark_enqueued(&mut self) {
+    /// Remembers that a job was enqueued, so that the commit wakes the worker(s).
+    fn mark_enqueued(&mut self) {
         self.enqueued = true;
     }
 }

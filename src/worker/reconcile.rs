@@ -27,15 +27,18 @@ use crate::chat::{Message, Tone};
 use crate::domain::{RequestId, Status};
 use crate::messages;
 use crate::service::RULE_PREFIX;
-use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, audit, now_ms};
+use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, now_ms};
 use serde_json::{Value, json};
-use sqlx::Row;
 use std::collections::BTreeSet;
 
 pub const RECONCILE_KIND: &str = "reconcile";
 pub const CHECKPOINT_KIND: &str = "checkpoint";
 pub const REMOVE_ORPHAN_KIND: &str = "reconcile.remove";
 pub const WATCH_KIND: &str = "revocation_watch";
+/// The kinds of the jobs that close a grant's rule (`Job::Revoke`) and remove a failed apply's
+/// rule (`Job::Cleanup`), as `Job::kind` names them.
+const REVOKE_KIND: &str = "revoke";
+const CLEANUP_KIND: &str = "cleanup";
 
 /// The request id a rule name carries when jitbot owns the rule (`jitbot-req_…`), else `None`.
 pub fn owned_id(rule_name: &str) -> Option<String> {
@@ -144,20 +147,8 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
 
 /// Enqueues a singleton job unless one of its kind is queued or running (one statement).
 async fn ensure_singleton(store: &Store, job: &Job, run_at: i64) -> Result<bool> {
-    let kind = job.kind();
-    let done = sqlx::query(
-        "INSERT INTO jobs (kind, lane, payload, state, run_at, attempts, created_at)
-         SELECT $1, $2, $3, 'queued', $4, 0, $5
-         WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND state IN ('queued', 'running'))",
-    )
-    .bind(kind)
-    .bind(format!("singleton:{kind}"))
-    .bind(serde_json::to_value(job).unwrap_or_default().to_string())
-    .bind(run_at)
-    .bind(now_ms())
-    .execute(store.pool())
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let payload = serde_json::to_value(job).unwrap_or_default();
+    store.ensure_singleton(job.kind(), &payload, run_at).await
 }
 
 /// Findings of one reconcile pass.
@@ -175,43 +166,21 @@ impl Worker {
     /// make sure checkpoints are scheduled. Safe to run on every replica.
     pub async fn schedule_singletons(&self) -> Result<()> {
         let now = now_ms();
-        sqlx::query(
-            "UPDATE jobs SET run_at = $2 WHERE kind = $1 AND state = 'queued' AND run_at > $2",
-        )
-        .bind(RECONCILE_KIND)
-        .bind(now)
-        .execute(self.store.pool())
-        .await?;
+        self.store.bring_forward(RECONCILE_KIND, now).await?;
         ensure_singleton(&self.store, &Job::Reconcile, now).await?;
         let next_checkpoint = now + self.settings.checkpoint_interval.as_millis() as i64;
         // A shorter interval than the one the queued checkpoint was planned with applies now.
-        sqlx::query(
-            "UPDATE jobs SET run_at = $2 WHERE kind = $1 AND state = 'queued' AND run_at > $2",
-        )
-        .bind(CHECKPOINT_KIND)
-        .bind(next_checkpoint)
-        .execute(self.store.pool())
-        .await?;
+        self.store
+            .bring_forward(CHECKPOINT_KIND, next_checkpoint)
+            .await?;
         ensure_singleton(&self.store, &Job::Checkpoint, next_checkpoint).await?;
         // Two replicas starting at once may both have inserted one: keep the oldest. (Each
         // replica does this after its own insert, so the later one sees both.) A younger
         // duplicate left queued would wait forever behind the oldest in their lane.
         for kind in [RECONCILE_KIND, CHECKPOINT_KIND] {
-            let done = sqlx::query(
-                "UPDATE jobs SET state = 'done', finished_at = $2, last_error = 'superseded'
-                 WHERE kind = $1 AND state = 'queued' AND id > (
-                    SELECT MIN(id) FROM jobs WHERE kind = $1 AND state IN ('queued', 'running'))",
-            )
-            .bind(kind)
-            .bind(now)
-            .execute(self.store.pool())
-            .await?;
-            if done.rows_affected() > 0 {
-                tracing::info!(
-                    kind,
-                    retired = done.rows_affected(),
-                    "retired duplicate singleton jobs"
-                );
+            let retired = self.store.retire_younger_singletons(kind, now).await?;
+            if retired > 0 {
+                tracing::info!(kind, retired, "retired duplicate singleton jobs");
             }
         }
         self.store.jobs_added().notify_one();
@@ -221,17 +190,12 @@ impl Worker {
     /// Two replicas starting at once may each have added a singleton; the one running retires the
     /// others (its lane keeps them from running meanwhile).
     async fn retire_duplicates(&self, claimed: &ClaimedJob) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'done', finished_at = $3, last_error = 'superseded'
-             WHERE kind = $1 AND state = 'queued' AND id <> $2",
-        )
-        .bind(&claimed.kind)
-        .bind(claimed.id)
-        .bind(now_ms())
-        .execute(self.store.pool())
-        .await?;
-        if done.rows_affected() > 0 {
-            tracing::info!(kind = %claimed.kind, retired = done.rows_affected(), "retired duplicate singleton jobs");
+        let retired = self
+            .store
+            .retire_other_singletons(&claimed.kind, claimed.id)
+            .await?;
+        if retired > 0 {
+            tracing::info!(kind = %claimed.kind, retired, "retired duplicate singleton jobs");
         }
         Ok(())
     }
@@ -380,17 +344,10 @@ impl Worker {
         let mut tx = self.store.begin().await?;
         // Already being removed (a removal or a failed apply's cleanup, retried until done), or
         // removed since we read the NSG.
-        let pending = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE kind IN ($1, 'cleanup') AND request_id = $2
-               AND (state IN ('queued', 'running') OR finished_at >= $3)",
-        )
-        .bind(REMOVE_ORPHAN_KIND)
-        .bind(id)
-        .bind(read_at)
-        .fetch_one(tx.conn())
-        .await?
-        .try_get::<i64, _>("n")?;
-        if pending > 0 {
+        if tx
+            .removal_queued_or_done_since([REMOVE_ORPHAN_KIND, CLEANUP_KIND], id, read_at)
+            .await?
+        {
             return Ok(()); // already being removed (and retried)
         }
         tracing::warn!(nsg = nsg_name(nsg), rule = %rule.name, reason, "reconcile: removing a jitbot rule without an open grant");
@@ -566,14 +523,7 @@ impl Worker {
         }
         let new_priority = i64::from(applied.priority);
         if Some(new_priority) != cur.rule_priority {
-            sqlx::query(
-                "UPDATE requests SET rule_priority = $2, updated_at = $3 WHERE id = $1 AND status = 'active'",
-            )
-            .bind(&cur.id)
-            .bind(new_priority)
-            .bind(now_ms())
-            .execute(tx.conn())
-            .await?;
+            tx.record_rule_priority(&cur.id, new_priority).await?;
         }
         tx.audit(
             AuditKind::DriftRestored,
@@ -627,19 +577,11 @@ impl Worker {
     ) -> Result<()> {
         let mut tx = self.store.begin().await?;
         // Lock the request's row so two replicas cannot both say it.
-        sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
-            .bind(&req.id)
-            .execute(tx.conn())
-            .await?;
-        let already = sqlx::query(
-            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND request_id = $2",
-        )
-        .bind(AuditKind::DriftUnrestored.as_str())
-        .bind(&req.id)
-        .fetch_one(tx.conn())
-        .await?
-        .try_get::<i64, _>("n")?;
-        if already > 0 {
+        tx.lock_request(&req.id).await?;
+        if tx
+            .has_audit_event(AuditKind::DriftUnrestored, &req.id)
+            .await?
+        {
             return Ok(());
         }
         tx.audit(
@@ -668,13 +610,7 @@ impl Worker {
     /// is still open `revocation_alert_after` after its revocation became due.
     pub(super) async fn watch_revocation(&self, req: &RequestRow) -> Result<()> {
         let mut tx = self.store.begin().await?;
-        let n = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE kind = $1 AND request_id = $2")
-            .bind(WATCH_KIND)
-            .bind(&req.id)
-            .fetch_one(tx.conn())
-            .await?
-            .try_get::<i64, _>("n")?;
-        if n > 0 {
+        if tx.has_job(WATCH_KIND, &req.id).await? {
             return Ok(());
         }
         let now = now_ms();
@@ -707,31 +643,12 @@ impl Worker {
         if now < due + alert_ms {
             return Ok(Outcome::RescheduleAt(due + alert_ms));
         }
-        let last_error: Option<String> = sqlx::query(
-            "SELECT last_error FROM jobs WHERE kind = 'revoke' AND request_id = $1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(self.store.pool())
-        .await?
-        .map(|r| r.try_get::<Option<String>, _>("last_error"))
-        .transpose()?
-        .flatten();
+        let last_error = self.store.last_job_error(REVOKE_KIND, id).await?;
         let late = now - due;
         let mut tx = self.store.begin().await?;
         // Lock the request's row so two replicas cannot both alert.
-        sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
-            .bind(id)
-            .execute(tx.conn())
-            .await?;
-        let already = sqlx::query(
-            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND request_id = $2",
-        )
-        .bind(AuditKind::RevocationDelayed.as_str())
-        .bind(id)
-        .fetch_one(tx.conn())
-        .await?
-        .try_get::<i64, _>("n")?;
-        if already > 0 {
+        tx.lock_request(id).await?;
+        if tx.has_audit_event(AuditKind::RevocationDelayed, id).await? {
             return Ok(Outcome::Done);
         }
         let error_text = last_error.clone().unwrap_or_else(|| {
@@ -765,9 +682,8 @@ impl Worker {
     pub(super) async fn checkpoint(&self, claimed: &ClaimedJob) -> Result<Outcome> {
         self.retire_duplicates(claimed).await?;
         let next = now_ms() + self.settings.checkpoint_interval.as_millis() as i64;
-        let pool = self.store.pool();
-        let (seq, hash) = audit::head(pool).await?;
-        if seq == 0 || audit::last_checkpoint_seq(pool).await? == Some(seq) {
+        let (seq, hash) = self.store.audit_head().await?;
+        if seq == 0 || self.store.last_checkpoint_seq().await? == Some(seq) {
             tracing::debug!(seq, "audit head has not moved since the last checkpoint");
             return Ok(Outcome::RescheduleAt(next));
         }
@@ -832,6 +748,21 @@ mod tests {
         ] {
             assert_eq!(owned_id(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn kinds_named_here_are_the_jobs_kinds() {
+        let request_id = "req_7f3a9c01".to_string();
+        let revoke = Job::Revoke {
+            request_id: request_id.clone(),
+        };
+        assert_eq!(revoke.kind(), REVOKE_KIND);
+        let cleanup = Job::Cleanup {
+            request_id,
+            nsg: "web1-nsg".into(),
+            rule_name: "jitbot-req_7f3a9c01".into(),
+        };
+        assert_eq!(cleanup.kind(), CLEANUP_KIND);
     }
 
     #[test]

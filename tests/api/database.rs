@@ -21,7 +21,7 @@ postgres_tests! {
 async fn a_command_while_the_database_is_unreachable_is_answered_in_time_and_changes_nothing() {
     let app = spawn_app().await;
     let db: String = sqlx::query("SELECT current_database()::text AS d")
-        .fetch_one(app.store.pool())
+        .fetch_one(&app.sql)
         .await
         .unwrap()
         .get("d");
@@ -45,7 +45,7 @@ async fn a_command_while_the_database_is_unreachable_is_answered_in_time_and_cha
     // The database is back: the command left no trace and nothing was opened or posted.
     admin(format!("ALTER DATABASE {db} CONNECTION LIMIT -1")).await;
     let requests: i64 = sqlx::query("SELECT COUNT(*) AS n FROM requests")
-        .fetch_one(app.store.pool())
+        .fetch_one(&app.sql)
         .await
         .unwrap()
         .get("n");
@@ -69,12 +69,12 @@ async fn replicas_starting_at_once_on_an_empty_database_migrate_it_once() {
     );
     let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
     let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations")
-        .fetch_one(a.pool())
+        .fetch_one(&sql_pool(&url).await)
         .await
         .unwrap()
         .get("n");
     let migrations = std::fs::read_dir("migrations/postgres").unwrap().count() as i64;
     assert_eq!(applied, migrations);
-    assert!(jitbot::store::audit::verify(a.pool()).await.unwrap().broken.is_none());
+    assert!(a.verify_audit().await.unwrap().broken.is_none());
 }
 }

@@ -8,7 +8,7 @@ use jitbot::sim::entra::EntraSim;
 use jitbot::sim::slack::SlackSim;
 use jitbot::sim::slack_user;
 use jitbot::store::{RequestRow, Store, audit};
-use sqlx::Connection;
+use sqlx::{AnyPool, Connection};
 use std::future::Future;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
@@ -154,6 +154,16 @@ async fn drop_database(name: &str) {
     );
 }
 
+/// A pool of the test's own on the test's database (`url`, after jitbot's `Store` created and
+/// migrated it): tests assert in SQL on what the database holds, and jitbot's `Store` runs no
+/// SQL it is handed.
+pub async fn sql_pool(url: &str) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    AnyPool::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test database: {e}"))
+}
+
 /// The policy every test runs with; `extra` is appended (more targets).
 pub fn config(arm: &str, slack: &str, db: &str, extra: &str) -> String {
     format!(
@@ -229,6 +239,8 @@ pub struct TestApp {
     pub arm: ArmSim,
     pub entra: EntraSim,
     pub store: Store,
+    /// The test's own pool on the same database, for assertions in SQL.
+    pub sql: AnyPool,
     app: Option<Application>,
     settings_text: String,
     factory: CredentialFactory,
@@ -265,7 +277,8 @@ pub trait DbView {
 
     /// Audit kinds recorded for a request, in order.
     async fn audit_kinds(&self, id: &str) -> Vec<String> {
-        audit::events(self.db().pool(), 0, None)
+        self.db()
+            .audit_events(0, None)
             .await
             .unwrap()
             .into_iter()
@@ -276,7 +289,8 @@ pub trait DbView {
 
     /// The details of every `refused` event.
     async fn refusals(&self) -> Vec<serde_json::Value> {
-        audit::events(self.db().pool(), 0, None)
+        self.db()
+            .audit_events(0, None)
             .await
             .unwrap()
             .into_iter()
@@ -286,7 +300,7 @@ pub trait DbView {
     }
 
     async fn assert_chain_intact(&self) {
-        let report = audit::verify(self.db().pool()).await.unwrap();
+        let report = self.db().verify_audit().await.unwrap();
         assert_eq!(report.broken, None, "audit chain broken");
     }
 }
@@ -360,6 +374,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let (arm, entra, factory) = azure_fakes().await;
     let settings_text = config(&arm.base_url, &slack.base_url, &db, extra);
     let store = Store::connect(&db).await.unwrap();
+    let sql = sql_pool(&db).await;
     let mut t = TestApp {
         base: String::new(),
         http: reqwest::Client::new(),
@@ -367,6 +382,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         arm,
         entra,
         store,
+        sql,
         app: None,
         settings_text,
         factory,
@@ -395,6 +411,7 @@ impl TestApp {
             arm: self.arm.clone(),
             entra: self.entra.clone(),
             store: self.store.clone(),
+            sql: self.sql.clone(),
             app: None,
             settings_text: self.settings_text.clone(),
             factory: self.factory.clone(),
@@ -664,6 +681,8 @@ pub struct DiscordTestApp {
     pub arm: ArmSim,
     _entra: EntraSim,
     pub store: Store,
+    /// The test's own pool on the same database, for assertions in SQL.
+    pub sql: AnyPool,
     app: Option<Application>,
     settings_text: String,
     factory: CredentialFactory,
@@ -694,6 +713,7 @@ async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
         &db,
     );
     let store = Store::connect(&db).await.unwrap();
+    let sql = sql_pool(&db).await;
     let mut t = DiscordTestApp {
         base: String::new(),
         http: reqwest::Client::new(),
@@ -702,6 +722,7 @@ async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
         arm,
         _entra: entra,
         store,
+        sql,
         app: None,
         settings_text,
         factory,
@@ -845,7 +866,7 @@ impl DiscordTestApp {
         use sqlx::Row;
         let count = |sql: &'static str| async move {
             sqlx::query(sql)
-                .fetch_one(self.store.pool())
+                .fetch_one(&self.sql)
                 .await
                 .unwrap()
                 .try_get::<i64, _>("n")
@@ -930,7 +951,8 @@ impl TestApp {
 
     /// Every audit event of a kind, in order.
     pub async fn events_of(&self, kind: &str) -> Vec<audit::AuditEvent> {
-        audit::events(self.store.pool(), 0, None)
+        self.store
+            .audit_events(0, None)
             .await
             .unwrap()
             .into_iter()

@@ -100,7 +100,7 @@ async fn readyz_fails_fast_and_commands_say_try_again_while_the_database_is_lock
     assert_eq!(ready.status(), 200);
 
     // Another process takes SQLite's write lock and keeps it.
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.sql.acquire().await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut *conn)
         .await

@@ -597,7 +597,7 @@ async fn checkpoints_are_posted_and_expose_a_rewritten_database() {
     assert!(out.contains("checkpoint OK"), "{out}");
 
     // An attacker with database access rewrites event 1 and re-hashes everything after it.
-    let pool = app.store.pool();
+    let pool = &app.sql;
     let drop_triggers: &[&str] = match app.store.backend() {
         Backend::Sqlite => &[
             "DROP TRIGGER audit_events_no_update",
@@ -608,7 +608,7 @@ async fn checkpoints_are_posted_and_expose_a_rewritten_database() {
     for sql in drop_triggers {
         sqlx::query(*sql).execute(pool).await.unwrap();
     }
-    let all = audit::events(pool, 0, None).await.unwrap();
+    let all = app.store.audit_events(0, None).await.unwrap();
     let mut prev = "0".repeat(64);
     for (i, e) in all.iter().enumerate() {
         let detail = if i == 0 {
@@ -647,12 +647,14 @@ async fn checkpoints_are_posted_and_expose_a_rewritten_database() {
         .unwrap();
 
     // Plain verification cannot tell...
-    let plain = audit::verify(pool).await.unwrap();
+    let plain = app.store.verify_audit().await.unwrap();
     assert_eq!(plain.broken, None, "the rewrite is self-consistent");
     let (code, out) = cli_verify(&db, None);
     assert_eq!(code, 0, "{out}");
     // ...the checkpoint from the chat history can.
-    let against = audit::verify_against(pool, &cp.parse().unwrap())
+    let against = app
+        .store
+        .verify_audit_against(&cp.parse().unwrap())
         .await
         .unwrap();
     let (at, why) = against.broken.expect("checkpoint mismatch detected");
@@ -758,7 +760,7 @@ async fn duplicate_singleton_jobs_collapse_into_one() {
         .bind(kind)
         .bind(format!("singleton:{kind}"))
         .bind(serde_json::json!({ "job": kind }).to_string())
-        .execute(app.store.pool())
+        .execute(&app.sql)
         .await
         .unwrap();
     }
@@ -776,7 +778,7 @@ async fn duplicate_singleton_jobs_collapse_into_one() {
     let superseded: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE kind = 'reconcile' AND last_error = 'superseded'",
     )
-    .fetch_one(app.store.pool())
+    .fetch_one(&app.sql)
     .await
     .unwrap();
     assert_eq!(superseded, 1);

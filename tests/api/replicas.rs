@@ -32,7 +32,7 @@ async fn wait_for_quiet_queue(app: &TestApp, timeout: Duration) {
             "SELECT COUNT(*) AS n FROM jobs WHERE state = 'running' OR (state = 'queued' AND run_at <= $1)",
         )
         .bind(jitbot::store::now_ms())
-        .fetch_one(app.store.pool())
+        .fetch_one(&app.sql)
         .await
         .unwrap()
         .get("n");
@@ -56,7 +56,7 @@ struct JobRecord {
 
 async fn jobs(app: &TestApp) -> Vec<JobRecord> {
     sqlx::query("SELECT kind, state, attempts, lease_owner FROM jobs ORDER BY id")
-        .fetch_all(app.store.pool())
+        .fetch_all(&app.sql)
         .await
         .unwrap()
         .iter()
