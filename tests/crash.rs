@@ -164,6 +164,8 @@ struct World {
     starts: u32,
     /// The database URL this test reads through (the same unless a test puts a proxy between).
     observer_db: String,
+    /// Soft and hard open-files limit of the jitbot process, when a test sets one.
+    nofile: Option<u64>,
 }
 
 impl World {
@@ -215,6 +217,7 @@ impl World {
             sql: None,
             starts: 0,
             observer_db: db,
+            nofile: None,
         }
     }
 
@@ -276,6 +279,12 @@ impl World {
         cmd.stdout(Stdio::from(self.log()))
             .stderr(Stdio::from(self.log()))
             .kill_on_drop(true);
+        if let Some(limit) = self.nofile {
+            // SAFETY: only an async-signal-safe system call between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            }
+        }
         let child = cmd.spawn().expect("spawn jitbot");
         self.child = Some(child);
         self.starts += 1;
@@ -1062,4 +1071,146 @@ async fn postgres_cut_off_readyz_fails_fast_commands_say_try_again_and_nothing_i
     let took = w.terminate().await;
     assert!(took < Duration::from_secs(10));
     drop_postgres(&name).await;
+}
+
+/// A connection that sent part of a request head and then trickles a byte now and then.
+async fn slow_header(addr: &str) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"POST /slack/commands HTTP/1.1\r\nhost: jitbot\r\nx-a: ")
+        .await
+        .ok()?;
+    Some(s)
+}
+
+/// Holds more idle and slow-header connections than the server's cap, with the process at 1,024
+/// open files (as many hosts set), while a grant expires: it must close on time, the surplus
+/// connections are answered 503 at once, the held ones are shed after the header timeout, and the
+/// server answers normally afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_flood_never_delays_a_revocation() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    jitbot::install_crypto();
+    // This test process holds the flood's client ends.
+    let _ = rlimit::increase_nofile_limit(8192);
+    let mut w = World::new("5s", None).await;
+    w.nofile = Some(1024);
+    let text = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace("[server]\n", "[server]\nheader_timeout = \"4s\"\n");
+    std::fs::write(&w.config, text).unwrap();
+    w.start(None).await;
+    let _ = w.slash(STEVE, "web1 22 4s").await;
+    let mut id = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while id.is_none() {
+        id = w.the_request().await.map(|(i, _, _)| i);
+        assert!(Instant::now() < deadline, "the request was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = id.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            w.card_ts(&id).is_some()
+        })
+        .await,
+        "no card"
+    );
+    let ts = w.card_ts(&id).unwrap();
+    w.approve(&id, &ts).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            w.the_request().await.map(|(_, s, _)| s).as_deref() == Some("active")
+        })
+        .await,
+        "the grant never opened"
+    );
+
+    // The flood: 1,100 idle connections and 100 that trickle a request head.
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            held.push(s);
+        }
+    }
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        if let Some(s) = slow_header(&addr).await {
+            slow.push(s);
+        }
+    }
+    let trickle = tokio::spawn(async move {
+        for _ in 0..6 {
+            for s in slow.iter_mut() {
+                let _ = s.write_all(b"a").await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        slow
+    });
+    let flooded = held.len();
+
+    // The grant closes on time while the connections are held.
+    let (_, _, expires) = w.the_request().await.unwrap();
+    let expires = expires.expect("active grants have an expiry");
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            w.the_request().await.map(|(_, s, _)| s).as_deref() == Some("revoked")
+        })
+        .await,
+        "the grant was not revoked during the flood; see {}",
+        w.dir.display()
+    );
+    let closed: i64 = sqlx::query("SELECT closed_at FROM requests")
+        .fetch_one(w.sql())
+        .await
+        .unwrap()
+        .try_get("closed_at")
+        .unwrap();
+    let late = closed - expires;
+    println!("METRIC flood_connections={flooded} flood_revocation_late_ms={late}");
+    assert!(late < 2000, "closed {late} ms after expiry under the flood");
+    assert!(w.arm.rules(NSG).is_empty(), "the rule is gone");
+
+    // Connections over the cap were answered 503 at once and closed.
+    let mut shed = 0;
+    for s in held.iter_mut().rev().take(50) {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+            && buf[..n].starts_with(b"HTTP/1.1 503")
+        {
+            shed += 1;
+        }
+    }
+    assert!(
+        shed >= 45,
+        "only {shed} of the last 50 connections were told 503"
+    );
+
+    // The held idle ones are closed by the server after the header timeout (4 s here).
+    let mut first = held.swap_remove(0);
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), first.read(&mut buf))
+        .await
+        .expect("an idle connection is closed by the server")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    let _ = trickle.await;
+    drop(held);
+
+    // Service as normal afterwards.
+    let ok = wait_for(Duration::from_secs(10), || async {
+        matches!(
+            w.http.get(format!("{}/healthz", w.base)).send().await,
+            Ok(r) if r.status() == 200
+        )
+    })
+    .await;
+    assert!(ok, "the server did not recover");
+    assert!(
+        w.slash(STEVE, "list").await.is_some(),
+        "commands work again"
+    );
+    assert!(w.audit_verify().await);
 }
