@@ -9,6 +9,7 @@ pub mod chat;
 pub mod command;
 pub mod config;
 pub mod crashpoint;
+pub mod decision;
 pub mod demo;
 pub mod domain;
 pub mod http;

@@ -256,6 +256,22 @@ pub fn reply(tone: Tone, title: &str, text: impl Into<String>, simulated: bool) 
     }
 }
 
+/// The answer when a compare-and-swap found the request changed since it was read: someone or
+/// something else acted first, and the person should look before trying again.
+pub fn changed_meanwhile(id: &str, simulated: bool) -> Message {
+    reply(
+        Tone::Info,
+        "Nothing to do",
+        format!("`{id}` changed meanwhile; see `/jit status {id}`"),
+        simulated,
+    )
+}
+
+/// The answer when `/jit extend` cannot go ahead, with the reason.
+pub fn cannot_extend(why: String, simulated: bool) -> Message {
+    reply(Tone::Warning, "Cannot extend", why, simulated)
+}
+
 /// One line describing a request, for `/jit list`.
 pub fn line(req: &RequestRow) -> String {
     let when = match req.status {

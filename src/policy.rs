@@ -233,6 +233,18 @@ pub struct Actor<'a> {
     pub discord_roles: &'a [String],
 }
 
+/// The request a click would decide, as far as the policy cares.
+#[derive(Debug, Clone, Copy)]
+pub struct Decidable<'a> {
+    /// The request's target, by name: it may have left the policy since the request.
+    pub target: &'a str,
+    pub requester: &'a str,
+    /// Who asked for the extension being decided (extension rounds).
+    pub extension_by: Option<&'a str>,
+    /// The round the click decides: 0 is the request itself, later rounds are extensions.
+    pub round: i64,
+}
+
 impl Policy {
     /// Resolves and checks the file form. Every problem is reported, not just the first.
     pub fn from_file(
@@ -334,6 +346,57 @@ impl Policy {
 
     pub fn is_approver(&self, actor: &Actor<'_>, target: &Target) -> bool {
         self.matches(actor, &target.approvers)
+    }
+
+    /// May `actor` decide (approve or deny) this round of a request? Every rule a click must pass
+    /// before its vote counts, in the order they are checked; the caller audits the refusal.
+    pub fn may_decide(&self, actor: &Actor<'_>, request: &Decidable<'_>) -> Result<(), Refusal> {
+        // The target's *current* approvers decide: a target removed from the policy since the
+        // request was made has nobody left who may.
+        let Some(target) = self.targets.get(request.target) else {
+            return Err(Refusal::new(
+                "unknown_target",
+                format!("target {} is no longer in the policy", request.target),
+            ));
+        };
+        if !self.is_approver(actor, target) {
+            return Err(Refusal::new(
+                "not_an_approver",
+                format!(
+                    "you are not an approver for {}; approvers: {}",
+                    target.name,
+                    target.approvers_text()
+                ),
+            ));
+        }
+        // Four eyes: whoever asked for the access, or in an extension round for more of it, must
+        // not be the one who grants it, so one person alone can never open a rule. A target may
+        // opt out explicitly (`allow_self_approval`), e.g. for a team of one.
+        let name = actor.person.name.as_str();
+        let own =
+            request.requester == name || (request.round > 0 && request.extension_by == Some(name));
+        if own && !target.allow_self_approval {
+            return Err(Refusal::new(
+                "self_approval",
+                format!(
+                    "you cannot decide your own request on {}; another approver must ({})",
+                    target.name,
+                    target.approvers_text()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// May `actor` see a request (and so ask for its status, revoke or extend it)? Its requester
+    /// and the target's approvers may; everyone else is told it does not exist, so request ids
+    /// reveal nothing to strangers.
+    pub fn may_see(&self, actor: &Actor<'_>, target: &str, requester: &str) -> bool {
+        requester == actor.person.name
+            || self
+                .targets
+                .get(target)
+                .is_some_and(|t| self.is_approver(actor, t))
     }
 
     /// Targets this actor may request, in name order.
@@ -717,4 +780,283 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
     })
+}
+
+/// Policies and targets for unit tests elsewhere in the crate (`decision.rs`).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A target with every optional switch off: approvers are `carol`, `group:ops` and
+    /// `discord-role:42`, one approval needed, 4h maximum, 15 minutes to decide.
+    pub fn target(name: &str) -> Target {
+        Target {
+            name: name.to_string(),
+            nsg: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n".into(),
+            destination: "10.0.0.4".into(),
+            ports: vec![22],
+            protocol: "Tcp".into(),
+            max_duration: GrantDuration::from_secs(4 * 3600),
+            allowed_sources: vec![],
+            default_source: None,
+            allow_any_source: false,
+            requesters: vec![Principal::Everyone],
+            approvers: vec![
+                Principal::Person("carol".into()),
+                Principal::Group("ops".into()),
+                Principal::DiscordRole("42".into()),
+            ],
+            approvals_required: 1,
+            allow_self_approval: false,
+            approval_channels: ApprovalChannels::default(),
+            priority_band: (100, 199),
+            pending_ttl: GrantDuration::from_secs(900),
+            extend_without_approval: false,
+            auto_approve: None,
+        }
+    }
+
+    pub fn person(name: &str) -> Person {
+        Person {
+            name: name.to_string(),
+            display_name: name.to_string(),
+            slack: Some(format!("U-{name}")),
+            discord: None,
+        }
+    }
+
+    /// People alice, bob (in group ops), carol and dave; target `web1` ([`target`]) and `solo`,
+    /// which is `web1` with `allow_self_approval`.
+    pub fn policy() -> Policy {
+        let mut solo = target("solo");
+        solo.allow_self_approval = true;
+        Policy {
+            people: ["alice", "bob", "carol", "dave"]
+                .into_iter()
+                .map(|n| (n.to_string(), person(n)))
+                .collect(),
+            groups: [("ops".to_string(), ["bob".to_string()].into())].into(),
+            targets: [
+                ("web1".to_string(), target("web1")),
+                ("solo".to_string(), solo),
+            ]
+            .into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{person, policy};
+    use super::*;
+
+    struct Row {
+        case: &'static str,
+        actor: &'static str,
+        roles: &'static [&'static str],
+        target: &'static str,
+        requester: &'static str,
+        extension_by: Option<&'static str>,
+        round: i64,
+        /// `None`: allowed; otherwise the refusing rule.
+        refused_by: Option<&'static str>,
+    }
+
+    const fn row(case: &'static str, actor: &'static str, refused_by: Option<&'static str>) -> Row {
+        Row {
+            case,
+            actor,
+            roles: &[],
+            target: "web1",
+            requester: "alice",
+            extension_by: None,
+            round: 0,
+            refused_by,
+        }
+    }
+
+    #[test]
+    fn may_decide_table() {
+        let rows = [
+            Row {
+                target: "gone",
+                ..row("target left the policy", "carol", Some("unknown_target"))
+            },
+            Row {
+                target: "gone",
+                ..row(
+                    "unknown target wins over self-approval",
+                    "alice",
+                    Some("unknown_target"),
+                )
+            },
+            row("not an approver", "dave", Some("not_an_approver")),
+            Row {
+                roles: &["7"],
+                ..row("another discord role", "dave", Some("not_an_approver"))
+            },
+            row("approver by name", "carol", None),
+            row("approver by group", "bob", None),
+            Row {
+                roles: &["7", "42"],
+                ..row("approver by discord role", "dave", None)
+            },
+            Row {
+                requester: "carol",
+                ..row("own request", "carol", Some("self_approval"))
+            },
+            Row {
+                requester: "bob",
+                ..row(
+                    "own request, approver by group",
+                    "bob",
+                    Some("self_approval"),
+                )
+            },
+            Row {
+                requester: "carol",
+                target: "solo",
+                ..row("own request, self-approval allowed", "carol", None)
+            },
+            Row {
+                requester: "carol",
+                extension_by: Some("carol"),
+                round: 1,
+                ..row("own extension", "carol", Some("self_approval"))
+            },
+            Row {
+                extension_by: Some("carol"),
+                round: 1,
+                ..row("extension asked by another", "bob", None)
+            },
+            Row {
+                extension_by: Some("carol"),
+                round: 2,
+                ..row(
+                    "extension asked by the clicker",
+                    "carol",
+                    Some("self_approval"),
+                )
+            },
+            Row {
+                extension_by: Some("carol"),
+                round: 0,
+                ..row(
+                    "extension_by counts only in extension rounds",
+                    "carol",
+                    None,
+                )
+            },
+            Row {
+                extension_by: Some("carol"),
+                round: 1,
+                target: "solo",
+                ..row("own extension, self-approval allowed", "carol", None)
+            },
+        ];
+        let policy = policy();
+        for r in rows {
+            let person = person(r.actor);
+            let roles: Vec<String> = r.roles.iter().map(|s| s.to_string()).collect();
+            let actor = Actor {
+                person: &person,
+                discord_roles: &roles,
+            };
+            let request = Decidable {
+                target: r.target,
+                requester: r.requester,
+                extension_by: r.extension_by,
+                round: r.round,
+            };
+            let got = policy.may_decide(&actor, &request).err().map(|e| e.rule);
+            assert_eq!(got, r.refused_by, "{}", r.case);
+        }
+    }
+
+    #[test]
+    fn may_decide_refusals_say_who_may() {
+        let policy = policy();
+        let refusal = |actor: &str, target: &str, requester: &str| {
+            let person = person(actor);
+            let actor = Actor {
+                person: &person,
+                discord_roles: &[],
+            };
+            let request = Decidable {
+                target,
+                requester,
+                extension_by: None,
+                round: 0,
+            };
+            policy.may_decide(&actor, &request).map_err(|e| e.message)
+        };
+        assert_eq!(
+            refusal("carol", "gone", "alice"),
+            Err("target gone is no longer in the policy".to_string())
+        );
+        assert_eq!(
+            refusal("dave", "web1", "alice"),
+            Err(
+                "you are not an approver for web1; approvers: carol, group:ops, discord-role:42"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            refusal("carol", "web1", "carol"),
+            Err("you cannot decide your own request on web1; another approver must (carol, group:ops, discord-role:42)".to_string())
+        );
+    }
+
+    #[test]
+    fn may_see_table() {
+        /// (case, actor, roles, target, requester, visible)
+        type SeeRow = (
+            &'static str,
+            &'static str,
+            &'static [&'static str],
+            &'static str,
+            &'static str,
+            bool,
+        );
+        let rows: [SeeRow; 7] = [
+            ("the requester", "alice", &[], "web1", "alice", true),
+            ("an approver by name", "carol", &[], "web1", "alice", true),
+            ("an approver by group", "bob", &[], "web1", "alice", true),
+            (
+                "an approver by discord role",
+                "dave",
+                &["42"],
+                "web1",
+                "alice",
+                true,
+            ),
+            ("a stranger", "dave", &[], "web1", "alice", false),
+            (
+                "the requester of a removed target",
+                "alice",
+                &[],
+                "gone",
+                "alice",
+                true,
+            ),
+            (
+                "an approver of a removed target",
+                "carol",
+                &[],
+                "gone",
+                "alice",
+                false,
+            ),
+        ];
+        let policy = policy();
+        for (case, actor, roles, target, requester, want) in rows {
+            let person = person(actor);
+            let roles: Vec<String> = roles.iter().map(|s| s.to_string()).collect();
+            let actor = Actor {
+                person: &person,
+                discord_roles: &roles,
+            };
+            assert_eq!(policy.may_see(&actor, target, requester), want, "{case}");
+        }
+    }
 }

@@ -1,0 +1,310 @@
+//! An approver's button click: approve or deny one round of a request.
+
+use super::{ChatUser, Service};
+use crate::chat::{ButtonAction, Decision, Message, Tone};
+use crate::decision::{self, Ballot, Decided};
+use crate::domain::Status;
+use crate::messages::{self, who};
+use crate::policy::{Actor, Decidable, Person, Refusal};
+use crate::store::{AuditKind, RequestRow, Result, Tx, now_ms};
+use crate::worker::jobs::Job;
+use serde_json::json;
+
+impl Service {
+    /// A button click from a verified user. Returns a private reply for the clicker when the click
+    /// was refused or changed nothing; `None` when the card update says it all.
+    pub async fn click(&self, user: &ChatUser, action: &ButtonAction) -> Result<Option<Message>> {
+        let (person, req) = match self.authorise_click(user, action).await? {
+            Ok(allowed) => allowed,
+            Err(refused) => return Ok(Some(refused)),
+        };
+        let by = person.name.as_str();
+        let round = action.round;
+        let mut tx = self.store.begin().await?;
+        match self.cast_vote(&mut tx, &req, by, user, action).await? {
+            Decided::RoundClosed => {
+                // Roll back first: on SQLite the transaction holds the only connection.
+                drop(tx);
+                return self.nothing_to_decide(&req).await.map(Some);
+            }
+            Decided::AlreadyVoted => {
+                let text = format!("you already decided `{}`", req.id);
+                return Ok(Some(self.reply(Tone::Info, "Already recorded", text)));
+            }
+            Decided::Denied => self.deny(&mut tx, &req, by).await?,
+            Decided::ExtensionDenied => self.deny_extension(&mut tx, &req, by, round).await?,
+            Decided::NeedsMore { have, need } => {
+                self.count_approval(&mut tx, &req, by, round, have, need)
+                    .await?
+            }
+            Decided::Approved { approvals } => self.approve(&mut tx, &req, by, approvals).await?,
+            Decided::Extended {
+                new_expiry,
+                extension_ms,
+            } => {
+                self.approve_extension(&mut tx, &req, by, round, new_expiry, extension_ms)
+                    .await?
+            }
+        }
+        tx.commit().await?;
+        if matches!(action.kind, Decision::Approve) {
+            // Crash tests stop here: the approval is committed and the apply job must still run.
+            crate::crashpoint::hit("after_decision");
+        }
+        self.metrics.request("decided");
+        tracing::info!(request_id = %req.id, approver = %by, decision = action.kind.as_str(), round = action.round, "decision recorded");
+        Ok(None)
+    }
+
+    /// Who clicked, on what, and may they decide it ([`crate::policy::Policy::may_decide`])?
+    /// Every refusal is audited with the click's context and answered privately.
+    async fn authorise_click(
+        &self,
+        user: &ChatUser,
+        action: &ButtonAction,
+    ) -> Result<std::result::Result<(&Person, RequestRow), Message>> {
+        let who_clicked = user.address();
+        let ctx =
+            json!({ "decision": action.kind.as_str(), "round": action.round, "user": who_clicked });
+        let Some(person) = self.person(user) else {
+            let refusal = Refusal::new(
+                "unknown_person",
+                "you are not in jitbot's policy, so you cannot decide requests",
+            );
+            return self
+                .refuse(Some(&who_clicked), Some(&action.request_id), &refusal, ctx)
+                .await
+                .map(Err);
+        };
+        let Some(req) = self.store.request(&action.request_id).await? else {
+            let refusal = Refusal::new(
+                "unknown_request",
+                format!("there is no request `{}`", action.request_id),
+            );
+            return self
+                .refuse(Some(&person.name), None, &refusal, ctx)
+                .await
+                .map(Err);
+        };
+        let actor = Actor {
+            person,
+            discord_roles: &user.roles,
+        };
+        let decidable = Decidable {
+            target: &req.target,
+            requester: &req.requester,
+            extension_by: req.extension_by.as_deref(),
+            round: action.round,
+        };
+        if let Err(refusal) = self.policy.may_decide(&actor, &decidable) {
+            return self
+                .refuse(Some(&person.name), Some(&req.id), &refusal, ctx)
+                .await
+                .map(Err);
+        }
+        Ok(Ok((person, req)))
+    }
+
+    /// Records this approver's vote under the round's lock, and asks the state machine what it
+    /// does. Reads only what [`decision::decide`] needs, in this order.
+    async fn cast_vote(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        by: &str,
+        user: &ChatUser,
+        action: &ButtonAction,
+    ) -> Result<Decided> {
+        let round = action.round;
+        // Row lock + CAS on (status, round): concurrent clicks are serialised here, and a click on
+        // a decided or superseded round changes nothing (a stale button cannot approve a newer
+        // extension).
+        let locked = tx
+            .lock_round(&req.id, decision::open_status(round), round)
+            .await?;
+        let open = decision::accepts_votes(locked, round, req.extension_ms.is_some());
+        // One decision per approver and round (the table's key): a second click of the same
+        // person is not a second approval.
+        let first_vote = open
+            && tx
+                .insert_decision(&req.id, round, by, action.kind.as_str(), user.platform)
+                .await?;
+        let approvals = if first_vote && action.kind == Decision::Approve {
+            // Counted under the row lock, after this vote: exactly one click reaches the threshold.
+            tx.approvals(&req.id, round).await?
+        } else {
+            0
+        };
+        Ok(decision::decide(&Ballot {
+            decision: action.kind,
+            round,
+            open,
+            first_vote,
+            approvals,
+            approvals_required: req.approvals_required,
+            expires_at: req.expires_at,
+            extension_ms: req.extension_ms,
+            now: now_ms(),
+        }))
+    }
+
+    /// The answer to a click on a round that is no longer open, with the request's current status
+    /// (read again: it changed since the click was checked).
+    async fn nothing_to_decide(&self, req: &RequestRow) -> Result<Message> {
+        let now = self
+            .store
+            .request(&req.id)
+            .await?
+            .map(|r| r.status)
+            .unwrap_or(req.status);
+        Ok(self.reply(
+            Tone::Info,
+            "Nothing to decide",
+            format!("`{}` is already decided ({now})", req.id),
+        ))
+    }
+
+    /// `pending → denied`. The lock on the round makes the compare-and-swap certain to succeed.
+    async fn deny(&self, tx: &mut Tx, req: &RequestRow, by: &str) -> Result<()> {
+        let detail = format!("denied by {by}");
+        tx.transition(&req.id, Status::Pending, Status::Denied, Some(&detail))
+            .await?;
+        tx.audit(
+            AuditKind::Denied,
+            Some(&req.id),
+            Some(by),
+            json!({ "round": 0 }),
+            self.simulated,
+        )
+        .await?;
+        let text = format!(
+            "{} denied {} port {}",
+            who(&self.policy, by, req.platform),
+            req.target,
+            req.ports
+        );
+        let notice = messages::notice(req, Tone::Danger, "Request denied", text);
+        self.announce(tx, req, &notice).await
+    }
+
+    /// Drops the extension; the grant keeps its expiry.
+    async fn deny_extension(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        by: &str,
+        round: i64,
+    ) -> Result<()> {
+        tx.close_extension(&req.id, round, None).await?;
+        tx.audit(
+            AuditKind::ExtensionDenied,
+            Some(&req.id),
+            Some(by),
+            json!({ "round": round }),
+            self.simulated,
+        )
+        .await?;
+        let text = format!(
+            "{} denied the extension; the grant still closes at {}",
+            who(&self.policy, by, req.platform),
+            messages::clock(req.expires_at.unwrap_or_default(), true)
+        );
+        let notice = messages::notice(req, Tone::Warning, "Extension denied", text);
+        self.announce(tx, req, &notice).await
+    }
+
+    /// An approval short of the threshold: audited, and the card shows the count.
+    async fn count_approval(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        by: &str,
+        round: i64,
+        have: i64,
+        need: i64,
+    ) -> Result<()> {
+        tx.audit(
+            AuditKind::ApprovalRecorded,
+            Some(&req.id),
+            Some(by),
+            json!({ "round": round, "approvals": have, "required": need }),
+            self.simulated,
+        )
+        .await?;
+        self.out.refresh_cards(tx, &req.id).await
+    }
+
+    /// `pending → approved`, and the apply job in the same transaction: once the approval is
+    /// committed the rule is opened even if this process dies right after.
+    async fn approve(&self, tx: &mut Tx, req: &RequestRow, by: &str, approvals: i64) -> Result<()> {
+        tx.transition(&req.id, Status::Pending, Status::Approved, None)
+            .await?;
+        tx.audit(
+            AuditKind::Approved,
+            Some(&req.id),
+            Some(by),
+            json!({ "round": 0, "approvals": approvals }),
+            self.simulated,
+        )
+        .await?;
+        Job::Apply {
+            request_id: req.id.clone(),
+        }
+        .enqueue(tx, now_ms())
+        .await?;
+        let text = format!(
+            "{} approved {} port {}; opening it now",
+            who(&self.policy, by, req.platform),
+            req.target,
+            req.ports
+        );
+        let notice = messages::notice(req, Tone::Success, "Request approved", text);
+        self.announce(tx, req, &notice).await
+    }
+
+    /// Moves the expiry; the revoke job already queued for the old expiry finds the grant still
+    /// open and reschedules itself (it re-reads the row).
+    async fn approve_extension(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        by: &str,
+        round: i64,
+        new_expiry: i64,
+        extension_ms: i64,
+    ) -> Result<()> {
+        tx.close_extension(&req.id, round, Some(new_expiry)).await?;
+        tx.audit(
+            AuditKind::Extended,
+            Some(&req.id),
+            Some(by),
+            json!({ "round": round, "expires_at": new_expiry, "extension_s": extension_ms / 1000 }),
+            self.simulated,
+        )
+        .await?;
+        let text = format!(
+            "{} approved the extension; {} stays open until {}",
+            who(&self.policy, by, req.platform),
+            req.target,
+            messages::clock(new_expiry, true)
+        );
+        let notice = messages::notice(req, Tone::Success, "Grant extended", text);
+        self.announce(tx, req, &notice).await
+    }
+
+    /// Tells a clicker privately, by a direct message job, what [`Service::click`] answered (on
+    /// Slack, whose interaction response cannot show it to the clicker alone). Its own
+    /// transaction after the click's: what the click recorded (a refusal and its audit event)
+    /// stands even if this fails.
+    pub async fn tell_clicker(
+        &self,
+        user: &ChatUser,
+        request_id: &str,
+        answer: &Message,
+    ) -> Result<()> {
+        let to = crate::chat::direct_address(user.platform, &user.user_id);
+        let mut tx = self.store.begin().await?;
+        crate::outbox::post(&mut tx, user.platform, &to, Some(request_id), answer).await?;
+        tx.commit().await
+    }
+}

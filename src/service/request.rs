@@ -1,0 +1,195 @@
+//! `/jit <target> <ports> <duration> …`: a new request.
+
+use super::{ChatUser, RULE_PREFIX, Service};
+use crate::chat::{Message, Platform, Tone};
+use crate::command::AccessRequest;
+use crate::domain::{RequestId, Status};
+use crate::messages::{self, who};
+use crate::policy::{Actor, ApprovedShape, Target};
+use crate::store::{AuditKind, NewRequest, RequestRow, Result, StoreError, Tx, now_ms};
+use crate::worker::jobs::Job;
+use serde_json::json;
+
+impl Service {
+    /// Checks the request against policy, then records it in one transaction with its audit event
+    /// and either its apply job (approved by policy) or its approval cards and expiry job.
+    pub(super) async fn request(
+        &self,
+        user: &ChatUser,
+        actor: &Actor<'_>,
+        r: &AccessRequest,
+        text: &str,
+    ) -> Result<Message> {
+        let shape = match self.policy.evaluate(actor, r) {
+            Ok(s) => s,
+            Err(refusal) => {
+                let context = json!({ "text": text, "target": r.target });
+                return self
+                    .refuse(Some(&actor.person.name), None, &refusal, context)
+                    .await;
+            }
+        };
+        let id = RequestId::generate();
+        let now = now_ms();
+        let new = self.new_request(&id, user, actor, &shape, now);
+        let mut tx = self.store.begin().await?;
+        tx.insert_request(&new).await?;
+        self.audit_requested(&mut tx, &new, &shape).await?;
+        // Read back what was stored: notices are built from rows, like every later one.
+        let req = tx
+            .request(id.as_str())
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("request vanished".into()))?;
+        let summary = format!(
+            "{} port {} from {} for {}",
+            new.target, new.ports, new.source, shape.duration
+        );
+        let answer = if shape.auto_approved {
+            self.approve_by_policy(&mut tx, &req, &summary, now).await?
+        } else {
+            self.ask_approvers(&mut tx, &req, &shape.target, &summary)
+                .await?
+        };
+        tx.commit().await?;
+        self.metrics.request("submitted");
+        tracing::info!(request_id = %id, target = %req.target, requester = %actor.person.name, auto = shape.auto_approved, "request recorded");
+        Ok(self.reply(Tone::Pending, "Request submitted", answer))
+    }
+
+    /// The row for a request that passed policy. It starts `approved` when policy approves it
+    /// (no human round), else `pending` until `pending_ttl` from now.
+    fn new_request(
+        &self,
+        id: &RequestId,
+        user: &ChatUser,
+        actor: &Actor<'_>,
+        shape: &ApprovedShape,
+        now: i64,
+    ) -> NewRequest {
+        let target = &shape.target;
+        NewRequest {
+            id: id.to_string(),
+            requester: actor.person.name.clone(),
+            platform: user.platform,
+            requester_chat_id: user.user_id.clone(),
+            target: target.name.clone(),
+            nsg: target.nsg.clone(),
+            ports: shape.ports.to_csv(),
+            protocol: target.protocol.clone(),
+            source: shape.source.clone(),
+            destination: target.destination.clone(),
+            duration_ms: shape.duration.as_millis(),
+            reason: shape.reason.clone(),
+            status: if shape.auto_approved {
+                Status::Approved
+            } else {
+                Status::Pending
+            },
+            // Recorded with the request, so a later policy change does not alter what is asked.
+            approvals_required: target.approvals_required as i64,
+            created_at: now,
+            pending_until: now + target.pending_ttl.as_millis(),
+            // Deterministic: a retried or resumed apply finds and reuses its own rule.
+            rule_name: format!("{RULE_PREFIX}{id}"),
+            simulated: self.simulated,
+        }
+    }
+
+    async fn audit_requested(
+        &self,
+        tx: &mut Tx,
+        new: &NewRequest,
+        shape: &ApprovedShape,
+    ) -> Result<()> {
+        let target = &shape.target;
+        tx.audit(
+            AuditKind::Requested,
+            Some(&new.id),
+            Some(&new.requester),
+            json!({
+                "target": target.name, "nsg": target.nsg, "ports": new.ports, "protocol": new.protocol,
+                "source": new.source, "destination": new.destination, "duration_s": shape.duration.as_secs(),
+                "reason": new.reason, "platform": new.platform, "approvals_required": target.approvals_required,
+            }),
+            self.simulated,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Approved by the target's `auto_approve`: audited as the policy's decision, and the apply
+    /// job is queued in the same transaction as the request.
+    async fn approve_by_policy(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        summary: &str,
+        now: i64,
+    ) -> Result<String> {
+        tx.audit(
+            AuditKind::AutoApproved,
+            Some(&req.id),
+            Some("policy"),
+            json!({ "rule": "auto_approve" }),
+            self.simulated,
+        )
+        .await?;
+        Job::Apply {
+            request_id: req.id.clone(),
+        }
+        .enqueue(tx, now)
+        .await?;
+        let requester = who(&self.policy, &req.requester, req.platform);
+        let notice = messages::notice(
+            req,
+            Tone::Info,
+            "Auto-approved",
+            format!("{requester} asked for {summary}; policy approved it"),
+        );
+        self.out.feed(tx, Some(&req.id), &notice).await?;
+        Ok(format!(
+            "Request `{}` for {summary} is approved by policy; I am opening it and will tell you when it is open.",
+            req.id
+        ))
+    }
+
+    /// Waits for people: cards with buttons in the target's approval channels, and an expiry job
+    /// at `pending_until` so an undecided request does not wait forever.
+    async fn ask_approvers(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        target: &Target,
+        summary: &str,
+    ) -> Result<String> {
+        let mut channels = Vec::new();
+        if let Some(c) = &target.approval_channels.slack {
+            channels.push((Platform::Slack, c.clone()));
+        }
+        if let Some(c) = &target.approval_channels.discord {
+            channels.push((Platform::Discord, c.clone()));
+        }
+        self.out.post_cards(tx, &req.id, &channels).await?;
+        Job::Expire {
+            request_id: req.id.clone(),
+            round: 0,
+        }
+        .enqueue(tx, req.pending_until)
+        .await?;
+        let requester = who(&self.policy, &req.requester, req.platform);
+        let notice = messages::notice(
+            req,
+            Tone::Pending,
+            "Access requested",
+            format!("{requester} asked for {summary}"),
+        );
+        self.out.feed(tx, Some(&req.id), &notice).await?;
+        Ok(format!(
+            "Request `{}` for {summary} is waiting for approval from {} ({} needed, within {}). I will message you at every step.",
+            req.id,
+            target.approvers_text(),
+            target.approvals_required,
+            target.pending_ttl
+        ))
+    }
+}
