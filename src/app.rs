@@ -1,10 +1,11 @@
 //! Wiring: build every part from [`Settings`], start the HTTP server and the worker, stop them.
 
 use crate::azure::{self, Azure, AzureOverrides};
+use crate::chat::ChatApi;
 use crate::chat::discord::DiscordApi;
 use crate::chat::slack::SlackApi;
-use crate::chat::{ChatApi, Platform};
 use crate::config::Settings;
+use crate::domain::Platform;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::outbox::Destinations;

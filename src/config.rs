@@ -223,48 +223,21 @@ fn default_discord_api() -> String {
     crate::chat::discord::DEFAULT_API_BASE.into()
 }
 
-/// Discord, resolved with its secret.
-#[derive(Debug, Clone)]
-pub struct DiscordSettings {
-    pub application_id: String,
-    /// 64 hex digits, checked to be a valid Ed25519 public key.
-    pub public_key: String,
-    pub api_base_url: String,
-    pub audit_channel: Option<String>,
-    pub bot_token: Secret,
-}
-
-/// A secret value: never printed, never logged.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
+pub use crate::chat::discord::DiscordSettings;
+pub use crate::domain::Secret;
 
 /// Reads secret `NAME` from the environment, or from the file named by `NAME_FILE`.
 pub fn secret(name: &str) -> Result<Option<Secret>, String> {
     if let Ok(v) = std::env::var(name)
         && !v.trim().is_empty()
     {
-        return Ok(Some(Secret(v.trim().to_string())));
+        return Ok(Some(Secret::new(v.trim())));
     }
     let file_var = format!("{name}_FILE");
     if let Ok(path) = std::env::var(&file_var) {
         let v = std::fs::read_to_string(&path)
             .map_err(|e| format!("{file_var}={path}: cannot read the secret file: {e}"))?;
-        return Ok(Some(Secret(v.trim().to_string())));
+        return Ok(Some(Secret::new(v.trim())));
     }
     Ok(None)
 }

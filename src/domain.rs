@@ -461,3 +461,47 @@ pub mod duration_str {
         })
     }
 }
+
+/// A secret value: never printed, never logged.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// A chat platform jitbot talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Slack,
+    Discord,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Slack => "slack",
+            Platform::Discord => "discord",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s {
+            "slack" => Some(Platform::Slack),
+            "discord" => Some(Platform::Discord),
+            _ => None,
+        }
+    }
+}

@@ -5,10 +5,11 @@
 //! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
 //! answer within Slack's 3-second limit: they only write to the database.
 
+use crate::chat::Tone;
 use crate::chat::discord::{self, DiscordApi, Incoming};
 use crate::chat::slack::{self, Interaction};
-use crate::chat::{Platform, Tone};
 use crate::config::SlackSettings;
+use crate::domain::Platform;
 use crate::messages::reply;
 use crate::policy::Refusal;
 use crate::service::{ChatUser, Service};
@@ -358,7 +359,7 @@ async fn discord_interaction(
                 &st,
                 StatusCode::BAD_REQUEST,
                 "malformed_request",
-                e,
+                e.to_string(),
                 path,
                 &headers,
             )

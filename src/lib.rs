@@ -13,6 +13,7 @@ pub mod decision;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod job;
 pub mod messages;
 pub mod metrics;
 pub mod outbox;

@@ -3,7 +3,8 @@
 //! Cards are rendered from the request's *current* state when a chat job runs, so a late or
 //! retried update always shows the truth, and several updates collapse into the newest.
 
-use crate::chat::{Button, ButtonAction, Decision, Field, Message, Platform, Tone};
+use crate::chat::{Button, ButtonAction, Decision, Field, Message, Tone};
+use crate::domain::Platform;
 use crate::domain::{GrantDuration, Status};
 use crate::policy::Policy;
 use crate::store::{DecisionRow, RequestRow};

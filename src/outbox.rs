@@ -1,9 +1,10 @@
 //! Enqueues the chat side of an event inside the event's transaction: the approval card, the
 //! requester's notices and the audit feed. Nothing here talks to a chat API; the worker does.
 
-use crate::chat::{Message, Platform};
+use crate::chat::Message;
+use crate::domain::Platform;
+use crate::job::Job;
 use crate::store::{Result, Tx, now_ms};
-use crate::worker::jobs::Job;
 
 /// Where chat output goes: the configured platforms and their audit channels.
 #[derive(Debug, Clone, Default)]

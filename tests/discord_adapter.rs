@@ -346,7 +346,7 @@ async fn posts_edits_and_opens_dms_with_the_bot_token() {
     assert!(msgs[0].components.is_empty());
     assert!(msgs[0].text().contains("Approved by"));
     // A DM: the channel is opened once and reused.
-    let dm = jitbot::chat::direct_address(jitbot::chat::Platform::Discord, "4242");
+    let dm = jitbot::chat::direct_address(jitbot::domain::Platform::Discord, "4242");
     assert_eq!(dm, "user:4242");
     let a = api
         .post(&dm, &card(), &Dedupe::for_job(2, 1_700_000_000_000, 1))

@@ -36,14 +36,48 @@ pub const MAX_SKEW_SECS: i64 = 300;
 /// A rate-limit wait up to this long is slept through; longer ones reschedule the job.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(1);
 
+/// What can go wrong in the Discord adapter outside a REST call (those are [`super::ChatError`]).
+/// Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscordError {
+    #[error(
+        "the public key must be 64 hex digits (Developer Portal → General Information → Public Key)"
+    )]
+    PublicKeyNotHex,
+    #[error("the public key must be 64 hex digits (32 bytes)")]
+    PublicKeyLength,
+    #[error("the public key is not a valid Ed25519 key")]
+    PublicKeyInvalid,
+    #[error("the body is not a Discord interaction: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("discord.application_id must be a number")]
+    ApplicationId,
+    #[error("discord.api_base_url `{0}` must end with /api/v10 for command registration")]
+    ApiBase(String),
+    #[error("Discord refused the command registration: {0}")]
+    Register(String),
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Discord, resolved with its secret.
+#[derive(Debug, Clone)]
+pub struct DiscordSettings {
+    pub application_id: String,
+    /// 64 hex digits, checked to be a valid Ed25519 public key.
+    pub public_key: String,
+    pub api_base_url: String,
+    pub audit_channel: Option<String>,
+    pub bot_token: crate::domain::Secret,
+}
+
 /// Builds the signature verifier from the application's public key (64 hex digits).
-pub fn verifier(public_key_hex: &str) -> Result<Verifier, String> {
-    let bytes = hex::decode(public_key_hex.trim())
-        .map_err(|_| "the public key must be 64 hex digits (Developer Portal → General Information → Public Key)".to_string())?;
+pub fn verifier(public_key_hex: &str) -> Result<Verifier, DiscordError> {
+    let bytes = hex::decode(public_key_hex.trim()).map_err(|_| DiscordError::PublicKeyNotHex)?;
     let key: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| "the public key must be 64 hex digits (32 bytes)".to_string())?;
-    Verifier::try_new(key).map_err(|_| "the public key is not a valid Ed25519 key".to_string())
+        .map_err(|_| DiscordError::PublicKeyLength)?;
+    Verifier::try_new(key).map_err(|_| DiscordError::PublicKeyInvalid)
 }
 
 /// Why an interaction's signature was refused.
@@ -174,9 +208,8 @@ fn user_of(i: &CommandInteraction) -> DiscordUser {
 }
 
 /// Parses a verified interaction body.
-pub fn parse_interaction(body: &[u8]) -> Result<Incoming, String> {
-    let interaction: Interaction = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not a Discord interaction: {e}"))?;
+pub fn parse_interaction(body: &[u8]) -> Result<Incoming, DiscordError> {
+    let interaction: Interaction = serde_json::from_slice(body)?;
     Ok(match interaction {
         Interaction::Ping(_) => Incoming::Ping,
         Interaction::Command(c) => Incoming::Command {
@@ -535,23 +568,20 @@ pub fn command_definitions() -> Vec<CreateCommand> {
 /// Installs (bulk overwrite) the command definitions for one guild, or globally, through
 /// serenity's `Http`. Returns the commands as Discord answered them.
 pub async fn register(
-    settings: &crate::config::DiscordSettings,
+    settings: &DiscordSettings,
     guild: Option<u64>,
-) -> Result<Vec<serenity::all::Command>, String> {
+) -> Result<Vec<serenity::all::Command>, DiscordError> {
     use serenity::all::{ApplicationId, GuildId, HttpBuilder};
     let app_id: u64 = settings
         .application_id
         .parse()
-        .map_err(|_| "discord.application_id must be a number".to_string())?;
+        .map_err(|_| DiscordError::ApplicationId)?;
     let mut builder =
         HttpBuilder::new(settings.bot_token.expose()).application_id(ApplicationId::new(app_id));
     if settings.api_base_url != DEFAULT_API_BASE {
         // serenity swaps `https://discord.com` for the proxy and keeps `/api/v10/…`.
         let Some(host) = settings.api_base_url.strip_suffix("/api/v10") else {
-            return Err(format!(
-                "discord.api_base_url `{}` must end with /api/v10 for command registration",
-                settings.api_base_url
-            ));
+            return Err(DiscordError::ApiBase(settings.api_base_url.clone()));
         };
         builder = builder.proxy(host).ratelimiter_disabled(true);
     }
@@ -561,7 +591,7 @@ pub async fn register(
         Some(g) => GuildId::new(g).set_commands(&http, commands).await,
         None => serenity::all::Command::set_global_commands(&http, commands).await,
     };
-    result.map_err(|e| format!("Discord refused the command registration: {e}"))
+    result.map_err(|e| DiscordError::Register(e.to_string()))
 }
 
 /// The REST client the worker posts with: `Authorization: Bot <token>`, Discord's rate limits
@@ -585,7 +615,7 @@ impl std::fmt::Debug for DiscordApi {
 }
 
 impl DiscordApi {
-    pub fn new(base: &str, bot_token: &str) -> Result<DiscordApi, String> {
+    pub fn new(base: &str, bot_token: &str) -> Result<DiscordApi, DiscordError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
@@ -594,8 +624,7 @@ impl DiscordApi {
                 env!("CARGO_PKG_VERSION"),
                 ")"
             ))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .build()?;
         Ok(DiscordApi {
             http,
             base: base.trim_end_matches('/').to_string(),

@@ -14,30 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// A chat platform jitbot talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    Slack,
-    Discord,
-}
-
-impl Platform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Slack => "slack",
-            Platform::Discord => "discord",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Platform> {
-        match s {
-            "slack" => Some(Platform::Slack),
-            "discord" => Some(Platform::Discord),
-            _ => None,
-        }
-    }
-}
+use crate::domain::Platform;
 
 /// The destination that reaches `user_id` privately on `platform`: Slack posts to a user id
 /// directly; on Discord user and channel ids are both snowflakes, so a person is `user:<id>`

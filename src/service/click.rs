@@ -4,10 +4,10 @@ use super::{ChatUser, Service};
 use crate::chat::{ButtonAction, Decision, Message, Tone};
 use crate::decision::{self, Ballot, Decided};
 use crate::domain::Status;
+use crate::job::Job;
 use crate::messages::{self, who};
 use crate::policy::{Actor, Decidable, Person, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Tx, now_ms};
-use crate::worker::jobs::Job;
 use serde_json::json;
 
 impl Service {

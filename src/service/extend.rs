@@ -1,14 +1,15 @@
 //! `/jit extend <id> <duration>`: keep an open grant open longer.
 
 use super::Service;
-use crate::chat::{Message, Platform, Tone};
+use crate::chat::{Message, Tone};
 use crate::decision::{self, ExtensionAsk, ExtensionPlan};
+use crate::domain::Platform;
 use crate::domain::{GrantDuration, RequestId};
+use crate::job::Job;
 use crate::messages::{self, cannot_extend, changed_meanwhile};
 use crate::outbox;
 use crate::policy::{Actor, Refusal, Target};
 use crate::store::{AuditKind, RequestRow, Result, Tx, now_ms};
-use crate::worker::jobs::Job;
 use serde_json::json;
 
 impl Service {

@@ -16,8 +16,9 @@ mod queries;
 mod request;
 mod revoke;
 
-use crate::chat::{Message, Platform, Tone};
+use crate::chat::{Message, Tone};
 use crate::command::{Command, USAGE};
+use crate::domain::Platform;
 use crate::domain::RequestId;
 use crate::messages::reply;
 use crate::outbox::{self, Destinations};

@@ -2,7 +2,8 @@
 //! not even an audit event.
 
 use super::Service;
-use crate::chat::{Message, Platform, Tone};
+use crate::chat::{Message, Tone};
+use crate::domain::Platform;
 use crate::domain::RequestId;
 use crate::messages;
 use crate::policy::{Actor, Person};

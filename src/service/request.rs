@@ -1,13 +1,14 @@
 //! `/jit <target> <ports> <duration> …`: a new request.
 
 use super::{ChatUser, RULE_PREFIX, Service};
-use crate::chat::{Message, Platform, Tone};
+use crate::chat::{Message, Tone};
 use crate::command::AccessRequest;
+use crate::domain::Platform;
 use crate::domain::{RequestId, Status};
+use crate::job::Job;
 use crate::messages::{self, who};
 use crate::policy::{Actor, ApprovedShape, Target};
 use crate::store::{AuditKind, NewRequest, RequestRow, Result, StoreError, Tx, now_ms};
-use crate::worker::jobs::Job;
 use serde_json::json;
 
 impl Service {

@@ -4,10 +4,10 @@ use super::Service;
 use crate::chat::{Message, Tone};
 use crate::decision::{self, RevokePlan};
 use crate::domain::{RequestId, Status};
+use crate::job::Job;
 use crate::messages::{self, changed_meanwhile};
 use crate::policy::Actor;
 use crate::store::{AuditKind, RequestRow, Result, now_ms};
-use crate::worker::jobs::Job;
 use serde_json::json;
 
 impl Service {

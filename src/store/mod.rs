@@ -12,7 +12,7 @@ pub mod audit;
 pub mod jobs;
 mod singletons;
 
-use crate::chat::Platform;
+use crate::domain::Platform;
 use crate::domain::Status;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};

@@ -3,121 +3,14 @@
 
 use super::{Outcome, Worker, backoff};
 use crate::azure::RuleSpec;
-use crate::chat::{ChatError, Dedupe, Message, MessageRef, Platform, Tone};
+use crate::chat::{ChatError, Dedupe, Message, MessageRef, Tone};
+use crate::domain::Platform;
 use crate::domain::{GrantDuration, Status};
+use crate::job::Job;
 use crate::messages::{self, clock};
 use crate::outbox;
-use crate::store::{AuditKind, ClaimedJob, JobSpec, RequestRow, Result, Tx, now_ms};
-use serde::{Deserialize, Serialize};
+use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Tx, now_ms};
 use serde_json::json;
-
-/// A durable side effect, stored as JSON in the `jobs` table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "job", rename_all = "snake_case")]
-pub enum Job {
-    /// Open the request's rule (approved → applying → active).
-    Apply { request_id: String },
-    /// Close the request's rule at expiry or on request (active → revoking → revoked).
-    Revoke { request_id: String },
-    /// The approval round `round` timed out.
-    Expire { request_id: String, round: i64 },
-    /// Remove a rule that must not stay (after a failed apply).
-    Cleanup {
-        request_id: String,
-        nsg: String,
-        rule_name: String,
-    },
-    ChatPost {
-        platform: Platform,
-        channel: String,
-        request_id: Option<String>,
-        message: Message,
-    },
-    ChatCard {
-        platform: Platform,
-        channel: String,
-        request_id: String,
-    },
-    ChatCardUpdate {
-        platform: Platform,
-        request_id: String,
-    },
-    /// One reconcile pass over every NSG in the policy; reschedules itself (a singleton).
-    Reconcile,
-    /// Post the head of the audit chain to the audit channel(s); reschedules itself (a singleton).
-    Checkpoint,
-    /// Remove a `jitbot-*` rule the reconciler found without an open grant; retried until done.
-    RemoveOrphan {
-        /// The id in the rule's name (the request may not exist).
-        request_id: String,
-        nsg: String,
-        rule_name: String,
-        /// Why it must go, for people ("its request is unknown to jitbot").
-        reason: String,
-        /// What the rule allowed when it was found.
-        seen: serde_json::Value,
-    },
-    /// Runs `worker.revocation_alert_after` after a revocation became due: if the grant is still
-    /// not closed, alert the audit channel (once per grant).
-    RevocationWatch { request_id: String },
-}
-
-impl Job {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Job::Apply { .. } => "apply",
-            Job::Revoke { .. } => "revoke",
-            Job::Expire { .. } => "expire",
-            Job::Cleanup { .. } => "cleanup",
-            Job::ChatPost { .. } => "chat.post",
-            Job::ChatCard { .. } => "chat.card",
-            Job::ChatCardUpdate { .. } => "chat.card_update",
-            Job::Reconcile => super::reconcile::RECONCILE_KIND,
-            Job::Checkpoint => super::reconcile::CHECKPOINT_KIND,
-            Job::RemoveOrphan { .. } => super::reconcile::REMOVE_ORPHAN_KIND,
-            Job::RevocationWatch { .. } => super::reconcile::WATCH_KIND,
-        }
-    }
-
-    fn request_id(&self) -> Option<&str> {
-        match self {
-            Job::Apply { request_id }
-            | Job::Revoke { request_id }
-            | Job::Expire { request_id, .. }
-            | Job::Cleanup { request_id, .. }
-            | Job::ChatCard { request_id, .. }
-            | Job::ChatCardUpdate { request_id, .. }
-            | Job::RemoveOrphan { request_id, .. }
-            | Job::RevocationWatch { request_id } => Some(request_id),
-            Job::ChatPost { request_id, .. } => request_id.as_deref(),
-            Job::Reconcile | Job::Checkpoint => None,
-        }
-    }
-
-    /// Chat jobs of one request share a lane so people read events in the order they happened.
-    fn lane(&self) -> Option<String> {
-        match self {
-            Job::ChatPost { .. } | Job::ChatCard { .. } | Job::ChatCardUpdate { .. } => {
-                self.request_id().map(|id| format!("chat:{id}"))
-            }
-            // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
-            Job::Reconcile | Job::Checkpoint => Some(format!("singleton:{}", self.kind())),
-            _ => None,
-        }
-    }
-
-    /// Adds this job to the transaction, to run at `run_at` (Unix ms) or later.
-    pub async fn enqueue(self, tx: &mut Tx, run_at: i64) -> Result<i64> {
-        tx.enqueue(JobSpec {
-            kind: self.kind(),
-            request_id: self.request_id().map(str::to_string),
-            lane: self.lane(),
-            payload: serde_json::to_value(&self).unwrap_or_default(),
-            run_at,
-        })
-        .await
-    }
-}
 
 fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Message {
     messages::notice(req, tone, title, text)

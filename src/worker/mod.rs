@@ -6,8 +6,9 @@ pub mod jobs;
 pub mod reconcile;
 
 use crate::azure::NsgManager;
-use crate::chat::{ChatApi, Platform};
+use crate::chat::ChatApi;
 use crate::config::WorkerSettings;
+use crate::domain::Platform;
 use crate::outbox::Destinations;
 use crate::policy::Policy;
 use crate::store::{ClaimedJob, Store, now_ms};
@@ -21,7 +22,7 @@ use tracing::Instrument;
 
 /// Jobs that close a rule: besides the `worker.concurrency` general slots they have as many again
 /// of their own.
-const CLOSING_KINDS: &[&str] = &["revoke", "cleanup", reconcile::REMOVE_ORPHAN_KIND];
+const CLOSING_KINDS: &[&str] = crate::job::kind::CLOSING;
 
 /// What became of a job run.
 #[derive(Debug)]
@@ -192,8 +193,8 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::jobs::Job;
     use super::*;
+    use crate::job::Job;
 
     #[test]
     fn every_job_that_closes_a_rule_has_reserved_slots() {

@@ -20,25 +20,21 @@
 //!
 //! Every finding is audited and posted through `Destinations::feed`.
 
-use super::jobs::Job;
 use super::{Outcome, Worker, backoff};
 use crate::azure::{RuleSpec, SecurityRule};
 use crate::chat::{Message, Tone};
 use crate::domain::{RequestId, Status};
+use crate::job::Job;
 use crate::messages;
 use crate::service::RULE_PREFIX;
 use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, now_ms};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-pub const RECONCILE_KIND: &str = "reconcile";
-pub const CHECKPOINT_KIND: &str = "checkpoint";
-pub const REMOVE_ORPHAN_KIND: &str = "reconcile.remove";
-pub const WATCH_KIND: &str = "revocation_watch";
-/// The kinds of the jobs that close a grant's rule (`Job::Revoke`) and remove a failed apply's
-/// rule (`Job::Cleanup`), as `Job::kind` names them.
-const REVOKE_KIND: &str = "revoke";
-const CLEANUP_KIND: &str = "cleanup";
+use crate::job::kind::{
+    CHECKPOINT as CHECKPOINT_KIND, CLEANUP as CLEANUP_KIND, RECONCILE as RECONCILE_KIND,
+    REMOVE_ORPHAN as REMOVE_ORPHAN_KIND, REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
+};
 
 /// The request id a rule name carries when jitbot owns the rule (`jitbot-req_…`), else `None`.
 pub fn owned_id(rule_name: &str) -> Option<String> {
@@ -748,21 +744,6 @@ mod tests {
         ] {
             assert_eq!(owned_id(foreign), None, "{foreign}");
         }
-    }
-
-    #[test]
-    fn kinds_named_here_are_the_jobs_kinds() {
-        let request_id = "req_7f3a9c01".to_string();
-        let revoke = Job::Revoke {
-            request_id: request_id.clone(),
-        };
-        assert_eq!(revoke.kind(), REVOKE_KIND);
-        let cleanup = Job::Cleanup {
-            request_id,
-            nsg: "web1-nsg".into(),
-            rule_name: "jitbot-req_7f3a9c01".into(),
-        };
-        assert_eq!(cleanup.kind(), CLEANUP_KIND);
     }
 
     #[test]

@@ -301,8 +301,8 @@ async fn a_job_enqueued_elsewhere_wakes_an_idle_replica_at_once() {
         tone: jitbot::chat::Tone::Info,
     };
     let mut tx = b.store.begin().await.unwrap();
-    jitbot::worker::jobs::Job::ChatPost {
-        platform: jitbot::chat::Platform::Slack,
+    jitbot::job::Job::ChatPost {
+        platform: jitbot::domain::Platform::Slack,
         channel: AUDIT.into(),
         request_id: None,
         message,

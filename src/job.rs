@@ -1,0 +1,136 @@
+//! The durable job queue's message type: what a job is, stored as JSON in the `jobs` table.
+//!
+//! Producers (`service/`, `outbox`, the worker's own handlers) enqueue a [`Job`] inside the
+//! transaction that makes it necessary; `worker/` runs it. Keeping the type apart from its
+//! handlers keeps the module graph a tree: producers depend on this module, not on the worker.
+
+use crate::chat::Message;
+use crate::domain::Platform;
+use crate::store::{JobSpec, Result, Tx};
+use serde::{Deserialize, Serialize};
+
+/// The `kind` column of each job, as [`Job::kind`] names it; queries and metrics use these.
+pub mod kind {
+    pub const APPLY: &str = "apply";
+    pub const REVOKE: &str = "revoke";
+    pub const EXPIRE: &str = "expire";
+    pub const CLEANUP: &str = "cleanup";
+    pub const CHAT_POST: &str = "chat.post";
+    pub const CHAT_CARD: &str = "chat.card";
+    pub const CHAT_CARD_UPDATE: &str = "chat.card_update";
+    pub const RECONCILE: &str = "reconcile";
+    pub const CHECKPOINT: &str = "checkpoint";
+    pub const REMOVE_ORPHAN: &str = "reconcile.remove";
+    pub const REVOCATION_WATCH: &str = "revocation_watch";
+    /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
+    /// can never keep a due closing from starting.
+    pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
+}
+
+/// A durable side effect, stored as JSON in the `jobs` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Open the request's rule (approved → applying → active).
+    Apply { request_id: String },
+    /// Close the request's rule at expiry or on request (active → revoking → revoked).
+    Revoke { request_id: String },
+    /// The approval round `round` timed out.
+    Expire { request_id: String, round: i64 },
+    /// Remove a rule that must not stay (after a failed apply).
+    Cleanup {
+        request_id: String,
+        nsg: String,
+        rule_name: String,
+    },
+    ChatPost {
+        platform: Platform,
+        channel: String,
+        request_id: Option<String>,
+        message: Message,
+    },
+    ChatCard {
+        platform: Platform,
+        channel: String,
+        request_id: String,
+    },
+    ChatCardUpdate {
+        platform: Platform,
+        request_id: String,
+    },
+    /// One reconcile pass over every NSG in the policy; reschedules itself (a singleton).
+    Reconcile,
+    /// Post the head of the audit chain to the audit channel(s); reschedules itself (a singleton).
+    Checkpoint,
+    /// Remove a `jitbot-*` rule the reconciler found without an open grant; retried until done.
+    RemoveOrphan {
+        /// The id in the rule's name (the request may not exist).
+        request_id: String,
+        nsg: String,
+        rule_name: String,
+        /// Why it must go, for people ("its request is unknown to jitbot").
+        reason: String,
+        /// What the rule allowed when it was found.
+        seen: serde_json::Value,
+    },
+    /// Runs `worker.revocation_alert_after` after a revocation became due: if the grant is still
+    /// not closed, alert the audit channel (once per grant).
+    RevocationWatch { request_id: String },
+}
+
+impl Job {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Apply { .. } => kind::APPLY,
+            Job::Revoke { .. } => kind::REVOKE,
+            Job::Expire { .. } => kind::EXPIRE,
+            Job::Cleanup { .. } => kind::CLEANUP,
+            Job::ChatPost { .. } => kind::CHAT_POST,
+            Job::ChatCard { .. } => kind::CHAT_CARD,
+            Job::ChatCardUpdate { .. } => kind::CHAT_CARD_UPDATE,
+            Job::Reconcile => kind::RECONCILE,
+            Job::Checkpoint => kind::CHECKPOINT,
+            Job::RemoveOrphan { .. } => kind::REMOVE_ORPHAN,
+            Job::RevocationWatch { .. } => kind::REVOCATION_WATCH,
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Job::Apply { request_id }
+            | Job::Revoke { request_id }
+            | Job::Expire { request_id, .. }
+            | Job::Cleanup { request_id, .. }
+            | Job::ChatCard { request_id, .. }
+            | Job::ChatCardUpdate { request_id, .. }
+            | Job::RemoveOrphan { request_id, .. }
+            | Job::RevocationWatch { request_id } => Some(request_id),
+            Job::ChatPost { request_id, .. } => request_id.as_deref(),
+            Job::Reconcile | Job::Checkpoint => None,
+        }
+    }
+
+    /// Chat jobs of one request share a lane so people read events in the order they happened.
+    fn lane(&self) -> Option<String> {
+        match self {
+            Job::ChatPost { .. } | Job::ChatCard { .. } | Job::ChatCardUpdate { .. } => {
+                self.request_id().map(|id| format!("chat:{id}"))
+            }
+            // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
+            Job::Reconcile | Job::Checkpoint => Some(format!("singleton:{}", self.kind())),
+            _ => None,
+        }
+    }
+
+    /// Adds this job to the transaction, to run at `run_at` (Unix ms) or later.
+    pub async fn enqueue(self, tx: &mut Tx, run_at: i64) -> Result<i64> {
+        tx.enqueue(JobSpec {
+            kind: self.kind(),
+            request_id: self.request_id().map(str::to_string),
+            lane: self.lane(),
+            payload: serde_json::to_value(&self).unwrap_or_default(),
+            run_at,
+        })
+        .await
+    }
+}
