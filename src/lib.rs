@@ -8,6 +8,7 @@ pub mod chat;
 pub mod command;
 pub mod config;
 pub mod crashpoint;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
 pub mod http;
@@ -16,7 +17,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod service;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
