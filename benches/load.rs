@@ -21,10 +21,10 @@ use jitbot::app::{Application, Overrides};
 use jitbot::azure::AzureOverrides;
 use jitbot::config::{ConfigFile, Settings};
 use jitbot::domain::Status;
-use jitbot::sim::arm::{ArmSim, ArmSimOptions};
-use jitbot::sim::entra::EntraSim;
-use jitbot::sim::slack::SlackSim;
-use jitbot::sim::slack_user;
+use jitbot_sim::arm::{ArmSim, ArmSimOptions};
+use jitbot_sim::entra::EntraSim;
+use jitbot_sim::slack::SlackSim;
+use jitbot_sim::slack_user;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -289,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
     let deletes: HashMap<String, i64> = arm
         .operations()
         .into_iter()
-        .filter(|o| matches!(o.kind, jitbot::sim::arm::OperationKind::Delete))
+        .filter(|o| matches!(o.kind, jitbot_sim::arm::OperationKind::Delete))
         .map(|o| (o.rule.clone(), unix_ms(o.started)))
         .collect();
     if std::env::var("JITBOT_BENCH_TRACE").is_ok() {
@@ -345,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .sum();
     let requests = arm.requests();
-    let count = |f: &dyn Fn(&jitbot::sim::arm::RecordedRequest) -> bool| {
+    let count = |f: &dyn Fn(&jitbot_sim::arm::RecordedRequest) -> bool| {
         requests.iter().filter(|r| f(r)).count()
     };
     println!(

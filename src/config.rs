@@ -366,6 +366,9 @@ impl Settings {
             }
             _ => None,
         };
+        if let Err(unavailable) = file.azure.backend.ensure_available() {
+            errors.push(unavailable.to_string());
+        }
         if file.azure.backend == crate::azure::Backend::Arm && file.azure.credential.is_none() {
             errors.push("azure.credential: choose client_secret, managed_identity, workload_identity or azure_cli (or backend = \"simulated\" to try jitbot without Azure)".into());
         }
@@ -476,9 +479,14 @@ mod tests {
         }
     }
 
+    /// The fixtures' Azure backend: the real one, which every build has (the simulated one needs
+    /// the `demo` feature, see `the_simulated_backend_needs_the_demo_feature`).
+    const ARM: &str = "backend = \"arm\"\ncredential = \"azure_cli\"";
+
     const BASE: &str = r#"
 [azure]
-backend = "simulated"
+backend = "arm"
+credential = "azure_cli"
 [slack]
 audit_channel = "C1"
 [people.alice]
@@ -573,8 +581,30 @@ ops = ["alice"]
     }
 
     #[test]
+    fn the_simulated_backend_needs_the_demo_feature() {
+        let text = target(
+            "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
+        )
+        .replace(ARM, "backend = \"simulated\"");
+        let errors = check(&text);
+        if cfg!(feature = "demo") {
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            assert_eq!(
+                errors,
+                vec![
+                    "azure.backend = \"simulated\" is not available: this jitbot was built \
+                     without the `demo` feature (cargo build --no-default-features); use \
+                     backend = \"arm\""
+                        .to_string()
+                ]
+            );
+        }
+    }
+
+    #[test]
     fn the_real_backend_needs_a_credential_and_unknown_keys_are_refused() {
-        let errors = check(&BASE.replace("simulated", "arm"));
+        let errors = check(&BASE.replace(ARM, "backend = \"arm\""));
         assert!(errors.join(" ").contains("azure.credential"), "{errors:?}");
         assert!(
             toml::from_str::<ConfigFile>(&format!("{BASE}\n[server]\nlisten = \"x\"\nlisen = 1"))

@@ -1,17 +1,52 @@
-//! `jitbot demo`: the whole flow on one machine in a few seconds, with nothing to set up.
+//! The demo wiring, the only part of jitbot that starts the emulators of the `jitbot-sim` crate
+//! (compiled with the default `demo` feature only):
 //!
-//! It runs the real server and worker on a temporary SQLite database, with the **simulated Azure
-//! backend** (an in-process ARM emulator) and an in-process Slack emulator that prints what each
-//! person would see. A scripted requester asks for SSH, an approver approves, the rule opens,
-//! expires and closes, and the audit chain is verified at the end.
+//! * [`run`] is `jitbot demo`: the whole flow on one machine in a few seconds, with nothing to set
+//!   up. It runs the real server and worker on a temporary SQLite database, with the **simulated
+//!   Azure backend** and an in-process Slack emulator that prints what each person would see. A
+//!   scripted requester asks for SSH, an approver approves, the rule opens, expires and closes,
+//!   and the audit chain is verified at the end.
+//! * [`simulated_arm`] starts the ARM emulator behind `azure.backend = "simulated"`
+//!   ([`crate::azure::connect`]).
 
 use crate::app::{Application, Overrides};
 use crate::config::{ConfigFile, Secret, Settings};
-use crate::sim::slack::SlackSim;
-use crate::sim::slack_user;
 use crate::store::now_ms;
 use anyhow::Context;
+use jitbot_sim::arm::{ArmSim, ArmSimOptions};
+use jitbot_sim::slack::SlackSim;
+use jitbot_sim::slack_user;
 use std::time::Duration;
+
+/// The running ARM emulator of a simulated backend: where to send ARM calls, and the guard that
+/// keeps the emulator alive (it stops when the last clone is dropped).
+#[derive(Clone)]
+pub struct SimulatedArm(ArmSim);
+
+impl SimulatedArm {
+    /// `http://127.0.0.1:<port>`: the ARM endpoint of the simulated backend.
+    pub fn base_url(&self) -> &str {
+        &self.0.base_url
+    }
+
+    /// The emulator itself, for tests that look at what it holds and received.
+    pub fn emulator(&self) -> &ArmSim {
+        &self.0
+    }
+}
+
+/// Starts the ARM emulator of `azure.backend = "simulated"` on 127.0.0.1: it creates NSGs on
+/// first use (the configured targets' NSGs simply exist) and logs every rule change as a person
+/// would read it (target `jitbot_sim::arm`).
+pub async fn simulated_arm() -> anyhow::Result<SimulatedArm> {
+    let sim = ArmSim::start(ArmSimOptions {
+        printer: true,
+        auto_create_nsgs: Some("simulated".to_string()),
+        ..ArmSimOptions::default()
+    })
+    .await?;
+    Ok(SimulatedArm(sim))
+}
 
 const SIGNING_SECRET: &str = "demo-signing-secret";
 const BOT_TOKEN: &str = "xoxb-demo-token";
@@ -57,6 +92,7 @@ fn banner(s: &str) {
     println!("\n━━ {s}");
 }
 
+/// `jitbot demo`: runs the scripted flow and prints it; fails if the grant does not close in time.
 pub async fn run() -> anyhow::Result<()> {
     let started = now_ms();
     // Removed when the demo ends (the guard is dropped at the end of `run`).

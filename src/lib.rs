@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod crashpoint;
 pub mod decision;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
 pub mod http;
@@ -20,7 +21,6 @@ pub mod outbox;
 pub mod policy;
 pub mod server;
 pub mod service;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use jitbot::app::{Application, Overrides};
-use jitbot::config::{LogFormat, Settings};
+use jitbot::config::Settings;
 use jitbot::store::{Store, audit};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -205,10 +205,19 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        #[cfg(feature = "demo")]
         Cmd::Demo => {
-            jitbot::telemetry::init_with_default(LogFormat::Text, "warn,sim::arm=info");
+            jitbot::telemetry::init_with_default(
+                jitbot::config::LogFormat::Text,
+                "warn,jitbot_sim::arm=info",
+            );
             jitbot::demo::run().await?;
         }
+        #[cfg(not(feature = "demo"))]
+        Cmd::Demo => bail!(
+            "`jitbot demo` is not available: this jitbot was built without the `demo` feature \
+             (cargo build --no-default-features); build it with the default features to run the demo"
+        ),
         Cmd::Migrate { config } => {
             Store::connect(&database_url(&config)?).await?;
             println!("migrations applied");

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use jitbot::azure::{
-    AppliedRule, Azure, AzureError, AzureOverrides, AzureSettings, Backend, RuleSpec, SecurityRule,
-    SecurityRuleProperties, connect,
+    AppliedRule, Azure, AzureError, AzureOverrides, AzureSettings, Backend, RuleSpec, connect,
 };
-use jitbot::sim::arm::{ArmSim, ArmSimOptions, Fault, On, OperationKind, RecordedRequest};
-use jitbot::sim::entra::EntraSim;
+use jitbot_sim::arm::{
+    ArmSim, ArmSimOptions, Fault, On, OperationKind, RecordedRequest, SecurityRule,
+    SecurityRuleProperties,
+};
+use jitbot_sim::entra::EntraSim;
 use serde_json::{Value, json};
 
 const NSG: &str = "/subscriptions/0000-sub/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
@@ -846,6 +848,7 @@ async fn the_emulator_validates_put_bodies_like_arm() {
     assert_eq!(resp.status().as_u16(), 401);
 }
 
+#[cfg(feature = "demo")]
 #[tokio::test]
 async fn the_simulated_backend_runs_the_same_client_against_the_emulator() {
     init();
@@ -854,7 +857,12 @@ async fn the_simulated_backend_runs_the_same_client_against_the_emulator() {
         .await
         .expect("connect");
     assert!(azure.simulated);
-    let sim = azure.sim.clone().expect("simulator kept alive");
+    let sim = azure
+        .sim
+        .as_ref()
+        .expect("simulator kept alive")
+        .emulator()
+        .clone();
     let applied = azure
         .nsgs
         .ensure_rule(NSG, &spec("jitbot-req_1", &[22]))
@@ -877,6 +885,21 @@ async fn the_simulated_backend_runs_the_same_client_against_the_emulator() {
         .await
         .expect("remove_rule");
     assert!(sim.rules(NSG).is_empty());
+}
+
+#[cfg(not(feature = "demo"))]
+#[tokio::test]
+async fn the_simulated_backend_is_refused_without_the_demo_feature() {
+    init();
+    let settings = AzureSettings::with_backend(Backend::Simulated);
+    let Err(e) = connect(&settings, AzureOverrides::default()).await else {
+        panic!("a build without the demo feature connected to the simulated backend");
+    };
+    assert!(
+        e.to_string()
+            .contains("built without the `demo` feature (cargo build --no-default-features)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -22,10 +22,10 @@
 //! `JITBOT_CRASH_TRIALS` (default 200) and `JITBOT_CRASH_CONCURRENCY` (default 6) tune the run.
 
 use futures::StreamExt;
-use jitbot::sim::arm::{ArmSim, ArmSimOptions, Fault, On};
-use jitbot::sim::slack::SlackSim;
-use jitbot::sim::slack_user;
 use jitbot::store::Store;
+use jitbot_sim::arm::{ArmSim, ArmSimOptions, Fault, On};
+use jitbot_sim::slack::SlackSim;
+use jitbot_sim::slack_user;
 use rand::Rng;
 use sqlx::{AnyPool, Row};
 use std::collections::HashMap;

@@ -9,8 +9,8 @@ use jitbot::chat::discord::{
 use jitbot::chat::{
     Button, ButtonAction, ChatApi, ChatError, Decision, Dedupe, Field, Message, MessageRef, Tone,
 };
-use jitbot::sim::discord::{DiscordFault, DiscordSim};
-use jitbot::sim::discord_user::{self, TEST_PUBLIC_KEY, TEST_SEED};
+use jitbot_sim::discord::{DiscordFault, DiscordSim};
+use jitbot_sim::discord_user::{self, TEST_PUBLIC_KEY, TEST_SEED};
 use std::time::{Duration, Instant};
 
 const PING: &[u8] = include_bytes!("vectors/discord_ping.body");
@@ -583,7 +583,7 @@ fn the_discord_only_example_config_is_valid() {
 fn discord_config_problems_are_listed() {
     let base = |discord: &str, channel: &str| {
         format!(
-            "[azure]\nbackend = \"simulated\"\n{discord}\n[people.a]\ndiscord = \"1\"\n[targets.web1]\nnsg = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n\"\ndestination = \"10.0.0.4\"\nports = [22]\nmax_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\nrequesters = [\"a\"]\napprovers = [\"a\"]\npriority_range = [100, 199]\n{channel}\n"
+            "[azure]\nbackend = \"arm\"\ncredential = \"azure_cli\"\n{discord}\n[people.a]\ndiscord = \"1\"\n[targets.web1]\nnsg = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n\"\ndestination = \"10.0.0.4\"\nports = [22]\nmax_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\nrequesters = [\"a\"]\napprovers = [\"a\"]\npriority_range = [100, 199]\n{channel}\n"
         )
     };
     // Nothing configured.

@@ -11,7 +11,7 @@ use jitbot::chat::slack::{
 use jitbot::chat::{
     Button, ButtonAction, ChatApi, ChatError, Decision, Dedupe, Field, Message, MessageRef, Tone,
 };
-use jitbot::sim::slack::{SlackFault, SlackSim, sign};
+use jitbot_sim::slack::{SlackFault, SlackSim, sign};
 use serde_json::{Value, json};
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

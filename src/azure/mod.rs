@@ -9,8 +9,9 @@
 //!   `AnotherOperationInProgress`, 5xx, timeouts, connection errors) within a time budget,
 //!   honouring `Retry-After`, and answers a 401 by building a fresh credential (bypassing
 //!   azure_identity's token cache) and retrying once.
-//! * `backend = "simulated"` runs the same client code against the in-process emulator
-//!   [`crate::sim::arm::ArmSim`]; nothing in Azure is touched.
+//! * `backend = "simulated"` runs the same client code against the in-process ARM emulator that
+//!   `crate::demo` starts; nothing in Azure is touched. Only builds with the `demo` feature have
+//!   it: without, the config check and [`connect`] refuse it ([`SimulatedUnavailable`]).
 
 mod arm;
 mod model;
@@ -28,8 +29,6 @@ pub use model::{
 };
 pub use nsg::{AppliedRule, NsgManager, RuleSpec};
 
-use crate::sim::arm::{ArmSim, ArmSimOptions};
-
 /// ARM api-version jitbot speaks by default (the swagger extract in `shared/reference`).
 pub const API_VERSION_DEFAULT: &str = "2024-05-01";
 
@@ -43,9 +42,30 @@ pub const ARM_ENDPOINT_DEFAULT: &str = "https://management.azure.com";
 pub enum Backend {
     /// The real Azure Resource Manager.
     Arm,
-    /// The in-process ARM emulator (demo, tests): no real NSG is changed.
+    /// The in-process ARM emulator (demo, tests): no real NSG is changed. Needs the `demo`
+    /// feature; a build without it parses the value and refuses it.
     Simulated,
 }
+
+impl Backend {
+    /// Whether this build can run the backend: the simulated one starts the ARM emulator, which
+    /// ships only with the `demo` feature. The config check calls it and [`connect`] refuses the
+    /// same way, so a build without the emulator fails `jitbot check` and start-up.
+    pub fn ensure_available(self) -> Result<(), SimulatedUnavailable> {
+        match self {
+            Backend::Simulated if !cfg!(feature = "demo") => Err(SimulatedUnavailable),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `azure.backend = "simulated"` in a jitbot built without the `demo` feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "azure.backend = \"simulated\" is not available: this jitbot was built without the `demo` \
+     feature (cargo build --no-default-features); use backend = \"arm\""
+)]
+pub struct SimulatedUnavailable;
 
 /// How jitbot obtains its Entra ID token (azure_identity 1.0 has no `DefaultAzureCredential`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -168,31 +188,29 @@ pub struct Azure {
     /// True when `backend = "simulated"`: no real Azure is touched.
     pub simulated: bool,
     /// The emulator behind a simulated backend; kept here so it lives as long as the handle.
-    pub sim: Option<ArmSim>,
+    #[cfg(feature = "demo")]
+    pub sim: Option<crate::demo::SimulatedArm>,
 }
 
 /// Build the Azure backend from settings.
 ///
-/// `backend = "simulated"` starts [`ArmSim`] on 127.0.0.1 (NSGs are created on first use) and
+/// `backend = "simulated"` (builds with the `demo` feature; refused otherwise) starts the ARM
+/// emulator on 127.0.0.1 (`crate::demo::simulated_arm`: NSGs are created on first use) and
 /// points the real ARM client at it with a static fake token, so the simulated path runs the
 /// same client code. `backend = "arm"` builds the credential named by `credential`; missing
 /// settings produce an error that says what to set.
 pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> anyhow::Result<Azure> {
     let http = arm::build_http_client(settings.request_timeout)?;
     match settings.backend {
+        #[cfg(feature = "demo")]
         Backend::Simulated => {
-            let sim = ArmSim::start(ArmSimOptions {
-                printer: true,
-                auto_create_nsgs: Some("simulated".to_string()),
-                ..ArmSimOptions::default()
-            })
-            .await?;
+            let sim = crate::demo::simulated_arm().await?;
             tracing::warn!(
-                sim_url = %sim.base_url,
+                sim_url = %sim.base_url(),
                 "azure.backend = \"simulated\": NSG changes go to an in-process ARM emulator; \
                  NO REAL AZURE NETWORK SECURITY GROUP IS OPENED OR CLOSED"
             );
-            let endpoint = url::Url::parse(&sim.base_url)?;
+            let endpoint = url::Url::parse(sim.base_url())?;
             let factory = overrides
                 .credential_factory
                 .unwrap_or_else(token::static_token_factory);
@@ -205,6 +223,8 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
                 sim: Some(sim),
             })
         }
+        #[cfg(not(feature = "demo"))]
+        Backend::Simulated => Err(SimulatedUnavailable.into()),
         Backend::Arm => {
             let factory = match overrides.credential_factory {
                 Some(factory) => factory,
@@ -223,6 +243,7 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             Ok(Azure {
                 nsgs: NsgManager::new(client),
                 simulated: false,
+                #[cfg(feature = "demo")]
                 sim: None,
             })
         }

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, Transport};
 
 use super::{AzureError, AzureSettings, CredentialFactory, CredentialKind};
@@ -98,17 +98,19 @@ fn scope_for(endpoint: &url::Url) -> String {
 }
 
 /// A credential that always returns the same fake token (simulated backend only).
+#[cfg(feature = "demo")]
 #[derive(Debug)]
 struct StaticTokenCredential(String);
 
+#[cfg(feature = "demo")]
 #[async_trait::async_trait]
 impl TokenCredential for StaticTokenCredential {
     async fn get_token(
         &self,
         _scopes: &[&str],
-        _options: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new(
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        Ok(azure_core::credentials::AccessToken::new(
             Secret::new(self.0.clone()),
             azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
         ))
@@ -116,6 +118,7 @@ impl TokenCredential for StaticTokenCredential {
 }
 
 /// Factory of the static fake token the simulated backend uses.
+#[cfg(feature = "demo")]
 pub(crate) fn static_token_factory() -> CredentialFactory {
     Arc::new(|| {
         let credential: Arc<dyn TokenCredential> =

@@ -1,10 +1,10 @@
 use crate::helpers::*;
 use jitbot::domain::Status;
-use jitbot::sim::arm::{Fault, On};
+use jitbot_sim::arm::{Fault, On};
 use std::time::Duration;
 
 /// Runs a 2-second grant with `faults` injected and checks it still opens and closes.
-async fn grant_survives(faults: Vec<jitbot::sim::arm::FaultRule>) -> TestApp {
+async fn grant_survives(faults: Vec<jitbot_sim::arm::FaultRule>) -> TestApp {
     let app = spawn_app().await;
     for f in faults {
         app.arm.inject(f);

@@ -3,8 +3,8 @@
 
 use crate::helpers::*;
 use jitbot::domain::Status;
-use jitbot::sim::discord::DiscordFault;
-use jitbot::sim::discord_user::{self, TEST_SEED};
+use jitbot_sim::discord::DiscordFault;
+use jitbot_sim::discord_user::{self, TEST_SEED};
 use std::time::{Duration, Instant};
 
 backends! {
@@ -441,8 +441,8 @@ async fn discord_rate_limits_and_outages_delay_messages_but_deliver_each_once() 
 async fn one_policy_serves_slack_and_discord() {
     let app = spawn_both_app().await;
     // Steve asks on Slack; the card goes to both platforms.
-    let body = jitbot::sim::slack_user::slash_command(STEVE, "steve", "C0OPS", "web1 22 1h");
-    let resp = jitbot::sim::slack_user::send(
+    let body = jitbot_sim::slack_user::slash_command(STEVE, "steve", "C0OPS", "web1 22 1h");
+    let resp = jitbot_sim::slack_user::send(
         &app.http,
         &format!("{}/slack/commands", app.base),
         SECRET,
@@ -508,7 +508,7 @@ async fn one_policy_serves_slack_and_discord() {
     );
     // Alice cannot approve her own request from Slack either (one person, two ids).
     let id2 = app.submit(D_ALICE, "web1", "22", "1h").await;
-    let action = jitbot::sim::slack_user::block_action(
+    let action = jitbot_sim::slack_user::block_action(
         ALICE,
         "alice",
         APPROVALS,
@@ -516,7 +516,7 @@ async fn one_policy_serves_slack_and_discord() {
         "jit_approve",
         &id2,
     );
-    let r = jitbot::sim::slack_user::send(
+    let r = jitbot_sim::slack_user::send(
         &app.http,
         &format!("{}/slack/interactions", app.base),
         SECRET,

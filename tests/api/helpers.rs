@@ -3,11 +3,11 @@ use jitbot::app::{Application, Overrides};
 use jitbot::azure::{AzureOverrides, CredentialFactory};
 use jitbot::config::{ConfigFile, Settings};
 use jitbot::domain::Status;
-use jitbot::sim::arm::{ArmSim, ArmSimOptions};
-use jitbot::sim::entra::EntraSim;
-use jitbot::sim::slack::SlackSim;
-use jitbot::sim::slack_user;
 use jitbot::store::{RequestRow, Store, audit};
+use jitbot_sim::arm::{ArmSim, ArmSimOptions};
+use jitbot_sim::entra::EntraSim;
+use jitbot_sim::slack::SlackSim;
+use jitbot_sim::slack_user;
 use sqlx::{AnyPool, Connection};
 use std::future::Future;
 use std::io::Write;
@@ -520,7 +520,7 @@ impl TestApp {
         }
     }
 
-    pub fn rule(&self, id: &str) -> Option<jitbot::azure::SecurityRule> {
+    pub fn rule(&self, id: &str) -> Option<jitbot_sim::arm::SecurityRule> {
         self.arm.rule(NSG, &format!("jitbot-{id}"))
     }
 
@@ -558,8 +558,8 @@ impl TestApp {
 // A separate harness so the Slack helpers above stay untouched: `DiscordTestApp` runs jitbot
 // with Discord only, or with Discord and Slack from one policy (`spawn_both_app`).
 
-use jitbot::sim::discord::{DiscordMessage, DiscordSim};
-use jitbot::sim::discord_user;
+use jitbot_sim::discord::{DiscordMessage, DiscordSim};
+use jitbot_sim::discord_user;
 
 pub const D_BOT_TOKEN: &str = "discord-bot-token-for-tests";
 pub const D_APPROVALS: &str = "700000000000000010";
@@ -849,7 +849,7 @@ impl DiscordTestApp {
         }
     }
 
-    pub fn rule(&self, id: &str) -> Option<jitbot::azure::SecurityRule> {
+    pub fn rule(&self, id: &str) -> Option<jitbot_sim::arm::SecurityRule> {
         self.arm.rule(NSG, &format!("jitbot-{id}"))
     }
 

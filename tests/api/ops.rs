@@ -2,7 +2,7 @@
 
 use crate::helpers::*;
 use jitbot::domain::Status;
-use jitbot::sim::slack::SlackFault;
+use jitbot_sim::slack::SlackFault;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

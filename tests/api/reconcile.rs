@@ -3,10 +3,9 @@
 //! emulator holds and received, the audit trail and the audit channel.
 
 use crate::helpers::*;
-use jitbot::azure::{SecurityRule, SecurityRuleProperties};
 use jitbot::domain::Status;
-use jitbot::sim::arm::{Fault, On};
 use jitbot::store::{Backend, RequestRow, audit};
+use jitbot_sim::arm::{Fault, On, SecurityRule, SecurityRuleProperties};
 use std::time::{Duration, Instant};
 
 /// A change someone makes to a rule in the portal.

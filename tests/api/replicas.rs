@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use jitbot::domain::Status;
-use jitbot::sim::arm::{Fault, On};
+use jitbot_sim::arm::{Fault, On};
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

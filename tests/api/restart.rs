@@ -36,7 +36,7 @@ async fn a_crash_between_approval_and_apply_applies_exactly_once() {
     let mut app = spawn_app().await;
     // Hold the PUT's answer so the crash lands while it is in flight.
     app.arm.inject(
-        jitbot::sim::arm::Fault::Delay(Duration::from_millis(800)).on(jitbot::sim::arm::On::put()),
+        jitbot_sim::arm::Fault::Delay(Duration::from_millis(800)).on(jitbot_sim::arm::On::put()),
     );
     let id = app.submit(STEVE, "web1 22 1h").await;
     app.click(ALICE, &id, true).await;
@@ -75,7 +75,7 @@ async fn a_crash_after_the_put_never_restarts_the_clock() {
     // The PUT reaches ARM (the rule goes live) but its answer is held, so jitbot crashes before
     // it records that the rule is open.
     app.arm.inject(
-        jitbot::sim::arm::Fault::Delay(Duration::from_millis(800)).on(jitbot::sim::arm::On::put()),
+        jitbot_sim::arm::Fault::Delay(Duration::from_millis(800)).on(jitbot_sim::arm::On::put()),
     );
     let id = app.submit(STEVE, "web1 22 2s").await;
     app.click(ALICE, &id, true).await;

@@ -1,5 +1,5 @@
 use crate::helpers::*;
-use jitbot::sim::slack_user;
+use jitbot_sim::slack_user;
 use std::time::Duration;
 
 async fn requests_count(app: &TestApp) -> i64 {
@@ -26,7 +26,7 @@ async fn forged_stale_and_malformed_requests_are_refused_and_change_nothing() {
     assert_eq!(r.status(), 401);
     // A correct signature over a body that was then altered.
     let now = chrono::Utc::now().timestamp();
-    let sig = jitbot::sim::slack::sign(SECRET, now, body.as_bytes());
+    let sig = jitbot_sim::slack::sign(SECRET, now, body.as_bytes());
     let r = app
         .http
         .post(&url)

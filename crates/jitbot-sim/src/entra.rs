@@ -17,6 +17,13 @@ use axum::{Form, Json, Router};
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport};
 use serde_json::json;
 
+/// A factory of fresh, uncached credentials: the same type as `jitbot::azure::CredentialFactory`
+/// (a type alias of one type in both crates), so [`EntraSim::credential_factory`] can be passed as
+/// `AzureOverrides::credential_factory` without this crate depending on jitbot.
+pub type CredentialFactory = Arc<
+    dyn Fn() -> anyhow::Result<Arc<dyn azure_core::credentials::TokenCredential>> + Send + Sync,
+>;
+
 /// The running token endpoint. The server stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct EntraSim {
@@ -52,7 +59,7 @@ impl EntraSim {
     /// A credential factory for jitbot that gets its tokens from this emulator with the client
     /// secret `secret` (the tenant and client id it was started with); what the tests, the
     /// benchmark and embedders pass as `AzureOverrides::credential_factory`.
-    pub fn credential_factory(&self, secret: &str) -> crate::azure::CredentialFactory {
+    pub fn credential_factory(&self, secret: &str) -> CredentialFactory {
         let (tenant, client_id) = {
             let st = lock(&self.state);
             (st.tenant.clone(), st.client_id.clone())
@@ -100,7 +107,7 @@ impl EntraSim {
             .with_state(state.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(target: "sim::entra", error = %e, "Entra emulator stopped");
+                tracing::error!(target: "jitbot_sim::entra", error = %e, "Entra emulator stopped");
             }
         });
         Ok(EntraSim {

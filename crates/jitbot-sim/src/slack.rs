@@ -261,7 +261,7 @@ fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) -> tokio::task::A
 /// A running Slack Web API emulator. Clones share the same server and state.
 #[derive(Clone)]
 pub struct SlackSim {
-    /// Base URL for [`crate::chat::slack::SlackApi::new`]; ends with `/api/`.
+    /// Base URL for `jitbot::chat::slack::SlackApi::new`; ends with `/api/`.
     pub base_url: String,
     inner: Arc<Inner>,
     _server: Arc<ServerGuard>,

@@ -29,7 +29,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::azure::{SecurityRule, SecurityRuleProperties};
+mod model;
+
+pub use model::{SecurityRule, SecurityRuleProperties};
 
 /// How the emulator behaves.
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ pub struct ArmSimOptions {
     /// Create unknown NSGs on first use in this region instead of answering 404 (the simulated
     /// backend, where the configured targets' NSGs should simply exist).
     pub auto_create_nsgs: Option<String>,
-    /// Log each completed rule change as a person would read it (`tracing` target `sim::arm`).
+    /// Log each completed rule change as a person would read it (`tracing` target `jitbot_sim::arm`).
     pub printer: bool,
 }
 
@@ -285,7 +287,7 @@ impl ArmSim {
         let app = Router::new().fallback(handle).with_state(state.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(target: "sim::arm", error = %e, "ARM emulator stopped");
+                tracing::error!(target: "jitbot_sim::arm", error = %e, "ARM emulator stopped");
             }
         });
         Ok(ArmSim {
@@ -302,7 +304,9 @@ impl ArmSim {
             Some(Route::Nsg(r)) => {
                 lock(&self.state).create_nsg(&r, location);
             }
-            _ => tracing::error!(target: "sim::arm", nsg_id, "add_nsg: not an NSG resource id"),
+            _ => {
+                tracing::error!(target: "jitbot_sim::arm", nsg_id, "add_nsg: not an NSG resource id")
+            }
         }
     }
 
@@ -313,7 +317,7 @@ impl ArmSim {
         st.advance();
         let key = nsg_id.to_ascii_lowercase();
         let Some(nsg) = st.nsgs.get_mut(&key) else {
-            tracing::error!(target: "sim::arm", nsg_id, "put_existing_rule: unknown NSG");
+            tracing::error!(target: "jitbot_sim::arm", nsg_id, "put_existing_rule: unknown NSG");
             return;
         };
         rule.id = Some(format!("{}/securityRules/{}", nsg.id, rule.name));
@@ -857,7 +861,7 @@ impl SimState {
                 (OperationKind::Delete, OpStatus::Succeeded) => {
                     let gone = nsg.rules.remove(i);
                     if printer {
-                        tracing::info!(target: "sim::arm",
+                        tracing::info!(target: "jitbot_sim::arm",
                             "[simulated Azure] {}: closed {} (priority {})",
                             nsg.name, gone.name, gone.properties.priority);
                     }
@@ -865,7 +869,7 @@ impl SimState {
                 _ => {
                     nsg.rules[i].properties.provisioning_state = Some("Failed".into());
                     if printer {
-                        tracing::info!(target: "sim::arm",
+                        tracing::info!(target: "jitbot_sim::arm",
                             "[simulated Azure] {}: {:?} of {} failed with {}",
                             nsg.name, op.kind, op.rule, op.fail.as_deref().unwrap_or(""));
                     }
@@ -1496,7 +1500,7 @@ fn print_put(nsg: &str, rule: &SecurityRule, created: bool) {
         (true, false) => "added",
         (false, _) => "updated",
     };
-    tracing::info!(target: "sim::arm",
+    tracing::info!(target: "jitbot_sim::arm",
         "[simulated Azure] {nsg}: {verb} {} priority {} {} {} {} from {} to {}",
         rule.name,
         p.priority,
