@@ -376,6 +376,27 @@ impl fmt::Display for Status {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nsg_ids_are_checked_once_and_the_same_everywhere() {
+        let good = "/subscriptions/0000/resourceGroups/prod-rg/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
+        assert_eq!(NsgId::parse(good).unwrap().name(), "web1-nsg");
+        let lower = good.replace("resourceGroups", "resourcegroups");
+        assert!(
+            NsgId::parse(&lower).is_ok(),
+            "ARM's fixed words are case-insensitive"
+        );
+        for bad in [
+            // Passed the old `jitbot check` but was refused by every apply:
+            "/subscriptions/0000/resourceGroups/prod rg/providers/Microsoft.Network/networkSecurityGroups/web1",
+            "/subscriptions/0000/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1?x",
+            "/subscriptions/0000/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/",
+            "/subscriptions/0000/resourceGroups/prod/providers/Microsoft.Compute/virtualMachines/web1",
+            "subscriptions/0000/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1",
+        ] {
+            assert!(NsgId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -504,4 +525,57 @@ impl Platform {
             _ => None,
         }
     }
+}
+
+/// A network security group's full ARM resource id,
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}`.
+/// The one validator for NSG ids: `jitbot check` and every ARM call accept exactly the same ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NsgId(String);
+
+impl NsgId {
+    /// Segments are ARM names: letters, digits and `-_.()`; the fixed words are case-insensitive.
+    pub fn parse(s: &str) -> Result<NsgId, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = parts.len() == 9
+            && parts[0].is_empty()
+            && parts[1].eq_ignore_ascii_case("subscriptions")
+            && parts[3].eq_ignore_ascii_case("resourceGroups")
+            && parts[5].eq_ignore_ascii_case("providers")
+            && parts[6].eq_ignore_ascii_case("Microsoft.Network")
+            && parts[7].eq_ignore_ascii_case("networkSecurityGroups")
+            && [2, 4, 8].iter().all(|&i| {
+                !parts[i].is_empty()
+                    && parts[i]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
+            });
+        if ok {
+            Ok(NsgId(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not an NSG resource id (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/networkSecurityGroups/<name>)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The NSG's own name, the last segment (for people and logs).
+    pub fn name(&self) -> &str {
+        nsg_name(&self.0)
+    }
+}
+
+impl fmt::Display for NsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The last segment of an NSG id as stored (rows keep the id as text), for people and logs.
+pub fn nsg_name(nsg_id: &str) -> &str {
+    nsg_id.rsplit('/').next().unwrap_or(nsg_id)
 }

@@ -549,21 +549,6 @@ fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
     items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}`
-pub fn is_nsg_id(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('/').collect();
-    parts.len() == 9
-        && parts[0].is_empty()
-        && parts[1].eq_ignore_ascii_case("subscriptions")
-        && !parts[2].is_empty()
-        && parts[3].eq_ignore_ascii_case("resourceGroups")
-        && !parts[4].is_empty()
-        && parts[5].eq_ignore_ascii_case("providers")
-        && parts[6].eq_ignore_ascii_case("Microsoft.Network")
-        && parts[7].eq_ignore_ascii_case("networkSecurityGroups")
-        && !parts[8].is_empty()
-}
-
 fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target, Vec<String>> {
     let mut errors = Vec::new();
     let at = |field: &str| format!("targets.{name}.{field}");
@@ -572,12 +557,8 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
             "targets.{name}: names may use letters, digits, '-', '_' and '.' (at most 40)"
         ));
     }
-    if !is_nsg_id(&t.nsg) {
-        errors.push(format!(
-            "{}: `{}` is not an NSG resource id (/subscriptions/…/resourceGroups/…/providers/Microsoft.Network/networkSecurityGroups/…)",
-            at("nsg"),
-            t.nsg
-        ));
+    if let Err(e) = crate::domain::NsgId::parse(&t.nsg) {
+        errors.push(format!("{}: {e}", at("nsg")));
     }
     if SourceCidr::parse(&t.destination).is_err() {
         errors.push(format!(

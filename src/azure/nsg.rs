@@ -22,6 +22,7 @@ use super::arm::{ArmClient, WriteKind};
 use super::model::{
     NetworkSecurityGroup, SecurityRule, SecurityRuleListResult, SecurityRuleProperties,
 };
+use crate::domain::{NsgId, nsg_name};
 
 /// Lowest and highest priority ARM accepts for user rules.
 const PRIORITY_MIN: u16 = 100;
@@ -404,9 +405,6 @@ fn normalize_protocol(p: &str) -> String {
 }
 
 /// Last path segment of an NSG id, for log fields.
-fn nsg_name(nsg_id: &str) -> &str {
-    nsg_id.rsplit('/').next().unwrap_or(nsg_id)
-}
 
 fn invalid(code: &str, message: String) -> AzureError {
     AzureError::Invalid {
@@ -415,33 +413,11 @@ fn invalid(code: &str, message: String) -> AzureError {
     }
 }
 
-/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{nsg}`.
+/// The NSG id must be one ([`NsgId::parse`], the same check `jitbot check` makes).
 fn validate_nsg_id(nsg_id: &str) -> Result<(), AzureError> {
-    let parts: Vec<&str> = nsg_id.split('/').collect();
-    let ok = parts.len() == 9
-        && parts[0].is_empty()
-        && parts[1].eq_ignore_ascii_case("subscriptions")
-        && parts[3].eq_ignore_ascii_case("resourceGroups")
-        && parts[5].eq_ignore_ascii_case("providers")
-        && parts[6].eq_ignore_ascii_case("Microsoft.Network")
-        && parts[7].eq_ignore_ascii_case("networkSecurityGroups")
-        && [2, 4, 8].iter().all(|&i| {
-            !parts[i].is_empty()
-                && parts[i]
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "InvalidResourceId",
-            format!(
-                "{nsg_id:?} is not an NSG resource id; expected \
-                 /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/networkSecurityGroups/<name>"
-            ),
-        ))
-    }
+    NsgId::parse(nsg_id)
+        .map(drop)
+        .map_err(|message| invalid("InvalidResourceId", message))
 }
 
 fn validate_rule_name(name: &str) -> Result<(), AzureError> {
