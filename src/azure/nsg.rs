@@ -404,7 +404,6 @@ fn normalize_protocol(p: &str) -> String {
     }
 }
 
-/// Last path segment of an NSG id, for log fields.
 
 fn invalid(code: &str, message: String) -> AzureError {
     AzureError::Invalid {
