@@ -43,6 +43,8 @@ pub struct Application {
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
     _azure: Azure,
+    #[cfg(feature = "demo")]
+    _simulated_arm: Option<crate::demo::SimulatedArm>,
 }
 
 impl Application {
@@ -58,6 +60,16 @@ impl Application {
         let metrics = Metrics::new();
         let mut azure_overrides = overrides.azure;
         azure_overrides.metrics = metrics.clone();
+        // The simulated backend's emulator (demo builds only); it lives as long as the application.
+        #[cfg(feature = "demo")]
+        let simulated_arm = match settings.azure.backend {
+            azure::Backend::Simulated => {
+                let sim = crate::demo::simulated_arm().await?;
+                azure_overrides.simulated_endpoint = Some(url::Url::parse(sim.base_url())?);
+                Some(sim)
+            }
+            azure::Backend::Arm => None,
+        };
         let azure = azure::connect(&settings.azure, azure_overrides).await?;
         if azure.simulated {
             tracing::warn!(
@@ -159,6 +171,8 @@ impl Application {
             server,
             worker,
             _azure: azure,
+            #[cfg(feature = "demo")]
+            _simulated_arm: simulated_arm,
         })
     }
 

@@ -56,6 +56,20 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// Every rule jitbot writes is named `jitbot-<request id>`; nothing else is ever written or deleted.
+pub const RULE_PREFIX: &str = "jitbot-";
+
+/// The name of the NSG rule that carries a request's grant.
+pub fn rule_name(id: &RequestId) -> String {
+    format!("{RULE_PREFIX}{id}")
+}
+
+/// The request id a rule name carries when jitbot owns the rule (`jitbot-req_…`), else `None`.
+pub fn owned_request_id(rule_name: &str) -> Option<RequestId> {
+    let rest = rule_name.strip_prefix(RULE_PREFIX)?;
+    RequestId::parse(rest).ok().filter(|id| id.as_str() == rest)
+}
+
 /// Port names people type instead of numbers.
 const PORT_NAMES: &[(&str, u16)] = &[
     ("ssh", 22),

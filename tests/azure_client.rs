@@ -853,16 +853,19 @@ async fn the_emulator_validates_put_bodies_like_arm() {
 async fn the_simulated_backend_runs_the_same_client_against_the_emulator() {
     init();
     let settings = AzureSettings::with_backend(Backend::Simulated);
-    let azure = connect(&settings, AzureOverrides::default())
-        .await
-        .expect("connect");
+    // What `Application::build` does for a simulated backend.
+    let simulated = jitbot::demo::simulated_arm().await.expect("emulator");
+    let azure = connect(
+        &settings,
+        AzureOverrides {
+            simulated_endpoint: Some(simulated.base_url().parse().unwrap()),
+            ..AzureOverrides::default()
+        },
+    )
+    .await
+    .expect("connect");
     assert!(azure.simulated);
-    let sim = azure
-        .sim
-        .as_ref()
-        .expect("simulator kept alive")
-        .emulator()
-        .clone();
+    let sim = simulated.emulator().clone();
     let applied = azure
         .nsgs
         .ensure_rule(NSG, &spec("jitbot-req_1", &[22]))

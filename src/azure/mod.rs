@@ -179,6 +179,9 @@ pub struct AzureOverrides {
     /// Where ARM calls are counted; `app.rs` passes the application's [`crate::metrics::Metrics`]
     /// (the default is a detached set nobody scrapes).
     pub metrics: crate::metrics::Metrics,
+    /// Where the ARM emulator of `backend = "simulated"` listens: `app.rs` starts it (builds with
+    /// the `demo` feature only) and passes its address here. Without it, `simulated` is refused.
+    pub simulated_endpoint: Option<url::Url>,
 }
 
 /// A connected Azure backend.
@@ -187,30 +190,29 @@ pub struct Azure {
     pub nsgs: NsgManager,
     /// True when `backend = "simulated"`: no real Azure is touched.
     pub simulated: bool,
-    /// The emulator behind a simulated backend; kept here so it lives as long as the handle.
-    #[cfg(feature = "demo")]
-    pub sim: Option<crate::demo::SimulatedArm>,
 }
 
 /// Build the Azure backend from settings.
 ///
-/// `backend = "simulated"` (builds with the `demo` feature; refused otherwise) starts the ARM
-/// emulator on 127.0.0.1 (`crate::demo::simulated_arm`: NSGs are created on first use) and
-/// points the real ARM client at it with a static fake token, so the simulated path runs the
-/// same client code. `backend = "arm"` builds the credential named by `credential`; missing
+/// `backend = "simulated"` points the real ARM client, with a static fake token, at the emulator
+/// `app.rs` started (`AzureOverrides::simulated_endpoint`; builds with the `demo` feature only,
+/// refused otherwise), so the simulated path runs the same client code. `backend = "arm"` builds the credential named by `credential`; missing
 /// settings produce an error that says what to set.
 pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> anyhow::Result<Azure> {
     let http = arm::build_http_client(settings.request_timeout)?;
     match settings.backend {
+        #[cfg(not(feature = "demo"))]
+        Backend::Simulated => Err(SimulatedUnavailable.into()),
         #[cfg(feature = "demo")]
         Backend::Simulated => {
-            let sim = crate::demo::simulated_arm().await?;
+            let Some(endpoint) = overrides.simulated_endpoint else {
+                return Err(SimulatedUnavailable.into());
+            };
             tracing::warn!(
-                sim_url = %sim.base_url(),
+                sim_url = %endpoint,
                 "azure.backend = \"simulated\": NSG changes go to an in-process ARM emulator; \
                  NO REAL AZURE NETWORK SECURITY GROUP IS OPENED OR CLOSED"
             );
-            let endpoint = url::Url::parse(sim.base_url())?;
             let factory = overrides
                 .credential_factory
                 .unwrap_or_else(token::static_token_factory);
@@ -220,11 +222,8 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             Ok(Azure {
                 nsgs: NsgManager::new(client),
                 simulated: true,
-                sim: Some(sim),
             })
         }
-        #[cfg(not(feature = "demo"))]
-        Backend::Simulated => Err(SimulatedUnavailable.into()),
         Backend::Arm => {
             let factory = match overrides.credential_factory {
                 Some(factory) => factory,
@@ -243,8 +242,6 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             Ok(Azure {
                 nsgs: NsgManager::new(client),
                 simulated: false,
-                #[cfg(feature = "demo")]
-                sim: None,
             })
         }
     }

@@ -404,7 +404,6 @@ fn normalize_protocol(p: &str) -> String {
     }
 }
 
-
 fn invalid(code: &str, message: String) -> AzureError {
     AzureError::Invalid {
         code: code.to_string(),

@@ -44,9 +44,6 @@ impl ChatUser {
     }
 }
 
-/// Prefix of every rule jitbot owns in an NSG; the rest of the name is the request id.
-pub const RULE_PREFIX: &str = "jitbot-";
-
 /// The core service. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {

@@ -1,6 +1,6 @@
 //! `/jit <target> <ports> <duration> …`: a new request.
 
-use super::{ChatUser, RULE_PREFIX, Service};
+use super::{ChatUser, Service};
 use crate::chat::{Message, Tone};
 use crate::command::AccessRequest;
 use crate::domain::Platform;
@@ -91,7 +91,7 @@ impl Service {
             created_at: now,
             pending_until: now + target.pending_ttl.as_millis(),
             // Deterministic: a retried or resumed apply finds and reuses its own rule.
-            rule_name: format!("{RULE_PREFIX}{id}"),
+            rule_name: crate::domain::rule_name(&id),
             simulated: self.simulated,
         }
     }

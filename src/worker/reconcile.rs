@@ -23,10 +23,9 @@
 use super::{Outcome, Worker, backoff};
 use crate::azure::{RuleSpec, SecurityRule};
 use crate::chat::{Message, Tone};
-use crate::domain::{RequestId, Status};
+use crate::domain::Status;
 use crate::job::Job;
 use crate::messages;
-use crate::service::RULE_PREFIX;
 use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, now_ms};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -36,13 +35,9 @@ use crate::job::kind::{
     REMOVE_ORPHAN as REMOVE_ORPHAN_KIND, REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
 };
 
-/// The request id a rule name carries when jitbot owns the rule (`jitbot-req_…`), else `None`.
+/// The request id a rule name carries when jitbot owns the rule, as the rows store it.
 pub fn owned_id(rule_name: &str) -> Option<String> {
-    let rest = rule_name.strip_prefix(RULE_PREFIX)?;
-    RequestId::parse(rest)
-        .ok()
-        .filter(|id| id.as_str() == rest)
-        .map(|id| id.as_str().to_string())
+    crate::domain::owned_request_id(rule_name).map(|id| id.as_str().to_string())
 }
 
 /// `850 ms`, `4.2 s`, `3m 12s`, `1h 5m`.
