@@ -13,6 +13,10 @@ use chrono::{DateTime, Utc};
 /// Shown on every message when the simulated Azure backend is in use.
 pub const SIMULATED_FOOTER: &str = "⚠ SIMULATED AZURE BACKEND: no real firewall rule was changed";
 
+/// A grant's `detail` when the reconciler found its rule deleted in Azure by someone else and
+/// ended the grant; the card says so.
+pub const CLOSED_OUTSIDE_JITBOT: &str = "closed in Azure outside jitbot";
+
 /// `14:05 UTC` (with seconds for grants shorter than ten minutes, where they matter).
 pub fn clock(ms: i64, with_seconds: bool) -> String {
     let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
@@ -138,13 +142,16 @@ pub fn card(
             Tone::Success,
         ),
         Status::Revoking => ("Closing the rule…".to_string(), Tone::Info),
-        Status::Revoked => (
-            format!(
-                "Closed at {}",
-                clock(req.closed_at.unwrap_or_default(), true)
-            ),
-            Tone::Info,
-        ),
+        Status::Revoked => {
+            let at = clock(req.closed_at.unwrap_or_default(), true);
+            match req.detail.as_deref() {
+                Some(CLOSED_OUTSIDE_JITBOT) => (
+                    format!("Closed at {at}: {CLOSED_OUTSIDE_JITBOT}"),
+                    Tone::Warning,
+                ),
+                _ => (format!("Closed at {at}"), Tone::Info),
+            }
+        }
         Status::Denied => ("Denied".to_string(), Tone::Danger),
         Status::Expired => ("Expired: nobody decided in time".to_string(), Tone::Warning),
         Status::Cancelled => ("Cancelled by the requester".to_string(), Tone::Warning),

@@ -6,6 +6,7 @@
 //! `destinationPortRanges`). ARM answers with empty arrays for the plural fields it was not
 //! given; [`SecurityRuleProperties::destination_ports`] and friends treat those as absent.
 
+use crate::access::{AddressSet, Admission, PortSet, Protocol};
 use serde::{Deserialize, Serialize};
 
 /// Network security rule (`SecurityRule` in the swagger).
@@ -101,6 +102,61 @@ impl SecurityRuleProperties {
             &self.destination_address_prefixes,
         )
     }
+
+    /// Source ports of the rule, from whichever of the singular or plural field is set.
+    pub fn source_ports(&self) -> Vec<String> {
+        one_or_many(&self.source_port_range, &self.source_port_ranges)
+    }
+
+    /// Every source the rule names: its prefixes, then its application security groups as
+    /// `asg:<resource id>`.
+    pub fn source_addresses(&self) -> Vec<String> {
+        let mut all = self.source_prefixes();
+        all.extend(group_tags(&self.source_application_security_groups));
+        all
+    }
+
+    /// Every destination the rule names: its prefixes, then its application security groups as
+    /// `asg:<resource id>`.
+    pub fn destination_addresses(&self) -> Vec<String> {
+        let mut all = self.destination_prefixes();
+        all.extend(group_tags(&self.destination_application_security_groups));
+        all
+    }
+
+    /// What the rule lets through, as sets, so the reconciler can tell an edit that widens a
+    /// grant from one that narrows it.
+    ///
+    /// Read conservatively: an application security group is an opaque set of addresses (a tag);
+    /// an access other than `Deny` counts as `Allow`, a direction other than `Inbound` as another
+    /// direction, and an unknown protocol or an unreadable port list as "every one" (see
+    /// [`crate::access`]), so nothing unreadable ever looks narrower than it is.
+    pub fn admission(&self) -> Admission {
+        Admission {
+            inbound: self.is_inbound(),
+            allow: !self.access.eq_ignore_ascii_case("Deny"),
+            protocol: Protocol::parse(&self.protocol),
+            sources: AddressSet::parse(&self.source_addresses()),
+            destinations: AddressSet::parse(&self.destination_addresses()),
+            ports: PortSet::parse(&self.destination_ports()),
+            source_ports: PortSet::parse(&self.source_ports()),
+            priority: self.priority,
+        }
+    }
+}
+
+/// Application security groups (`[{"id": "/subscriptions/…/applicationSecurityGroups/web"}]`) as
+/// `asg:<id>`: never an address, `*` or a service tag, so [`AddressSet::parse`] keeps each as an
+/// opaque tag. A group without an id is kept by its JSON text, so it still counts as a source.
+fn group_tags(groups: &Option<Vec<serde_json::Value>>) -> Vec<String> {
+    groups
+        .iter()
+        .flatten()
+        .map(|g| match g.get("id").and_then(|id| id.as_str()) {
+            Some(id) => format!("asg:{id}"),
+            None => format!("asg:{g}"),
+        })
+        .collect()
 }
 
 fn one_or_many(one: &Option<String>, many: &Option<Vec<String>>) -> Vec<String> {
@@ -193,4 +249,138 @@ pub struct AsyncOperationResult {
     /// Why the operation failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CloudErrorBody>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Drift;
+    use serde_json::json;
+
+    /// A rule as ARM returns it, with the empty plural arrays it echoes.
+    fn rule(body: serde_json::Value) -> SecurityRuleProperties {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn approved() -> SecurityRuleProperties {
+        rule(json!({
+            "protocol": "Tcp",
+            "sourcePortRange": "*",
+            "sourcePortRanges": [],
+            "destinationPortRange": "22",
+            "destinationPortRanges": [],
+            "sourceAddressPrefix": "203.0.113.7",
+            "sourceAddressPrefixes": [],
+            "destinationAddressPrefix": "10.0.1.4",
+            "destinationAddressPrefixes": [],
+            "access": "Allow",
+            "priority": 100,
+            "direction": "Inbound",
+            "provisioningState": "Succeeded"
+        }))
+    }
+
+    #[test]
+    fn a_rule_reads_as_the_sets_it_admits() {
+        let a = approved().admission();
+        assert!(a.inbound && a.allow);
+        assert_eq!(a.protocol, Protocol::Tcp);
+        assert_eq!(a.sources, AddressSet::parse(&["203.0.113.7"]));
+        assert_eq!(a.destinations, AddressSet::parse(&["10.0.1.4"]));
+        assert_eq!(a.ports, PortSet::of(&[22]));
+        assert_eq!(a.source_ports, PortSet::any());
+        assert_eq!(a.priority, 100);
+    }
+
+    #[test]
+    fn edits_compare_as_widened_or_narrowed() {
+        type Edit = fn(&mut SecurityRuleProperties);
+        let rows: &[(&str, Edit, Drift)] = &[
+            ("unchanged", |_| {}, Drift::None),
+            (
+                "plural ports, same set",
+                |p| {
+                    p.destination_port_range = None;
+                    p.destination_port_ranges = Some(vec!["22-22".into()]);
+                },
+                Drift::None,
+            ),
+            (
+                "source in the plural field",
+                |p| {
+                    p.source_address_prefix = None;
+                    p.source_address_prefixes = Some(vec!["203.0.113.0/24".into()]);
+                },
+                Drift::Widened(vec!["source"]),
+            ),
+            (
+                "source application security group",
+                |p| {
+                    p.source_address_prefix = None;
+                    p.source_application_security_groups = Some(vec![json!({
+                        "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/applicationSecurityGroups/web"
+                    })]);
+                },
+                Drift::Widened(vec!["source"]),
+            ),
+            (
+                "destination application security group",
+                |p| {
+                    p.destination_address_prefix = None;
+                    p.destination_application_security_groups =
+                        Some(vec![json!({ "id": "asg-1" })]);
+                },
+                Drift::Widened(vec!["destination"]),
+            ),
+            (
+                "source port ranges narrowed",
+                |p| {
+                    p.source_port_range = None;
+                    p.source_port_ranges = Some(vec!["1024-65535".into()]);
+                },
+                Drift::Narrowed(vec!["source ports"]),
+            ),
+            (
+                "protocol * in lower case access",
+                |p| {
+                    p.protocol = "*".into();
+                    p.access = "allow".into();
+                },
+                Drift::Widened(vec!["protocol"]),
+            ),
+            (
+                "deny in any case",
+                |p| p.access = "deny".into(),
+                Drift::Narrowed(vec!["access"]),
+            ),
+            (
+                "unknown access counts as Allow",
+                |p| {
+                    p.access = "Maybe".into();
+                    p.source_address_prefix = Some("*".into());
+                },
+                Drift::Widened(vec!["source"]),
+            ),
+            (
+                "outbound",
+                |p| p.direction = "Outbound".into(),
+                Drift::Widened(vec!["direction"]),
+            ),
+        ];
+        let base = approved().admission();
+        for (name, edit, want) in rows {
+            let mut p = approved();
+            edit(&mut p);
+            assert_eq!(&p.admission().compare(&base), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn groups_are_named_as_addresses() {
+        let mut p = approved();
+        p.source_address_prefix = None;
+        p.source_application_security_groups = Some(vec![json!({ "id": "g1" }), json!({})]);
+        assert_eq!(p.source_addresses(), vec!["asg:g1", "asg:{}"]);
+        assert_eq!(p.destination_addresses(), vec!["10.0.1.4"]);
+    }
 }

@@ -35,10 +35,18 @@ pub enum AuditKind {
     Started,
     /// The reconciler removed a `jitbot-*` rule whose grant is unknown, closed or never opened.
     DriftOrphanRemoved,
-    /// The reconciler put back an active grant's rule that was deleted or edited outside jitbot.
+    /// The reconciler put back an active grant's rule that was edited outside jitbot so that it
+    /// admitted more than approved (or whose provisioning failed).
     DriftRestored,
-    /// An active grant's rule was deleted or edited and could not be put back yet (once per grant).
+    /// An active grant's rule admitted more than approved and could not be put back yet (once
+    /// per grant).
     DriftUnrestored,
+    /// An active grant's rule was deleted outside jitbot: the grant ended (`active → revoked`)
+    /// and nothing was re-created.
+    DriftClosed,
+    /// An active grant's rule was edited outside jitbot so that it admits no more than approved:
+    /// left as it is, reported once per grant.
+    DriftNarrowed,
     /// A grant is still open well after it should have closed (ARM down or throttling).
     RevocationDelayed,
     /// The head of the chain was posted to the audit channel(s).
@@ -71,6 +79,8 @@ impl AuditKind {
             AuditKind::DriftOrphanRemoved => "drift_orphan_removed",
             AuditKind::DriftRestored => "drift_restored",
             AuditKind::DriftUnrestored => "drift_unrestored",
+            AuditKind::DriftClosed => "drift_closed",
+            AuditKind::DriftNarrowed => "drift_narrowed",
             AuditKind::RevocationDelayed => "revocation_delayed",
             AuditKind::Checkpoint => "checkpoint",
             AuditKind::Reconciled => "reconciled",

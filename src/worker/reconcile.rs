@@ -6,12 +6,29 @@
 //!   lives in) it lists the rules once and:
 //!   - a rule jitbot owns (`jitbot-<request id>`) whose request is unknown, closed, not approved or
 //!     for another NSG → a `Job::RemoveOrphan` (retried until done, like a revoke);
-//!   - an active grant whose rule is missing or edited (source, destination, ports, protocol,
-//!     priority, access, direction) → put back with the recorded values (`NsgManager::restore_rule`,
-//!     recorded priority or the lowest free one, which is then recorded) and a drift alert;
+//!   - an active grant whose rule differs from the approved one is judged by what the rule
+//!     *admits* ([`crate::access::Admission::compare`]), never by its text ([`verdict`]):
+//!     - **deleted** → the grant ends (`active → revoked`, detail "closed in Azure outside
+//!       jitbot", audited `drift_closed`; requester, card and audit channel are told). Nothing is
+//!       re-created: whoever deleted it may be closing a door during an incident. The grant's
+//!       queued revoke job then finds it closed and does nothing;
+//!     - **widened** (admits something not approved: wider source, more ports, another
+//!       destination, protocol `*`, another direction, a lower priority number) → put back at
+//!       once as approved (`NsgManager::restore_rule`, recorded priority or the lowest free one,
+//!       which is then recorded), audited `drift_restored`, with a drift alert naming what had
+//!       been widened; a restore that fails is said once (`drift_unrestored`) and retried every
+//!       pass;
+//!     - **narrowed** (admits no more than approved: narrower source or ports, a Deny, a higher
+//!       priority number) → left as the person made it, said once per grant (`drift_narrowed`),
+//!       and closed at expiry as usual;
+//!     - provisioning **failed** → the approved rule is PUT again, as for a widening;
 //!   - anything else is left alone: rules jitbot does not own, and grants whose state is moving
 //!     (`approved`/`applying`: a PUT in flight; `revoking`, or `active` past expiry: the revoke job
 //!     is due; activated after the NSG was read).
+//!
+//!   *Invariant:* the reconciler only ever reduces access. It writes a grant's rule only to take
+//!   back what an edit added beyond the approval (or to repair a failed provisioning), never to
+//!   re-create a deleted rule or undo a narrowing.
 //! * `Job::RevocationWatch` is enqueued by the revoke job on its first run and fires
 //!   `worker.revocation_alert_after` after the revocation became due: a grant still not closed
 //!   gets one `revocation_delayed` alert (audited) on the audit channel.
@@ -21,6 +38,7 @@
 //! Every finding is audited and posted through `Destinations::feed`.
 
 use super::{Outcome, Worker, backoff};
+use crate::access::{AddressSet, Admission, Drift, PortSet, Protocol};
 use crate::azure::{RuleSpec, SecurityRule};
 use crate::chat::{Message, Tone};
 use crate::domain::Status;
@@ -68,9 +86,10 @@ fn describe(rule: &SecurityRule) -> Value {
         "direction": p.direction,
         "priority": p.priority,
         "protocol": p.protocol,
-        "sources": p.source_prefixes(),
-        "destinations": p.destination_prefixes(),
+        "sources": p.source_addresses(),
+        "destinations": p.destination_addresses(),
         "ports": p.destination_ports(),
+        "source_ports": p.source_ports(),
         "description": p.description,
     })
 }
@@ -88,17 +107,17 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
     };
     let p = &rule.properties;
     let mut d = Vec::new();
-    if lower_set(p.source_prefixes()) != lower_set([req.source.clone()]) {
+    if lower_set(p.source_addresses()) != lower_set([req.source.clone()]) {
         d.push(format!(
             "source is {} instead of {}",
-            p.source_prefixes().join(", "),
+            p.source_addresses().join(", "),
             req.source
         ));
     }
-    if lower_set(p.destination_prefixes()) != lower_set([req.destination.clone()]) {
+    if lower_set(p.destination_addresses()) != lower_set([req.destination.clone()]) {
         d.push(format!(
             "destination is {} instead of {}",
-            p.destination_prefixes().join(", "),
+            p.destination_addresses().join(", "),
             req.destination
         ));
     }
@@ -108,6 +127,12 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
             "ports are {} instead of {}",
             p.destination_ports().join(", "),
             req.ports
+        ));
+    }
+    if lower_set(p.source_ports()) != lower_set(["*".to_string()]) {
+        d.push(format!(
+            "source ports are {} instead of *",
+            p.source_ports().join(", ")
         ));
     }
     if !p.protocol.eq_ignore_ascii_case(&req.protocol) {
@@ -136,6 +161,56 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
     d
 }
 
+/// What the grant approved, as sets: inbound Allow from its source to its destination and ports,
+/// any source port, at its recorded priority (unknown: the weakest precedence, so any priority
+/// the rule has reads as "moved up" and is put back).
+pub fn approved_admission(req: &RequestRow) -> Admission {
+    Admission {
+        inbound: true,
+        allow: true,
+        protocol: Protocol::parse(&req.protocol),
+        sources: AddressSet::parse(&[req.source.as_str()]),
+        destinations: AddressSet::parse(&[req.destination.as_str()]),
+        ports: PortSet::of(&req.ports_list()),
+        source_ports: PortSet::any(),
+        priority: req
+            .rule_priority
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(i32::MAX),
+    }
+}
+
+/// What the reconciler does about an active grant's rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It admits exactly what was approved (however it is written): nothing to do.
+    Matches,
+    /// Deleted outside jitbot: the grant ends; nothing is re-created.
+    Deleted,
+    /// Its provisioning failed: the approved rule is PUT again.
+    Failed,
+    /// It admits more than approved (these aspects): put back at once.
+    Widened(Vec<&'static str>),
+    /// It admits no more than approved (these aspects narrowed): left alone, said once.
+    Narrowed(Vec<&'static str>),
+}
+
+/// Decides what to do about a grant's rule from what it admits compared with `approved`.
+/// Only a widening or a failed provisioning ever leads to a write.
+pub fn verdict(approved: &Admission, rule: Option<&SecurityRule>) -> Verdict {
+    let Some(rule) = rule else {
+        return Verdict::Deleted;
+    };
+    if rule.properties.provisioning_state.as_deref() == Some("Failed") {
+        return Verdict::Failed;
+    }
+    match rule.properties.admission().compare(approved) {
+        Drift::None => Verdict::Matches,
+        Drift::Widened(aspects) => Verdict::Widened(aspects),
+        Drift::Narrowed(aspects) => Verdict::Narrowed(aspects),
+    }
+}
+
 /// Enqueues a singleton job unless one of its kind is queued or running (one statement).
 async fn ensure_singleton(store: &Store, job: &Job, run_at: i64) -> Result<bool> {
     let payload = serde_json::to_value(job).unwrap_or_default();
@@ -149,7 +224,21 @@ struct Findings {
     owned_rules: usize,
     orphans: Vec<Value>,
     restored: Vec<Value>,
+    /// Grants ended because their rule was deleted outside jitbot.
+    closed: Vec<Value>,
+    /// Grants whose rule was narrowed, the first time it was seen.
+    narrowed: Vec<Value>,
     errors: Vec<String>,
+}
+
+impl Findings {
+    /// Whether the pass found anything worth a `reconciled` summary.
+    fn any(&self) -> bool {
+        !(self.orphans.is_empty()
+            && self.restored.is_empty()
+            && self.closed.is_empty()
+            && self.narrowed.is_empty())
+    }
 }
 
 impl Worker {
@@ -222,7 +311,7 @@ impl Worker {
             self.reconcile_nsg(&nsg, &mut found).await?;
         }
         let took_ms = now_ms() - started;
-        if found.orphans.is_empty() && found.restored.is_empty() {
+        if !found.any() {
             if found.errors.is_empty() {
                 tracing::debug!(
                     nsgs = found.nsgs,
@@ -238,6 +327,8 @@ impl Worker {
                 nsgs = found.nsgs,
                 orphans = found.orphans.len(),
                 restored = found.restored.len(),
+                closed = found.closed.len(),
+                narrowed = found.narrowed.len(),
                 took_ms,
                 "reconcile pass found drift"
             );
@@ -251,6 +342,8 @@ impl Worker {
                     "owned_rules": found.owned_rules,
                     "orphans": found.orphans,
                     "restored": found.restored,
+                    "closed": found.closed,
+                    "narrowed": found.narrowed,
                     "errors": found.errors,
                     "took_ms": took_ms,
                 }),
@@ -302,7 +395,7 @@ impl Worker {
                     .await?;
             }
         }
-        // Active grants whose rule is missing or was edited.
+        // Active grants whose rule was deleted or edited: only ever reduce access.
         let now = now_ms();
         let grants = self.store.requests_in(&[Status::Active]).await?;
         for req in grants.iter().filter(|r| r.nsg.eq_ignore_ascii_case(nsg)) {
@@ -315,9 +408,18 @@ impl Worker {
             let actual = rules
                 .iter()
                 .find(|r| r.name.eq_ignore_ascii_case(&req.rule_name));
-            let diffs = differences(req, actual);
-            if !diffs.is_empty() {
-                self.restore(req, diffs, actual, found).await?;
+            let diffs = || differences(req, actual);
+            match verdict(&approved_admission(req), actual) {
+                Verdict::Matches => {}
+                Verdict::Deleted => self.close_deleted(req, found).await?,
+                Verdict::Failed => self.restore(req, diffs(), &[], actual, found).await?,
+                Verdict::Widened(aspects) => {
+                    self.restore(req, diffs(), &aspects, actual, found).await?
+                }
+                Verdict::Narrowed(aspects) => {
+                    self.drift_narrowed(req, diffs(), &aspects, actual, found)
+                        .await?
+                }
             }
         }
         Ok(())
@@ -438,11 +540,13 @@ impl Worker {
         Ok(Outcome::Done)
     }
 
-    /// Puts back an active grant's rule with the recorded values.
+    /// Puts back an active grant's rule with the recorded values: it was edited to admit more
+    /// than approved (`widened` names what), or its provisioning failed (`widened` is empty).
     async fn restore(
         &self,
         req: &RequestRow,
         diffs: Vec<String>,
+        widened: &[&'static str],
         actual: Option<&SecurityRule>,
         found: &mut Findings,
     ) -> Result<()> {
@@ -484,7 +588,7 @@ impl Worker {
             ports: cur.ports_list(),
             band,
         };
-        tracing::warn!(request_id = %cur.id, nsg = nsg_name(&cur.nsg), drift = ?diffs, "reconcile: restoring an active grant's rule");
+        tracing::warn!(request_id = %cur.id, nsg = nsg_name(&cur.nsg), drift = ?diffs, ?widened, "reconcile: restoring an active grant's rule");
         let applied = match self
             .nsgs
             .restore_rule(&cur.nsg, &spec, recorded.unwrap_or(band.0))
@@ -494,7 +598,8 @@ impl Worker {
             Err(e) => {
                 tracing::error!(request_id = %cur.id, error = %e, "could not restore the rule; the next pass tries again");
                 found.errors.push(format!("{}: {e}", cur.id));
-                self.drift_unrestored(&cur, &diffs, &e.to_string()).await?;
+                self.drift_unrestored(&cur, &diffs, widened, &e.to_string())
+                    .await?;
                 return Ok(());
             }
         };
@@ -524,6 +629,7 @@ impl Worker {
                 "nsg": cur.nsg,
                 "rule": cur.rule_name,
                 "drift": diffs,
+                "widened": widened,
                 "rule_was": actual.map(describe),
                 "priority": new_priority,
                 "recorded_priority": cur.rule_priority,
@@ -540,21 +646,123 @@ impl Worker {
             String::new()
         };
         let text = format!(
-            "Rule `{}` of {}'s active grant ({} port {} from {}) in NSG `{}` was changed outside jitbot: {}. It was put back as approved.{moved}",
-            cur.rule_name,
-            cur.requester,
-            cur.target,
-            cur.ports,
-            cur.source,
-            nsg_name(&cur.nsg),
-            diffs.join("; ")
+            "{} It was put back as approved.{moved}",
+            drift_sentence(&cur, &diffs, widened)
         );
         let message = messages::notice(&cur, Tone::Danger, "Drift alert: rule restored", text);
         self.out.feed(&mut tx, Some(&cur.id), &message).await?;
         tx.commit().await?;
         found.restored.push(
-            json!({ "request_id": cur.id, "rule": cur.rule_name, "drift": diffs, "priority": new_priority }),
+            json!({ "request_id": cur.id, "rule": cur.rule_name, "drift": diffs, "widened": widened, "priority": new_priority }),
         );
+        Ok(())
+    }
+
+    /// The grant's rule was deleted outside jitbot: the grant ends (`active → revoked`), and
+    /// everyone who saw it open is told. Nothing is re-created: the person who deleted it may be
+    /// an incident responder closing a door. The grant's queued revoke job finds it closed and
+    /// does nothing.
+    async fn close_deleted(&self, req: &RequestRow, found: &mut Findings) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        if !tx
+            .transition(
+                &req.id,
+                Status::Active,
+                Status::Revoked,
+                Some(messages::CLOSED_OUTSIDE_JITBOT),
+            )
+            .await?
+        {
+            return Ok(()); // moved on during the pass: its own job deals with it
+        }
+        let now = now_ms();
+        tx.audit(
+            AuditKind::DriftClosed,
+            Some(&req.id),
+            Some("jitbot"),
+            json!({
+                "nsg": req.nsg,
+                "rule": req.rule_name,
+                "priority": req.rule_priority,
+                "expires_at": req.expires_at,
+                "remaining_ms": req.expires_at.map(|e| (e - now).max(0)),
+            }),
+            req.simulated,
+        )
+        .await?;
+        let text = format!(
+            "Rule `{}` ({} port {} from {}) was deleted in NSG `{}` outside jitbot, so {}'s grant has ended ({}; it was open until {}). jitbot does not re-create it: ask again if the access is still needed.",
+            req.rule_name,
+            req.target,
+            req.ports,
+            req.source,
+            nsg_name(&req.nsg),
+            req.requester,
+            messages::CLOSED_OUTSIDE_JITBOT,
+            messages::clock(req.expires_at.unwrap_or(now), true),
+        );
+        let message = messages::notice(req, Tone::Warning, "Access closed outside jitbot", text);
+        self.announce(&mut tx, req, &message).await?;
+        tx.commit().await?;
+        tracing::warn!(request_id = %req.id, nsg = nsg_name(&req.nsg), rule = %req.rule_name, "reconcile: rule deleted outside jitbot; grant closed");
+        found
+            .closed
+            .push(json!({ "request_id": req.id, "rule": req.rule_name }));
+        Ok(())
+    }
+
+    /// The grant's rule was edited to admit no more than approved: it stays as the person made
+    /// it and closes at expiry as usual. Said once per grant (audited and on the audit channel).
+    async fn drift_narrowed(
+        &self,
+        req: &RequestRow,
+        diffs: Vec<String>,
+        narrowed: &[&'static str],
+        actual: Option<&SecurityRule>,
+        found: &mut Findings,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        // Lock the request's row so two replicas cannot both say it.
+        tx.lock_request(&req.id).await?;
+        if tx
+            .has_audit_event(AuditKind::DriftNarrowed, &req.id)
+            .await?
+        {
+            return Ok(());
+        }
+        tx.audit(
+            AuditKind::DriftNarrowed,
+            Some(&req.id),
+            Some("jitbot"),
+            json!({
+                "nsg": req.nsg,
+                "rule": req.rule_name,
+                "drift": diffs,
+                "narrowed": narrowed,
+                "rule_is": actual.map(describe),
+            }),
+            req.simulated,
+        )
+        .await?;
+        let text = format!(
+            "Rule `{}` of {}'s active grant ({} port {} from {}) in NSG `{}` was narrowed outside jitbot (narrowed: {}): {}. It admits no more than approved, so jitbot leaves it as it is; it still closes at {}.",
+            req.rule_name,
+            req.requester,
+            req.target,
+            req.ports,
+            req.source,
+            nsg_name(&req.nsg),
+            narrowed.join(", "),
+            diffs.join("; "),
+            messages::clock(req.expires_at.unwrap_or_default(), true),
+        );
+        let message = messages::notice(req, Tone::Warning, "Drift: rule narrowed", text);
+        self.out.feed(&mut tx, Some(&req.id), &message).await?;
+        tx.commit().await?;
+        tracing::info!(request_id = %req.id, nsg = nsg_name(&req.nsg), ?narrowed, "reconcile: rule narrowed outside jitbot; left as it is");
+        found
+            .narrowed
+            .push(json!({ "request_id": req.id, "rule": req.rule_name, "narrowed": narrowed }));
         Ok(())
     }
 
@@ -564,6 +772,7 @@ impl Worker {
         &self,
         req: &RequestRow,
         diffs: &[String],
+        widened: &[&'static str],
         error: &str,
     ) -> Result<()> {
         let mut tx = self.store.begin().await?;
@@ -579,18 +788,13 @@ impl Worker {
             AuditKind::DriftUnrestored,
             Some(&req.id),
             Some("jitbot"),
-            json!({ "nsg": req.nsg, "rule": req.rule_name, "drift": diffs, "error": error }),
+            json!({ "nsg": req.nsg, "rule": req.rule_name, "drift": diffs, "widened": widened, "error": error }),
             req.simulated,
         )
         .await?;
         let text = format!(
-            "Rule `{}` of {}'s active grant ({} port {}) in NSG `{}` was changed outside jitbot: {}. It could not be put back yet: {error}. jitbot retries every pass.",
-            req.rule_name,
-            req.requester,
-            req.target,
-            req.ports,
-            nsg_name(&req.nsg),
-            diffs.join("; ")
+            "{} It could not be put back yet: {error}. jitbot retries every pass.",
+            drift_sentence(req, diffs, widened)
         );
         let message = messages::notice(req, Tone::Danger, "Drift alert: rule not restored", text);
         self.out.feed(&mut tx, Some(&req.id), &message).await?;
@@ -696,6 +900,30 @@ impl Worker {
     }
 }
 
+/// "Rule `…` of steve's active grant (web1 port 22 from …) in NSG `…` was widened outside jitbot
+/// (widened: source, ports): source is 0.0.0.0/0 instead of …." — or "was changed" with no
+/// widened aspects (a failed provisioning).
+fn drift_sentence(req: &RequestRow, diffs: &[String], widened: &[&str]) -> String {
+    let how = if widened.is_empty() {
+        "was changed outside jitbot".to_string()
+    } else {
+        format!(
+            "was widened outside jitbot (widened: {})",
+            widened.join(", ")
+        )
+    };
+    format!(
+        "Rule `{}` of {}'s active grant ({} port {} from {}) in NSG `{}` {how}: {}.",
+        req.rule_name,
+        req.requester,
+        req.target,
+        req.ports,
+        req.source,
+        nsg_name(&req.nsg),
+        diffs.join("; ")
+    )
+}
+
 /// The checkpoint as people see it in the audit channel.
 pub fn checkpoint_message(seq: i64, hash: &str, simulated: bool) -> Message {
     messages::reply(
@@ -739,6 +967,167 @@ mod tests {
         ] {
             assert_eq!(owned_id(foreign), None, "{foreign}");
         }
+    }
+
+    fn grant(ports: &str, priority: Option<i64>) -> RequestRow {
+        RequestRow {
+            id: "req_7f3a9c01".into(),
+            requester: "steve".into(),
+            platform: crate::domain::Platform::Slack,
+            requester_chat_id: "U0STEVE".into(),
+            target: "web1".into(),
+            nsg: "web1-nsg".into(),
+            ports: ports.into(),
+            protocol: "tcp".into(),
+            source: "203.0.113.0/24".into(),
+            destination: "10.0.1.4".into(),
+            duration_ms: 3_600_000,
+            reason: None,
+            status: Status::Active,
+            approvals_required: 1,
+            round: 0,
+            extension_ms: None,
+            extension_by: None,
+            created_at: 0,
+            pending_until: 0,
+            apply_started_at: Some(1),
+            activated_at: Some(2),
+            expires_at: Some(3_600_001),
+            closed_at: None,
+            rule_name: "jitbot-req_7f3a9c01".into(),
+            rule_priority: priority,
+            detail: None,
+            simulated: false,
+        }
+    }
+
+    /// The rule as jitbot PUTs it and ARM echoes it back.
+    fn as_written() -> SecurityRule {
+        serde_json::from_value(json!({
+            "name": "jitbot-req_7f3a9c01",
+            "properties": {
+                "protocol": "Tcp",
+                "sourcePortRange": "*",
+                "sourcePortRanges": [],
+                "destinationPortRanges": ["3389", "22"],
+                "sourceAddressPrefix": "203.0.113.0/24",
+                "sourceAddressPrefixes": [],
+                "destinationAddressPrefix": "10.0.1.4",
+                "destinationAddressPrefixes": [],
+                "access": "Allow",
+                "priority": 120,
+                "direction": "Inbound",
+                "provisioningState": "Succeeded"
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_widening_or_a_failed_provisioning_is_written_back() {
+        type Edit = fn(&mut crate::azure::SecurityRuleProperties);
+        let rows: &[(&str, Edit, Verdict)] = &[
+            ("as written", |_| {}, Verdict::Matches),
+            (
+                "same ports, other spelling",
+                |p| p.destination_port_ranges = Some(vec!["22".into(), "3389-3389".into()]),
+                Verdict::Matches,
+            ),
+            (
+                "description edited",
+                |p| p.description = Some("temporary".into()),
+                Verdict::Matches,
+            ),
+            (
+                "source 0.0.0.0/0",
+                |p| p.source_address_prefix = Some("0.0.0.0/0".into()),
+                Verdict::Widened(vec!["source"]),
+            ),
+            (
+                "ports 1-65535",
+                |p| p.destination_port_ranges = Some(vec!["1-65535".into()]),
+                Verdict::Widened(vec!["ports"]),
+            ),
+            (
+                "protocol *",
+                |p| p.protocol = "*".into(),
+                Verdict::Widened(vec!["protocol"]),
+            ),
+            (
+                "another destination",
+                |p| p.destination_address_prefix = Some("10.0.1.5".into()),
+                Verdict::Widened(vec!["destination"]),
+            ),
+            (
+                "priority moved up",
+                |p| p.priority = 110,
+                Verdict::Widened(vec!["priority"]),
+            ),
+            (
+                "narrower source",
+                |p| p.source_address_prefix = Some("203.0.113.7".into()),
+                Verdict::Narrowed(vec!["source"]),
+            ),
+            (
+                "one port dropped",
+                |p| p.destination_port_ranges = Some(vec!["22".into()]),
+                Verdict::Narrowed(vec!["ports"]),
+            ),
+            (
+                "turned into a Deny",
+                |p| p.access = "Deny".into(),
+                Verdict::Narrowed(vec!["access"]),
+            ),
+            (
+                "priority moved down",
+                |p| p.priority = 180,
+                Verdict::Narrowed(vec!["priority"]),
+            ),
+            (
+                "narrowed, but its provisioning failed",
+                |p| {
+                    p.access = "Deny".into();
+                    p.provisioning_state = Some("Failed".into());
+                },
+                Verdict::Failed,
+            ),
+        ];
+        let approved = approved_admission(&grant("22,3389", Some(120)));
+        for (name, edit, want) in rows {
+            let mut rule = as_written();
+            edit(&mut rule.properties);
+            assert_eq!(&verdict(&approved, Some(&rule)), want, "{name}");
+        }
+        assert_eq!(verdict(&approved, None), Verdict::Deleted);
+    }
+
+    #[test]
+    fn an_unknown_recorded_priority_never_reads_as_narrowed() {
+        let approved = approved_admission(&grant("22,3389", None));
+        let mut rule = as_written();
+        rule.properties.priority = 4096;
+        assert_eq!(
+            verdict(&approved, Some(&rule)),
+            Verdict::Widened(vec!["priority"])
+        );
+    }
+
+    #[test]
+    fn differences_name_every_edited_field() {
+        let req = grant("22,3389", Some(120));
+        assert!(differences(&req, Some(&as_written())).is_empty());
+        assert_eq!(differences(&req, None), vec!["the rule was deleted"]);
+        let mut rule = as_written();
+        rule.properties.source_address_prefix = None;
+        rule.properties.source_application_security_groups = Some(vec![json!({ "id": "g1" })]);
+        rule.properties.source_port_range = Some("1024-65535".into());
+        assert_eq!(
+            differences(&req, Some(&rule)),
+            vec![
+                "source is asg:g1 instead of 203.0.113.0/24",
+                "source ports are 1024-65535 instead of *",
+            ]
+        );
     }
 
     #[test]

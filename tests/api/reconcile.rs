@@ -82,14 +82,36 @@ fn rule_writes(app: &TestApp, name: &str) -> Vec<String> {
 fn assert_matches_grant(rule: &SecurityRule, g: &RequestRow) {
     let p = &rule.properties;
     assert_eq!(p.source_prefixes(), vec![g.source.clone()], "source");
+    assert_eq!(
+        p.destination_prefixes(),
+        vec![g.destination.clone()],
+        "destination"
+    );
     let mut ports = p.destination_ports();
     ports.sort();
     let mut want: Vec<String> = g.ports.split(',').map(str::to_string).collect();
     want.sort();
     assert_eq!(ports, want, "ports");
+    assert!(p.protocol.eq_ignore_ascii_case(&g.protocol), "protocol");
     assert_eq!(Some(i64::from(p.priority)), g.rule_priority, "priority");
     assert_eq!(p.access, "Allow");
     assert_eq!(p.direction, "Inbound");
+}
+
+/// Whether the rule in the emulator says what the grant says (for waiting on a repair).
+fn matches_grant(rule: &SecurityRule, g: &RequestRow) -> bool {
+    let p = &rule.properties;
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    p.source_prefixes() == vec![g.source.clone()]
+        && p.destination_prefixes() == vec![g.destination.clone()]
+        && sorted(p.destination_ports()) == sorted(g.ports.split(',').map(str::to_string).collect())
+        && p.protocol.eq_ignore_ascii_case(&g.protocol)
+        && Some(i64::from(p.priority)) == g.rule_priority
+        && p.access == "Allow"
+        && p.direction == "Inbound"
 }
 
 backends! {
@@ -227,59 +249,80 @@ async fn rules_of_closed_or_unapproved_requests_that_reappear_are_removed() {
 }
 
 #[tokio::test]
-async fn a_deleted_rule_of_an_active_grant_is_restored_with_a_drift_alert() {
+async fn a_deleted_rule_ends_the_grant_and_is_never_re_created() {
     let app = spawn_app_tuned(FAST, &[], "").await;
-    // Two ports: the rule uses the plural `destinationPortRanges`.
-    let grant = open_grant(&app, "web1 22,3389 1h").await;
+    // Two ports (the plural `destinationPortRanges`); short, so its revoke job runs in the test.
+    let grant = open_grant(&app, "web1 22,3389 4s").await;
     assert_eq!(grant.ports, "22,3389");
+    // An incident responder closes the door in the portal.
     assert!(app.arm.delete_rule_directly(NSG, &grant.rule_name));
     let deleted_at = Instant::now();
-    app.wait_until("rule restored", Duration::from_secs(5), |a| {
-        a.rule(&grant.id)
-            .is_some_and(|r| r.properties.provisioning_state.as_deref() == Some("Succeeded"))
-    })
-    .await;
-    println!(
-        "METRIC drift_restore_ms={}",
-        deleted_at.elapsed().as_millis()
+    let closed = app
+        .wait_status(&grant.id, Status::Revoked, Duration::from_secs(3))
+        .await;
+    println!("METRIC drift_close_ms={}", deleted_at.elapsed().as_millis());
+    assert_eq!(
+        closed.detail.as_deref(),
+        Some("closed in Azure outside jitbot")
     );
-    let restored = app.rule(&grant.id).unwrap();
-    assert_matches_grant(&restored, &grant);
-    wait_event(
-        &app,
-        "drift_restored",
-        Some(&grant.id),
-        Duration::from_secs(3),
-    )
-    .await;
-    let ev = &app.events_of("drift_restored").await[0];
-    assert_eq!(ev.detail["drift"][0], "the rule was deleted");
+    assert!(closed.closed_at.unwrap() < grant.expires_at.unwrap());
+    wait_event(&app, "drift_closed", Some(&grant.id), Duration::from_secs(3)).await;
+    let ev = &app.events_of("drift_closed").await[0];
+    assert_eq!(ev.detail["rule"], grant.rule_name.as_str());
     app.wait_until(
-        "drift alert in the audit channel",
+        "the requester, the card and the audit channel are told",
         Duration::from_secs(3),
         |a| {
-            a.audit_feed().iter().any(|t| {
-                t.contains("Drift alert") && t.contains(&grant.rule_name) && t.contains("deleted")
-            })
+            a.dms(STEVE)
+                .iter()
+                .any(|t| t.contains("outside jitbot") && t.contains(&grant.rule_name))
+                && a.card_text(&grant.id)
+                    .contains("closed in Azure outside jitbot")
+                && a.audit_feed().iter().any(|t| {
+                    t.contains("Access closed outside jitbot") && t.contains(&grant.rule_name)
+                })
         },
     )
     .await;
-    let now = app.request(&grant.id).await;
-    assert_eq!(now.status, Status::Active);
-    assert_eq!(now.rule_priority, grant.rule_priority);
-    assert_eq!(now.expires_at, grant.expires_at, "the clock is not reset");
-    // Put back once, then left alone.
+    let summaries = app.events_of("reconciled").await;
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0].detail["closed"][0]["request_id"], grant.id.as_str());
+
+    // Past its expiry: the queued revoke job finds the grant closed and does nothing.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !app
+        .store
+        .job_counts()
+        .await
+        .unwrap()
+        .contains(&("revoke".into(), "done".into(), 1))
+    {
+        assert!(Instant::now() < deadline, "the revoke job did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Several passes later: never re-created, never written again.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(app.writes(&grant.id), vec!["PUT 201", "PUT 201"]);
-    assert_eq!(app.events_of("drift_restored").await.len(), 1);
+    assert!(app.rule(&grant.id).is_none());
+    assert_eq!(app.writes(&grant.id), vec!["PUT 201"]);
+    assert_eq!(app.events_of("drift_closed").await.len(), 1);
+    assert!(app.events_of("drift_restored").await.is_empty());
+    assert!(
+        app.events_of("revoked")
+            .await
+            .iter()
+            .all(|e| e.request_id.as_deref() != Some(&grant.id)),
+        "the revoke job did not close it a second time"
+    );
+    assert_eq!(app.request(&grant.id).await.status, Status::Revoked);
     app.assert_chain_intact().await;
 }
 
 #[tokio::test]
-async fn edited_source_ports_priority_and_access_are_restored() {
+async fn widening_edits_are_put_back_within_one_interval_and_named() {
     let app = spawn_app_tuned(FAST, &[], "").await;
     let grant = open_grant(&app, "web1 22 1h").await;
     let original = app.rule(&grant.id).unwrap();
+    // (what the alert must name, the edit)
     let edits: Vec<(&str, Edit)> = vec![
         (
             "source",
@@ -289,43 +332,157 @@ async fn edited_source_ports_priority_and_access_are_restored() {
             "ports",
             Box::new(|p| p.destination_port_range = Some("1-65535".into())),
         ),
-        ("priority", Box::new(|p| p.priority = 180)),
-        ("access", Box::new(|p| p.access = "Deny".into())),
+        ("protocol", Box::new(|p| p.protocol = "*".into())),
+        (
+            "destination",
+            Box::new(|p| p.destination_address_prefix = Some("10.0.1.5".into())),
+        ),
+        // A lower number takes precedence over more rules (a Deny that used to win may lose).
+        ("priority", Box::new(|p| p.priority = 90)),
+        ("direction", Box::new(|p| p.direction = "Outbound".into())),
+        (
+            "source, ports",
+            Box::new(|p| {
+                p.source_address_prefix = Some("*".into());
+                p.destination_port_range = Some("*".into());
+            }),
+        ),
     ];
+    let mut slowest = Duration::ZERO;
     for (n, (what, edit)) in edits.iter().enumerate() {
         let mut edited = original.clone();
         edit(&mut edited.properties);
         app.arm.put_existing_rule(NSG, edited);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let done = app.events_of("drift_restored").await.len() > n
-                && app.rule(&grant.id).is_some_and(|r| {
-                    r.properties.provisioning_state.as_deref() == Some("Succeeded")
-                });
-            if done {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{what} edit not restored");
+        let edited_at = Instant::now();
+        let deadline = edited_at + Duration::from_secs(5);
+        while !app.rule(&grant.id).is_some_and(|r| {
+            r.properties.provisioning_state.as_deref() == Some("Succeeded")
+                && matches_grant(&r, &grant)
+        }) {
+            assert!(Instant::now() < deadline, "{what} widening not put back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = edited_at.elapsed();
+        slowest = slowest.max(took);
+        // One interval (300 ms) until the next pass, plus the PUT and its polling.
+        assert!(
+            took < Duration::from_millis(2500),
+            "{what}: put back after {took:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while app.events_of("drift_restored").await.len() <= n {
+            assert!(Instant::now() < deadline, "{what}: no drift_restored event");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let ev = &app.events_of("drift_restored").await[n];
-        let drift = ev.detail["drift"].to_string();
-        assert!(drift.contains(&format!("{what} ")), "{what}: {drift}");
-        assert_matches_grant(&app.rule(&grant.id).unwrap(), &grant);
+        let want: Vec<&str> = what.split(", ").collect();
+        assert_eq!(ev.detail["widened"], serde_json::json!(want), "{what}");
+        app.wait_until("the alert names the widening", Duration::from_secs(3), |a| {
+            a.audit_feed().iter().any(|t| {
+                t.contains("Drift alert")
+                    && t.contains(&grant.rule_name)
+                    && t.contains(&format!("(widened: {what})"))
+            })
+        })
+        .await;
     }
-    app.wait_until("four drift alerts", Duration::from_secs(3), |a| {
+    println!("METRIC widening_repair_ms={}", slowest.as_millis());
+    assert!(
+        app.audit_feed()
+            .iter()
+            .any(|t| t.contains("source is 0.0.0.0/0 instead of 203.0.113.7"))
+    );
+    // Each put back once, then left alone; the grant is unchanged.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(app.writes(&grant.id).len(), 1 + edits.len());
+    assert_eq!(app.events_of("drift_restored").await.len(), edits.len());
+    assert!(app.events_of("drift_narrowed").await.is_empty());
+    assert!(app.events_of("drift_closed").await.is_empty());
+    let now = app.request(&grant.id).await;
+    assert_eq!(now.status, Status::Active);
+    assert_eq!(now.rule_priority, grant.rule_priority);
+    assert_eq!(now.expires_at, grant.expires_at, "the clock is not reset");
+    app.assert_chain_intact().await;
+}
+
+#[tokio::test]
+async fn narrowing_edits_are_left_as_made_reported_once_and_closed_at_expiry() {
+    let app = spawn_app_tuned(FAST, &[], "").await;
+    // (what narrowed, the request, the edit)
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "source",
+            "web1 22 8s from 203.0.113.0/24",
+            Box::new(|p| p.source_address_prefix = Some("203.0.113.7".into())),
+        ),
+        (
+            "access",
+            "web1 22 8s",
+            Box::new(|p| p.access = "Deny".into()),
+        ),
+        // A higher number can only lose precedence.
+        ("priority", "web1 22 8s", Box::new(|p| p.priority = 180)),
+    ];
+    let mut grants = Vec::new();
+    for (_, text, _) in &cases {
+        grants.push(open_grant(&app, text).await);
+    }
+    let mut made = Vec::new();
+    for ((_, _, edit), grant) in cases.iter().zip(&grants) {
+        let mut edited = app.rule(&grant.id).unwrap();
+        edit(&mut edited.properties);
+        app.arm.put_existing_rule(NSG, edited);
+        made.push(fingerprint(&app.rule(&grant.id).unwrap()));
+    }
+    for grant in &grants {
+        wait_event(&app, "drift_narrowed", Some(&grant.id), Duration::from_secs(3)).await;
+    }
+    // Several passes: the rules stay exactly as the person made them.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for (((what, _, _), grant), made) in cases.iter().zip(&grants).zip(&made) {
+        assert_eq!(
+            &fingerprint(&app.rule(&grant.id).unwrap()),
+            made,
+            "{what}: the person's rule is byte-for-byte unchanged"
+        );
+        assert_eq!(app.writes(&grant.id), vec!["PUT 201"], "{what}: no PUT");
+        let events: Vec<_> = app
+            .events_of("drift_narrowed")
+            .await
+            .into_iter()
+            .filter(|e| e.request_id.as_deref() == Some(&grant.id))
+            .collect();
+        assert_eq!(events.len(), 1, "{what}: reported once");
+        assert_eq!(events[0].detail["narrowed"], serde_json::json!([what]));
+        assert_eq!(app.request(&grant.id).await.status, Status::Active);
+    }
+    app.wait_until("one message per grant", Duration::from_secs(3), |a| {
         a.audit_feed()
             .iter()
-            .filter(|t| t.contains("Drift alert"))
+            .filter(|t| t.contains("rule narrowed"))
             .count()
-            == 4
+            == cases.len()
     })
     .await;
     assert!(
         app.audit_feed()
             .iter()
-            .any(|t| t.contains("source is 0.0.0.0/0 instead of"))
+            .any(|t| t.contains("rule narrowed") && t.contains("access is Deny instead of Allow"))
     );
+    assert!(app.events_of("drift_restored").await.is_empty());
+    assert!(app.events_of("drift_closed").await.is_empty());
+
+    // Closed at expiry as usual, from the person's rule.
+    for ((what, _, _), grant) in cases.iter().zip(&grants) {
+        app.wait_status(&grant.id, Status::Revoked, Duration::from_secs(15))
+            .await;
+        assert!(app.rule(&grant.id).is_none(), "{what}: rule gone");
+        let writes = app.writes(&grant.id);
+        assert_eq!(writes.first().map(String::as_str), Some("PUT 201"));
+        assert_eq!(writes.iter().filter(|w| w.starts_with("PUT")).count(), 1);
+        assert!(writes.last().unwrap().starts_with("DELETE"), "{what}: {writes:?}");
+    }
+    assert_eq!(app.events_of("drift_narrowed").await.len(), cases.len());
     app.assert_chain_intact().await;
 }
 
@@ -334,20 +491,24 @@ async fn a_restored_rule_whose_priority_was_taken_gets_a_free_one_and_it_is_reco
     let app = spawn_app_tuned(FAST, &[], "").await;
     let grant = open_grant(&app, "web1 22 1h").await;
     assert_eq!(grant.rule_priority, Some(100));
-    // Someone deletes jitbot's rule and puts their own at its priority.
+    // Someone puts their own rule at jitbot's priority, then moves jitbot's rule out of the way
+    // and opens it to the world.
     let intruder = rule("ops-temp", 100, "198.51.100.0/24", "8080", "Allow");
-    app.arm.delete_rule_directly(NSG, &grant.rule_name);
     app.arm.put_existing_rule(NSG, intruder);
     let before = fingerprint(&app.arm.rule(NSG, "ops-temp").unwrap());
-    app.wait_until("rule restored", Duration::from_secs(5), |a| {
-        a.rule(&grant.id).is_some()
-    })
-    .await;
+    let mut widened = app.rule(&grant.id).unwrap();
+    widened.properties.source_address_prefix = Some("*".into());
+    widened.properties.priority = 150;
+    app.arm.put_existing_rule(NSG, widened);
     let row = app
-        .wait_until_row(&grant.id, Duration::from_secs(3), |r| {
+        .wait_until_row(&grant.id, Duration::from_secs(5), |r| {
             r.rule_priority == Some(101)
         })
         .await;
+    app.wait_until("rule restored", Duration::from_secs(3), |a| {
+        a.rule(&grant.id).is_some_and(|r| matches_grant(&r, &row))
+    })
+    .await;
     let restored = app.rule(&grant.id).unwrap();
     assert_eq!(restored.properties.priority, 101);
     assert_matches_grant(&restored, &row);
@@ -358,16 +519,17 @@ async fn a_restored_rule_whose_priority_was_taken_gets_a_free_one_and_it_is_reco
     );
     assert!(rule_writes(&app, "ops-temp").is_empty());
     app.wait_until(
-        "alert names the new priority",
+        "alert names the widening and the new priority",
         Duration::from_secs(3),
         |a| {
-            a.audit_feed()
-                .iter()
-                .any(|t| t.contains("Drift alert") && t.contains("now has priority 101"))
+            a.audit_feed().iter().any(|t| {
+                t.contains("Drift alert")
+                    && t.contains("(widened: source)")
+                    && t.contains("now has priority 101")
+            })
         },
     )
     .await;
-    // The grant still closes normally at expiry, from the new priority.
     app.assert_chain_intact().await;
 }
 
@@ -377,7 +539,9 @@ async fn the_reconciler_runs_at_start() {
     let mut app = spawn_app_tuned("reconcile_interval = \"1h\"", &[], "").await;
     let grant = open_grant(&app, "web1 22 1h").await;
     app.crash().await;
-    app.arm.delete_rule_directly(NSG, &grant.rule_name);
+    let mut widened = app.rule(&grant.id).unwrap();
+    widened.properties.source_address_prefix = Some("0.0.0.0/0".into());
+    app.arm.put_existing_rule(NSG, widened);
     app.arm.put_existing_rule(
         NSG,
         rule("jitbot-req_zzzz3333", 140, "192.0.2.9", "22", "Allow"),
@@ -385,7 +549,8 @@ async fn the_reconciler_runs_at_start() {
     let started = Instant::now();
     app.start().await;
     app.wait_until("fixed at start", Duration::from_secs(5), |a| {
-        a.rule(&grant.id).is_some() && a.arm.rule(NSG, "jitbot-req_zzzz3333").is_none()
+        a.rule(&grant.id).is_some_and(|r| matches_grant(&r, &grant))
+            && a.arm.rule(NSG, "jitbot-req_zzzz3333").is_none()
     })
     .await;
     println!(
@@ -813,9 +978,12 @@ async fn grants_whose_state_is_changing_are_left_to_their_own_jobs() {
         "never deleted while applying: {:?}",
         app.writes(&id)
     );
+    let puts = |a: &TestApp| a.writes(&id).iter().filter(|w| w.starts_with("PUT")).count();
+    let applied_puts = puts(&app);
 
-    // Revoking: ARM refuses the DELETE; meanwhile someone removes the rule by hand. The
-    // reconciler must not put it back (nor touch it while it was there).
+    // Revoking: ARM refuses the DELETE; meanwhile someone widens the rule by hand, then removes
+    // it. The reconciler must neither put it back nor close the grant itself: its revoke job
+    // closes it.
     app.arm.start_outage(
         Fault::Unavailable {
             retry_after_secs: 0,
@@ -826,18 +994,36 @@ async fn grants_whose_state_is_changing_are_left_to_their_own_jobs() {
         .await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(app.rule(&id).is_some(), "left alone while revoking");
+    let mut widened = app.rule(&id).unwrap();
+    widened.properties.source_address_prefix = Some("*".into());
+    app.arm.put_existing_rule(NSG, widened);
+    let made = fingerprint(&app.rule(&id).unwrap());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        fingerprint(&app.rule(&id).unwrap()),
+        made,
+        "a revoking grant's rule is never restored"
+    );
+    assert_eq!(puts(&app), applied_puts);
     app.arm.delete_rule_directly(NSG, &grant.rule_name);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(
-        app.rule(&id).is_none(),
-        "a revoking grant is never restored"
-    );
+    assert!(app.rule(&id).is_none(), "never re-created");
+    assert_eq!(app.request(&id).await.status, Status::Revoking);
     app.arm.end_outage();
-    app.wait_status(&id, Status::Revoked, Duration::from_secs(20))
+    let closed = app
+        .wait_status(&id, Status::Revoked, Duration::from_secs(20))
         .await;
-    assert!(app.events_of("drift_restored").await.is_empty());
-    assert!(app.events_of("drift_orphan_removed").await.is_empty());
-    assert!(app.events_of("reconciled").await.is_empty());
+    assert_eq!(closed.detail.as_deref(), Some("expired"));
+    assert_eq!(puts(&app), applied_puts);
+    for kind in [
+        "drift_restored",
+        "drift_closed",
+        "drift_narrowed",
+        "drift_orphan_removed",
+        "reconciled",
+    ] {
+        assert!(app.events_of(kind).await.is_empty(), "{kind}");
+    }
     app.assert_chain_intact().await;
 }
 
@@ -856,7 +1042,9 @@ async fn drift_that_cannot_be_restored_yet_is_reported_once_and_fixed_later() {
         }
         .on(On::put()),
     );
-    app.arm.delete_rule_directly(NSG, &grant.rule_name);
+    let mut widened = app.rule(&grant.id).unwrap();
+    widened.properties.destination_port_range = Some("1-65535".into());
+    app.arm.put_existing_rule(NSG, widened);
     wait_event(
         &app,
         "drift_unrestored",
@@ -865,20 +1053,22 @@ async fn drift_that_cannot_be_restored_yet_is_reported_once_and_fixed_later() {
     )
     .await;
     app.wait_until("the audit channel is told", Duration::from_secs(3), |a| {
-        a.audit_feed()
-            .iter()
-            .any(|t| t.contains("rule not restored") && t.contains(&grant.rule_name))
+        a.audit_feed().iter().any(|t| {
+            t.contains("rule not restored")
+                && t.contains(&grant.rule_name)
+                && t.contains("(widened: ports)")
+        })
     })
     .await;
     // Further failing passes stay quiet.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(app.events_of("drift_unrestored").await.len(), 1);
-    assert!(app.rule(&grant.id).is_none());
+    assert!(!matches_grant(&app.rule(&grant.id).unwrap(), &grant));
     assert!(app.events_of("drift_restored").await.is_empty());
 
     app.arm.end_outage();
     app.wait_until("restored once ARM is back", Duration::from_secs(10), |a| {
-        a.rule(&grant.id).is_some()
+        a.rule(&grant.id).is_some_and(|r| matches_grant(&r, &grant))
     })
     .await;
     wait_event(
@@ -889,6 +1079,7 @@ async fn drift_that_cannot_be_restored_yet_is_reported_once_and_fixed_later() {
     )
     .await;
     assert_eq!(app.events_of("drift_unrestored").await.len(), 1);
+    assert_eq!(app.request(&grant.id).await.status, Status::Active);
     app.assert_chain_intact().await;
 }
 }
