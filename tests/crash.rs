@@ -91,6 +91,9 @@ url = "{db}"
 
 [worker]
 apply_deadline = "60s"
+# A killed process's jobs are taken over after one lease (PostgreSQL); the grant's clock keeps
+# running while it is down, so keep the takeover within seconds.
+lease = "2s"
 
 [azure]
 backend = "arm"
