@@ -43,8 +43,7 @@ pub struct Application {
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
     _azure: Azure,
-    #[cfg(feature = "demo")]
-    _simulated_arm: Option<crate::demo::SimulatedArm>,
+    _simulated_arm: Option<SimulatedArm>,
 }
 
 impl Application {
@@ -58,50 +57,15 @@ impl Application {
                 )
             })?;
         let metrics = Metrics::new();
-        let mut azure_overrides = overrides.azure;
-        azure_overrides.metrics = metrics.clone();
-        // The simulated backend's emulator (demo builds only); it lives as long as the application.
-        #[cfg(feature = "demo")]
-        let simulated_arm = match settings.azure.backend {
-            azure::Backend::Simulated => {
-                let sim = crate::demo::simulated_arm().await?;
-                azure_overrides.simulated_endpoint = Some(url::Url::parse(sim.base_url())?);
-                Some(sim)
-            }
-            azure::Backend::Arm => None,
-        };
-        let azure = azure::connect(&settings.azure, azure_overrides).await?;
-        if azure.simulated {
-            tracing::warn!(
-                "SIMULATED AZURE BACKEND: no real NSG is changed; every message and audit event says so"
-            );
-        }
+        let (azure, simulated_arm) =
+            connect_azure(&settings, overrides.azure, metrics.clone()).await?;
         let policy = Arc::new(settings.policy.clone());
-        let mut chats: HashMap<Platform, Arc<dyn ChatApi>> = HashMap::new();
-        let mut out = Destinations::default();
-        let slack = settings.slack.clone().map(Arc::new);
-        if let Some(s) = &slack {
-            let api = SlackApi::new(&s.api_base_url, s.bot_token.expose().to_string())
-                .map_err(|e| anyhow::anyhow!("Slack client: {e}"))?;
-            chats.insert(Platform::Slack, Arc::new(api));
-            out.platforms
-                .push((Platform::Slack, s.audit_channel.clone()));
-        }
-        let discord_endpoint = match &settings.discord {
-            Some(d) => {
-                let api = Arc::new(
-                    DiscordApi::new(&d.api_base_url, d.bot_token.expose())
-                        .map_err(|e| anyhow::anyhow!("Discord client: {e}"))?,
-                );
-                chats.insert(Platform::Discord, api.clone());
-                out.platforms
-                    .push((Platform::Discord, d.audit_channel.clone()));
-                let verifier = crate::chat::discord::verifier(&d.public_key)
-                    .map_err(|e| anyhow::anyhow!("discord.public_key: {e}"))?;
-                Some(Arc::new(http::DiscordEndpoint { verifier, api }))
-            }
-            None => None,
-        };
+        let ChatClients {
+            chats,
+            out,
+            slack,
+            discord: discord_endpoint,
+        } = chat_clients(&settings)?;
         let service = Service {
             store: store.clone(),
             policy: policy.clone(),
@@ -109,18 +73,7 @@ impl Application {
             simulated: azure.simulated,
             metrics: metrics.clone(),
         };
-        {
-            let mut tx = store.begin().await?;
-            tx.audit(
-                AuditKind::Started,
-                None,
-                Some("jitbot"),
-                json!({ "version": env!("CARGO_PKG_VERSION"), "targets": policy.targets.len(), "simulated": azure.simulated }),
-                azure.simulated,
-            )
-            .await?;
-            tx.commit().await?;
-        }
+        audit_start(&store, policy.targets.len(), azure.simulated).await?;
         let heartbeat = Arc::new(AtomicI64::new(now_ms()));
         let worker = Arc::new(Worker {
             store: store.clone(),
@@ -159,9 +112,12 @@ impl Application {
             },
             settings.server.max_body_bytes,
         );
-        let limits = settings.server.limits();
-        let cap = crate::server::connection_cap(limits.max_connections);
-        let server = tokio::spawn(crate::server::serve(listener, router, limits, cap, rx));
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            router,
+            settings.server.limits(),
+            rx,
+        ));
         tracing::info!(%addr, "jitbot is listening");
         Ok(Application {
             addr,
@@ -171,7 +127,6 @@ impl Application {
             server,
             worker,
             _azure: azure,
-            #[cfg(feature = "demo")]
             _simulated_arm: simulated_arm,
         })
     }
@@ -220,6 +175,99 @@ impl Application {
         }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
     }
+}
+
+/// The simulated backend's emulator (`demo` builds), kept alive as long as the application.
+#[cfg(feature = "demo")]
+type SimulatedArm = crate::demo::SimulatedArm;
+/// Builds without `demo` have no emulator (and refuse `backend = "simulated"`).
+#[cfg(not(feature = "demo"))]
+type SimulatedArm = std::convert::Infallible;
+
+/// Connects Azure; for `backend = "simulated"` (demo builds) first starts the emulator and
+/// points the ARM client at it.
+async fn connect_azure(
+    settings: &Settings,
+    mut overrides: AzureOverrides,
+    metrics: Metrics,
+) -> anyhow::Result<(Azure, Option<SimulatedArm>)> {
+    overrides.metrics = metrics;
+    #[cfg(feature = "demo")]
+    let simulated_arm = match settings.azure.backend {
+        azure::Backend::Simulated => {
+            let sim = crate::demo::simulated_arm().await?;
+            overrides.simulated_endpoint = Some(url::Url::parse(sim.base_url())?);
+            Some(sim)
+        }
+        azure::Backend::Arm => None,
+    };
+    #[cfg(not(feature = "demo"))]
+    let simulated_arm = None;
+    let azure = azure::connect(&settings.azure, overrides).await?;
+    if azure.simulated {
+        tracing::warn!(
+            "SIMULATED AZURE BACKEND: no real NSG is changed; every message and audit event says so"
+        );
+    }
+    Ok((azure, simulated_arm))
+}
+
+/// The configured chat platforms: their API clients, where chat output goes, and what the HTTP
+/// endpoints need to verify incoming requests.
+struct ChatClients {
+    chats: HashMap<Platform, Arc<dyn ChatApi>>,
+    out: Destinations,
+    slack: Option<Arc<crate::config::SlackSettings>>,
+    discord: Option<Arc<http::DiscordEndpoint>>,
+}
+
+fn chat_clients(settings: &Settings) -> anyhow::Result<ChatClients> {
+    let mut chats: HashMap<Platform, Arc<dyn ChatApi>> = HashMap::new();
+    let mut out = Destinations::default();
+    let slack = settings.slack.clone().map(Arc::new);
+    if let Some(s) = &slack {
+        let api = SlackApi::new(&s.api_base_url, s.bot_token.expose().to_string())
+            .map_err(|e| anyhow::anyhow!("Slack client: {e}"))?;
+        chats.insert(Platform::Slack, Arc::new(api));
+        out.platforms
+            .push((Platform::Slack, s.audit_channel.clone()));
+    }
+    let discord = match &settings.discord {
+        Some(d) => {
+            let api = Arc::new(
+                DiscordApi::new(&d.api_base_url, d.bot_token.expose())
+                    .map_err(|e| anyhow::anyhow!("Discord client: {e}"))?,
+            );
+            chats.insert(Platform::Discord, api.clone());
+            out.platforms
+                .push((Platform::Discord, d.audit_channel.clone()));
+            let verifier = crate::chat::discord::verifier(&d.public_key)
+                .map_err(|e| anyhow::anyhow!("discord.public_key: {e}"))?;
+            Some(Arc::new(http::DiscordEndpoint { verifier, api }))
+        }
+        None => None,
+    };
+    Ok(ChatClients {
+        chats,
+        out,
+        slack,
+        discord,
+    })
+}
+
+/// The audit trail records every start, with the version and whether Azure is simulated.
+async fn audit_start(store: &Store, targets: usize, simulated: bool) -> anyhow::Result<()> {
+    let mut tx = store.begin().await?;
+    tx.audit(
+        AuditKind::Started,
+        None,
+        Some("jitbot"),
+        json!({ "version": env!("CARGO_PKG_VERSION"), "targets": targets, "simulated": simulated }),
+        simulated,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A database URL without its password, for messages.

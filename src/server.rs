@@ -61,7 +61,7 @@ impl Default for Limits {
 
 /// Raises the soft open-files limit to the hard limit where allowed, and returns the connection
 /// cap that leaves [`RESERVED_FDS`] descriptors for everything else.
-pub fn connection_cap(configured: usize) -> usize {
+fn connection_cap(configured: usize) -> usize {
     let soft = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(e) => {
@@ -90,9 +90,9 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let max_connections = connection_cap(limits.max_connections);
     let slots = Arc::new(Semaphore::new(max_connections));
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_timeout,
