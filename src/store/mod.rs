@@ -491,26 +491,6 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records `at` as the moment the rule may first be open, unless one is recorded already
-    /// (requests that were `applying` before this column existed). Returns the recorded moment.
-    pub async fn ensure_apply_started(&mut self, id: &str, at: i64) -> Result<Option<i64>> {
-        sqlx::query(
-            "UPDATE requests SET apply_started_at = $2 WHERE id = $1 AND apply_started_at IS NULL",
-        )
-        .bind(id)
-        .bind(at)
-        .execute(&mut *self.tx)
-        .await?;
-        let row = sqlx::query("SELECT apply_started_at FROM requests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get("apply_started_at")?,
-            None => None,
-        })
-    }
-
     /// `applying → active`: the rule is confirmed live. `expires_at` counts from
     /// `apply_started_at`, not from now.
     pub async fn activate(

@@ -98,15 +98,9 @@ impl Worker {
                 now
             }
             // Resumed after a crash or a retry: ensure_rule is idempotent, the clock kept running.
-            Status::Applying => match req.apply_started_at {
-                Some(at) => at,
-                None => {
-                    let mut tx = self.store.begin().await?;
-                    let at = tx.ensure_apply_started(id, now_ms()).await?;
-                    tx.commit().await?;
-                    at.unwrap_or_else(now_ms)
-                }
-            },
+            // Every `applying` row has `apply_started_at` (migration 0002 backfilled older ones);
+            // the creation time is the earliest it could be.
+            Status::Applying => req.apply_started_at.unwrap_or(req.created_at),
             _ => return Ok(Outcome::Done),
         };
         let Some(target) = self.policy.targets.get(&req.target) else {
@@ -181,7 +175,7 @@ impl Worker {
                 } else {
                     // jitbot was down between the PUT and recording it: the time ran out then.
                     format!(
-                        "{} port {} was opened from {} at {}, but jitbot could only confirm it now; \
+                        "{} port {} is open from {} since {}, but jitbot could only confirm it now; \
                          its {} have run out, so it closes now",
                         req.target,
                         req.ports,
