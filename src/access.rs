@@ -36,22 +36,12 @@ impl Intervals {
         Intervals(merged)
     }
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Every point of `other` lies in `self`. Merged intervals make this one lookup each.
     fn contains(&self, other: &Intervals) -> bool {
         other
             .0
             .iter()
             .all(|(lo, hi)| self.0.iter().any(|(a, b)| a <= lo && hi <= b))
-    }
-
-    fn overlaps(&self, other: &Intervals) -> bool {
-        self.0
-            .iter()
-            .any(|(a, b)| other.0.iter().any(|(lo, hi)| lo <= b && a <= hi))
     }
 }
 
@@ -66,20 +56,7 @@ pub struct AddressSet {
     tags: BTreeSet<String>,
 }
 
-/// Sources that mean "the whole Internet" when a scan asks whether a rule exposes a port.
-const INTERNET_WORDS: &[&str] = &["*", "ANY", "INTERNET", "0.0.0.0", "0.0.0.0/0", "::/0"];
-
 impl AddressSet {
-    /// Every address.
-    pub fn any() -> AddressSet {
-        AddressSet {
-            any: true,
-            v4: Intervals::default(),
-            v6: Intervals::default(),
-            tags: BTreeSet::new(),
-        }
-    }
-
     /// Parses the prefixes of one side of a rule (`sourceAddressPrefix(es)`): addresses, CIDRs,
     /// `*`, service tags. An empty list is every address, as ARM reads a rule without prefixes.
     pub fn parse<S: AsRef<str>>(items: &[S]) -> AddressSet {
@@ -127,28 +104,6 @@ impl AddressSet {
         self.v4.contains(&other.v4)
             && self.v6.contains(&other.v6)
             && other.tags.is_subset(&self.tags)
-    }
-
-    /// True when the set admits the whole Internet: `*`, `Any`, `Internet`, `0.0.0.0`,
-    /// `0.0.0.0/0` or `::/0` (case-insensitive), what compliance benchmarks flag.
-    pub fn is_internet<S: AsRef<str>>(items: &[S]) -> bool {
-        items.is_empty()
-            || items.iter().any(|i| {
-                let s = i.as_ref().trim().to_ascii_uppercase();
-                INTERNET_WORDS.contains(&s.as_str())
-            })
-    }
-
-    /// Whether the set may include `addr` (a tag might; so does "any").
-    pub fn may_include(&self, addr: IpAddr) -> bool {
-        if self.any || !self.tags.is_empty() {
-            return true;
-        }
-        let point = Intervals(vec![(ip_value(addr), ip_value(addr))]);
-        match addr {
-            IpAddr::V4(_) => self.v4.contains(&point),
-            IpAddr::V6(_) => self.v6.contains(&point),
-        }
     }
 }
 
@@ -209,19 +164,6 @@ impl PortSet {
 
     pub fn contains(&self, other: &PortSet) -> bool {
         self.0.contains(&other.0)
-    }
-
-    pub fn includes(&self, port: u16) -> bool {
-        self.0
-            .contains(&Intervals(vec![(port as u128, port as u128)]))
-    }
-
-    pub fn overlaps(&self, other: &PortSet) -> bool {
-        self.0.overlaps(&other.0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -441,31 +383,6 @@ mod tests {
     }
 
     #[test]
-    fn internet_sources_are_recognised_in_every_spelling() {
-        for s in [
-            "*",
-            "Internet",
-            "INTERNET",
-            "any",
-            "0.0.0.0",
-            "0.0.0.0/0",
-            "::/0",
-            " * ",
-        ] {
-            assert!(AddressSet::is_internet(&[s]), "{s}");
-        }
-        for s in [
-            "203.0.113.0/24",
-            "VirtualNetwork",
-            "10.0.0.0/8",
-            "AzureLoadBalancer",
-        ] {
-            assert!(!AddressSet::is_internet(&[s]), "{s}");
-        }
-        assert!(AddressSet::is_internet(&["10.0.0.0/8", "Internet"]));
-    }
-
-    #[test]
     fn port_containment_table() {
         let rows: &[(&[&str], &[&str], bool)] = &[
             (&["22"], &["22"], true),
@@ -492,10 +409,6 @@ mod tests {
                 "{inner:?} ⊆ {outer:?} should be {want}"
             );
         }
-        assert!(p(&["20-25"]).includes(22));
-        assert!(!p(&["20-21", "23"]).includes(22));
-        assert!(p(&["*"]).overlaps(&PortSet::of(&[3389])));
-        assert!(!p(&["80", "443"]).overlaps(&PortSet::of(&[22, 3389])));
     }
 
     #[test]
@@ -616,13 +529,5 @@ mod tests {
             edit(&mut seen);
             assert_eq!(&seen.compare(&base), want, "{name}");
         }
-    }
-
-    #[test]
-    fn may_include_addresses() {
-        assert!(a(&["10.0.0.0/24"]).may_include("10.0.0.9".parse().unwrap()));
-        assert!(!a(&["10.0.0.0/24"]).may_include("10.0.1.9".parse().unwrap()));
-        assert!(a(&["VirtualNetwork"]).may_include("10.0.1.9".parse().unwrap()));
-        assert!(a(&["*"]).may_include("2001:db8::1".parse().unwrap()));
     }
 }
