@@ -402,6 +402,29 @@ impl World {
         .await;
     }
 
+    /// Steve asks for `text`, Alice approves the card; returns the request id.
+    async fn ask_and_approve(&self, text: &str) -> String {
+        let _ = self.slash(STEVE, text).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            if let Some((i, _, _)) = self.the_request().await {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "the request was never recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || async {
+                self.card_ts(&id).is_some()
+            })
+            .await,
+            "no card"
+        );
+        let ts = self.card_ts(&id).unwrap();
+        self.approve(&id, &ts).await;
+        id
+    }
+
     async fn the_request(&self) -> Option<(String, String, Option<i64>)> {
         let row = sqlx::query("SELECT id, status, expires_at FROM requests")
             .fetch_optional(self.sql())
@@ -899,24 +922,7 @@ async fn sigterm_with_a_put_in_flight_exits_within_ten_seconds_and_the_next_proc
     w.arm
         .inject(Fault::Delay(Duration::from_secs(60)).on(On::put()));
     w.start(None).await;
-    let _ = w.slash(STEVE, "web1 22 1h").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let id = loop {
-        if let Some((i, _, _)) = w.the_request().await {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "the request was never recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            w.card_ts(&id).is_some()
-        })
-        .await,
-        "no card"
-    );
-    let ts = w.card_ts(&id).unwrap();
-    w.approve(&id, &ts).await;
+    let id = w.ask_and_approve("web1 22 1h").await;
     assert!(
         wait_for(Duration::from_secs(10), || async {
             w.arm.requests().iter().any(|q| q.method == "PUT")
@@ -1103,24 +1109,7 @@ async fn an_idle_connection_flood_never_delays_a_revocation() {
         .replace("[server]\n", "[server]\nheader_timeout = \"4s\"\n");
     std::fs::write(&w.config, text).unwrap();
     w.start(None).await;
-    let _ = w.slash(STEVE, "web1 22 4s").await;
-    let mut id = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while id.is_none() {
-        id = w.the_request().await.map(|(i, _, _)| i);
-        assert!(Instant::now() < deadline, "the request was never recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let id = id.unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            w.card_ts(&id).is_some()
-        })
-        .await,
-        "no card"
-    );
-    let ts = w.card_ts(&id).unwrap();
-    w.approve(&id, &ts).await;
+    w.ask_and_approve("web1 22 4s").await;
     assert!(
         wait_for(Duration::from_secs(10), || async {
             w.the_request().await.map(|(_, s, _)| s).as_deref() == Some("active")
