@@ -35,6 +35,8 @@ enum Cmd {
         secrets: bool,
     },
     /// See the whole flow locally in seconds: simulated Azure, simulated Slack, a scripted request.
+    // A build without the `demo` feature keeps the command (to say why it cannot run) but hides it.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo,
     /// Apply database migrations and exit.
     Migrate {
