@@ -232,7 +232,11 @@ priority_range = [200, 299]
     )
 }
 
-pub struct TestApp {
+/// One running jitbot and the fakes it talks to (Slack, ARM with the tests' NSG, Entra), on a
+/// fresh database: what both harnesses are made of. `TestApp` (Slack) and `DiscordTestApp` add
+/// their platform's helpers and dereference to it, so start-up, restarts and the ARM and
+/// database helpers exist once.
+pub struct Harness {
     pub base: String,
     pub http: reqwest::Client,
     pub slack: SlackSim,
@@ -245,76 +249,6 @@ pub struct TestApp {
     settings_text: String,
     factory: CredentialFactory,
     _dir: Arc<tempfile::TempDir>,
-}
-
-/// What both harnesses (Slack and Discord) read from the database.
-pub trait DbView {
-    fn db(&self) -> &Store;
-
-    async fn request(&self, id: &str) -> RequestRow {
-        self.db()
-            .request(id)
-            .await
-            .unwrap()
-            .expect("request exists")
-    }
-
-    async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = self.request(id).await;
-            if r.status == status {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} is {} after {timeout:?}, expected {status}",
-                r.status
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Audit kinds recorded for a request, in order.
-    async fn audit_kinds(&self, id: &str) -> Vec<String> {
-        self.db()
-            .audit_events(0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.request_id.as_deref() == Some(id))
-            .map(|e| e.kind)
-            .collect()
-    }
-
-    /// The details of every `refused` event.
-    async fn refusals(&self) -> Vec<serde_json::Value> {
-        self.db()
-            .audit_events(0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == "refused")
-            .map(|e| e.detail)
-            .collect()
-    }
-
-    async fn assert_chain_intact(&self) {
-        let report = self.db().verify_audit().await.unwrap();
-        assert_eq!(report.broken, None, "audit chain broken");
-    }
-}
-
-impl DbView for TestApp {
-    fn db(&self) -> &Store {
-        &self.store
-    }
-}
-
-impl DbView for DiscordTestApp {
-    fn db(&self) -> &Store {
-        &self.store
-    }
 }
 
 /// The ARM emulator (with the tests' NSG) and the Entra emulator, and a credential factory that
@@ -332,6 +266,34 @@ async fn azure_fakes() -> (ArmSim, EntraSim, CredentialFactory) {
         .unwrap();
     let factory = entra.credential_factory("s3cret");
     (arm, entra, factory)
+}
+
+/// The one start-up path of both harnesses: a fresh database, the Slack, ARM and Entra fakes,
+/// and jitbot on the config text that `config(arm, slack, database_url)` writes.
+async fn spawn_harness(config: impl FnOnce(&ArmSim, &SlackSim, &str) -> String) -> Harness {
+    jitbot::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database(dir.path()).await;
+    let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
+    let (arm, entra, factory) = azure_fakes().await;
+    let settings_text = config(&arm, &slack, &db);
+    let store = Store::connect(&db).await.unwrap();
+    let sql = sql_pool(&db).await;
+    let mut h = Harness {
+        base: String::new(),
+        http: reqwest::Client::new(),
+        slack,
+        arm,
+        entra,
+        store,
+        sql,
+        app: None,
+        settings_text,
+        factory,
+        _dir: Arc::new(dir),
+    };
+    h.start().await;
+    h
 }
 
 /// Builds and starts jitbot from a config text on a loopback port, with the tests' secrets.
@@ -362,37 +324,32 @@ async fn build_app(settings_text: &str, factory: &CredentialFactory) -> Applicat
     .unwrap()
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with("").await
+/// Polls `f` every 20 ms until it yields a value; after `timeout` the test fails with `failure`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    failure: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
-pub async fn spawn_app_with(extra: &str) -> TestApp {
-    jitbot::install_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_database(dir.path()).await;
-    let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
-    let (arm, entra, factory) = azure_fakes().await;
-    let settings_text = config(&arm.base_url, &slack.base_url, &db, extra);
-    let store = Store::connect(&db).await.unwrap();
-    let sql = sql_pool(&db).await;
-    let mut t = TestApp {
-        base: String::new(),
-        http: reqwest::Client::new(),
-        slack,
-        arm,
-        entra,
-        store,
-        sql,
-        app: None,
-        settings_text,
-        factory,
-        _dir: Arc::new(dir),
-    };
-    t.start().await;
-    t
+/// The request id (`req_…`, in backticks) in an answer to `/jit`.
+fn request_id_in(reply: &str) -> String {
+    reply
+        .split('`')
+        .find(|w| w.starts_with("req_"))
+        .unwrap_or_else(|| panic!("no request id in reply: {reply}"))
+        .to_string()
 }
 
-impl TestApp {
+impl Harness {
     /// Starts (or restarts) the server on the same database and fakes.
     pub async fn start(&mut self) {
         let app = build_app(&self.settings_text, &self.factory).await;
@@ -400,11 +357,9 @@ impl TestApp {
         self.app = Some(app);
     }
 
-    /// Starts another replica on the same database, sharing this one's fakes (Slack, ARM, Entra)
-    /// and config: what several jitbot processes behind one load balancer look like. The returned
-    /// handle has every `TestApp` method, aimed at the new replica's HTTP address.
-    pub async fn start_replica(&self) -> TestApp {
-        let mut replica = TestApp {
+    /// Another server on the same database, fakes and config.
+    async fn replica(&self) -> Harness {
+        let mut replica = Harness {
             base: String::new(),
             http: reqwest::Client::new(),
             slack: self.slack.clone(),
@@ -426,6 +381,192 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.crash().await;
         }
+    }
+
+    /// Crashes the server, edits its configuration text and starts it again.
+    pub async fn restart_with(&mut self, edit: impl FnOnce(&str) -> String) {
+        self.crash().await;
+        self.settings_text = edit(&self.settings_text);
+        self.start().await;
+    }
+
+    /// The database URL the server runs on.
+    pub fn database_url(&self) -> String {
+        let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
+        file.database.url
+    }
+
+    /// The request's rule in the fake ARM.
+    pub fn rule(&self, id: &str) -> Option<jitbot_sim::arm::SecurityRule> {
+        self.arm.rule(NSG, &format!("jitbot-{id}"))
+    }
+
+    /// PUTs and DELETEs the fake ARM received for this request's rule.
+    pub fn writes(&self, id: &str) -> Vec<String> {
+        let name = format!("jitbot-{id}");
+        self.arm
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(&name) && (r.method == "PUT" || r.method == "DELETE"))
+            .map(|r| format!("{} {}", r.method, r.status))
+            .collect()
+    }
+
+    pub async fn request(&self, id: &str) -> RequestRow {
+        self.store
+            .request(id)
+            .await
+            .unwrap()
+            .expect("request exists")
+    }
+
+    pub async fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> RequestRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.request(id).await;
+            if r.status == status {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} is {} after {timeout:?}, expected {status}",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the request's row satisfies `f`.
+    pub async fn wait_until_row(
+        &self,
+        id: &str,
+        timeout: Duration,
+        f: impl Fn(&RequestRow) -> bool,
+    ) -> RequestRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.request(id).await;
+            if f(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{id} did not get there: {r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Audit kinds recorded for a request, in order.
+    pub async fn audit_kinds(&self, id: &str) -> Vec<String> {
+        self.store
+            .audit_events(0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.request_id.as_deref() == Some(id))
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    /// The details of every `refused` event.
+    pub async fn refusals(&self) -> Vec<serde_json::Value> {
+        self.events_of("refused")
+            .await
+            .into_iter()
+            .map(|e| e.detail)
+            .collect()
+    }
+
+    /// Every audit event of a kind, in order.
+    pub async fn events_of(&self, kind: &str) -> Vec<audit::AuditEvent> {
+        self.store
+            .audit_events(0, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+
+    pub async fn assert_chain_intact(&self) {
+        let report = self.store.verify_audit().await.unwrap();
+        assert_eq!(report.broken, None, "audit chain broken");
+    }
+
+    /// (requests, jobs) rows in the database.
+    pub async fn row_counts(&self) -> (i64, i64) {
+        use sqlx::Row;
+        let count = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_one(&self.sql)
+                .await
+                .unwrap()
+                .try_get::<i64, _>("n")
+                .unwrap()
+        };
+        (
+            count("SELECT COUNT(*) AS n FROM requests").await,
+            // The periodic singletons (reconcile, checkpoint) exist from the start.
+            count(
+                "SELECT COUNT(*) AS n FROM jobs WHERE lane IS NULL OR lane NOT LIKE 'singleton:%'",
+            )
+            .await,
+        )
+    }
+}
+
+// ───────────────────────────────────── Slack ─────────────────────────────────────────
+
+/// jitbot with Slack (the policy of [`config`]) and the Slack helpers; everything else is the
+/// [`Harness`] it dereferences to.
+pub struct TestApp(Harness);
+
+impl std::ops::Deref for TestApp {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.0
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+pub async fn spawn_app_with(extra: &str) -> TestApp {
+    TestApp(spawn_harness(|arm, slack, db| config(&arm.base_url, &slack.base_url, db, extra)).await)
+}
+
+/// Like [`spawn_app_with`], then restarted with `worker` lines added to `[worker]` and every
+/// `(from, to)` replacement applied to the config text (e.g. a shorter `retry_budget`).
+pub async fn spawn_app_tuned(worker: &str, replace: &[(&str, &str)], extra: &str) -> TestApp {
+    let mut app = spawn_app_with(extra).await;
+    let worker = worker.to_string();
+    let replace: Vec<(String, String)> = replace
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    app.restart_with(move |text| {
+        let mut text = text.replacen("[worker]\n", &format!("[worker]\n{worker}\n"), 1);
+        for (from, to) in &replace {
+            assert!(text.contains(from.as_str()), "config has no {from:?}");
+            text = text.replace(from.as_str(), to);
+        }
+        text
+    })
+    .await;
+    app
+}
+
+impl TestApp {
+    /// Starts another replica on the same database, sharing this one's fakes (Slack, ARM, Entra)
+    /// and config: what several jitbot processes behind one load balancer look like. The returned
+    /// handle has every `TestApp` method, aimed at the new replica's HTTP address.
+    pub async fn start_replica(&self) -> TestApp {
+        TestApp(self.0.replica().await)
     }
 
     pub async fn slash_as(
@@ -456,12 +597,7 @@ impl TestApp {
 
     /// Submits a request and returns its id (asserting it was accepted).
     pub async fn submit(&self, user: &str, text: &str) -> String {
-        let reply = self.slash(user, text).await;
-        reply
-            .split('`')
-            .find(|w| w.starts_with("req_"))
-            .unwrap_or_else(|| panic!("no request id in reply: {reply}"))
-            .to_string()
+        request_id_in(&self.slash(user, text).await)
     }
 
     pub async fn click(&self, user: &str, id: &str, approve: bool) -> reqwest::StatusCode {
@@ -496,32 +632,26 @@ impl TestApp {
 
     /// The ts of the request's approval card, waiting for it to be posted.
     pub async fn card_ts(&self, id: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(m) = self
-                .slack
-                .messages(APPROVALS)
-                .into_iter()
-                .find(|m| m.text.contains(id))
-            {
-                return m.ts;
-            }
-            assert!(Instant::now() < deadline, "no approval card for {id}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            &format!("no approval card for {id}"),
+            || {
+                self.slack
+                    .messages(APPROVALS)
+                    .into_iter()
+                    .find(|m| m.text.contains(id))
+                    .map(|m| m.ts)
+            },
+        )
+        .await
     }
 
     /// Waits until `f` holds, polling every 20 ms.
     pub async fn wait_until(&self, what: &str, timeout: Duration, f: impl Fn(&TestApp) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn rule(&self, id: &str) -> Option<jitbot_sim::arm::SecurityRule> {
-        self.arm.rule(NSG, &format!("jitbot-{id}"))
+        eventually(timeout, &format!("timed out waiting for: {what}"), || {
+            f(self).then_some(())
+        })
+        .await
     }
 
     /// Texts of direct messages to a user.
@@ -542,21 +672,19 @@ impl TestApp {
             .unwrap_or_default()
     }
 
-    /// PUTs and DELETEs the fake ARM received for this request's rule.
-    pub fn writes(&self, id: &str) -> Vec<String> {
-        let name = format!("jitbot-{id}");
-        self.arm
-            .requests()
+    /// Texts of the messages posted to the audit channel.
+    pub fn audit_feed(&self) -> Vec<String> {
+        self.slack
+            .messages(AUDIT)
             .into_iter()
-            .filter(|r| r.path.ends_with(&name) && (r.method == "PUT" || r.method == "DELETE"))
-            .map(|r| format!("{} {}", r.method, r.status))
+            .map(|m| m.text)
             .collect()
     }
 }
 
-// ───────────────────────────── Discord (branch `discord`) ─────────────────────────────
-// A separate harness so the Slack helpers above stay untouched: `DiscordTestApp` runs jitbot
-// with Discord only, or with Discord and Slack from one policy (`spawn_both_app`).
+// ───────────────────────────────────── Discord ─────────────────────────────────────────
+// `DiscordTestApp` runs jitbot with Discord only, or with Discord and Slack from one policy
+// (`spawn_both_app`).
 
 use jitbot_sim::discord::{DiscordMessage, DiscordSim};
 use jitbot_sim::discord_user;
@@ -672,21 +800,25 @@ priority_range = [300, 399]
     )
 }
 
+/// jitbot with Discord (the policy of [`discord_config`]) and the Discord helpers; everything
+/// else is the [`Harness`] it dereferences to (its Slack fake is configured only by
+/// `spawn_both_app`).
 pub struct DiscordTestApp {
-    pub base: String,
-    pub http: reqwest::Client,
+    harness: Harness,
     pub discord: DiscordSim,
-    /// Started always; configured only by `spawn_both_app`.
-    pub slack: SlackSim,
-    pub arm: ArmSim,
-    _entra: EntraSim,
-    pub store: Store,
-    /// The test's own pool on the same database, for assertions in SQL.
-    pub sql: AnyPool,
-    app: Option<Application>,
-    settings_text: String,
-    factory: CredentialFactory,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for DiscordTestApp {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
+}
+
+impl std::ops::DerefMut for DiscordTestApp {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.harness
+    }
 }
 
 /// jitbot with Discord only (no [slack] section).
@@ -700,45 +832,20 @@ pub async fn spawn_both_app() -> DiscordTestApp {
 }
 
 async fn spawn_discord_app_with(both: bool) -> DiscordTestApp {
-    jitbot::install_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_database(dir.path()).await;
     let discord = DiscordSim::start(D_BOT_TOKEN).await.unwrap();
-    let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
-    let (arm, entra, factory) = azure_fakes().await;
-    let settings_text = discord_config(
-        &arm.base_url,
-        &discord.base_url,
-        both.then_some(slack.base_url.as_str()),
-        &db,
-    );
-    let store = Store::connect(&db).await.unwrap();
-    let sql = sql_pool(&db).await;
-    let mut t = DiscordTestApp {
-        base: String::new(),
-        http: reqwest::Client::new(),
-        discord,
-        slack,
-        arm,
-        _entra: entra,
-        store,
-        sql,
-        app: None,
-        settings_text,
-        factory,
-        _dir: dir,
-    };
-    t.start().await;
-    t
+    let harness = spawn_harness(|arm, slack, db| {
+        discord_config(
+            &arm.base_url,
+            &discord.base_url,
+            both.then_some(slack.base_url.as_str()),
+            db,
+        )
+    })
+    .await;
+    DiscordTestApp { harness, discord }
 }
 
 impl DiscordTestApp {
-    pub async fn start(&mut self) {
-        let app = build_app(&self.settings_text, &self.factory).await;
-        self.base = format!("http://{}", app.addr);
-        self.app = Some(app);
-    }
-
     pub fn interactions_url(&self) -> String {
         format!("{}/discord/interactions", self.base)
     }
@@ -784,31 +891,22 @@ impl DiscordTestApp {
                 ],
             )
             .await;
-        reply
-            .split('`')
-            .find(|w| w.starts_with("req_"))
-            .unwrap_or_else(|| panic!("no request id in reply: {reply}"))
-            .to_string()
+        request_id_in(&reply)
     }
 
     /// The request's approval card, waiting for it to be posted.
     pub async fn card(&self, id: &str) -> DiscordMessage {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(m) = self
-                .discord
-                .messages(D_APPROVALS)
-                .into_iter()
-                .find(|m| m.text().contains(id))
-            {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no Discord approval card for {id}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            &format!("no Discord approval card for {id}"),
+            || {
+                self.discord
+                    .messages(D_APPROVALS)
+                    .into_iter()
+                    .find(|m| m.text().contains(id))
+            },
+        )
+        .await
     }
 
     /// Clicks Approve or Deny on the request's card (the button's own custom_id).
@@ -842,15 +940,10 @@ impl DiscordTestApp {
         timeout: Duration,
         f: impl Fn(&DiscordTestApp) -> bool,
     ) {
-        let deadline = Instant::now() + timeout;
-        while !f(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn rule(&self, id: &str) -> Option<jitbot_sim::arm::SecurityRule> {
-        self.arm.rule(NSG, &format!("jitbot-{id}"))
+        eventually(timeout, &format!("timed out waiting for: {what}"), || {
+            f(self).then_some(())
+        })
+        .await
     }
 
     /// Texts of the Discord DMs a user received.
@@ -859,27 +952,6 @@ impl DiscordTestApp {
             Some(c) => self.discord.messages(&c).iter().map(|m| m.text()).collect(),
             None => vec![],
         }
-    }
-
-    /// (requests, jobs) rows in the database.
-    pub async fn row_counts(&self) -> (i64, i64) {
-        use sqlx::Row;
-        let count = |sql: &'static str| async move {
-            sqlx::query(sql)
-                .fetch_one(&self.sql)
-                .await
-                .unwrap()
-                .try_get::<i64, _>("n")
-                .unwrap()
-        };
-        (
-            count("SELECT COUNT(*) AS n FROM requests").await,
-            // The periodic singletons (reconcile, checkpoint) exist from the start.
-            count(
-                "SELECT COUNT(*) AS n FROM jobs WHERE lane IS NULL OR lane NOT LIKE 'singleton:%'",
-            )
-            .await,
-        )
     }
 }
 
@@ -899,84 +971,4 @@ pub fn embed_text(data: &serde_json::Value) -> String {
     }
     out.retain(|s| !s.is_empty());
     out.join("\n")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reconciler tests (branch `reconcile`): restart with edited settings, database URL, audit feed.
-// ---------------------------------------------------------------------------------------------
-
-/// Like [`spawn_app_with`], then restarted with `worker` lines added to `[worker]` and every
-/// `(from, to)` replacement applied to the config text (e.g. a shorter `retry_budget`).
-pub async fn spawn_app_tuned(worker: &str, replace: &[(&str, &str)], extra: &str) -> TestApp {
-    let mut app = spawn_app_with(extra).await;
-    let worker = worker.to_string();
-    let replace: Vec<(String, String)> = replace
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    app.restart_with(move |text| {
-        let mut text = text.replacen("[worker]\n", &format!("[worker]\n{worker}\n"), 1);
-        for (from, to) in &replace {
-            assert!(text.contains(from.as_str()), "config has no {from:?}");
-            text = text.replace(from.as_str(), to);
-        }
-        text
-    })
-    .await;
-    app
-}
-
-impl TestApp {
-    /// Crashes the server, edits its configuration text and starts it again.
-    pub async fn restart_with(&mut self, edit: impl FnOnce(&str) -> String) {
-        self.crash().await;
-        self.settings_text = edit(&self.settings_text);
-        self.start().await;
-    }
-
-    /// The database URL the server runs on.
-    pub fn database_url(&self) -> String {
-        let file: ConfigFile = toml::from_str(&self.settings_text).unwrap();
-        file.database.url
-    }
-
-    /// Texts of the messages posted to the audit channel.
-    pub fn audit_feed(&self) -> Vec<String> {
-        self.slack
-            .messages(AUDIT)
-            .into_iter()
-            .map(|m| m.text)
-            .collect()
-    }
-
-    /// Every audit event of a kind, in order.
-    pub async fn events_of(&self, kind: &str) -> Vec<audit::AuditEvent> {
-        self.store
-            .audit_events(0, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == kind)
-            .collect()
-    }
-}
-
-impl TestApp {
-    /// Waits until the request's row satisfies `f`.
-    pub async fn wait_until_row(
-        &self,
-        id: &str,
-        timeout: Duration,
-        f: impl Fn(&RequestRow) -> bool,
-    ) -> RequestRow {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = self.request(id).await;
-            if f(&r) {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "{id} did not get there: {r:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
