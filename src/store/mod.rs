@@ -541,7 +541,11 @@ impl Tx {
     /// longer open (decided, expired, or a newer round started). Serialises concurrent clicks.
     pub async fn lock_round(&mut self, id: &str, status: Status, round: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE requests SET updated_at = $4 WHERE id = $1 AND status = $2 AND round = $3",
+            // An extension round (> 0) is open only while its extension is pending: once decided it
+            // keeps its number, and a click that read the request before that decision must not
+            // decide it again.
+            "UPDATE requests SET updated_at = $4
+             WHERE id = $1 AND status = $2 AND round = $3 AND ($3 = 0 OR extension_ms IS NOT NULL)",
         )
         .bind(id)
         .bind(status.as_str())

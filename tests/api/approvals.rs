@@ -155,4 +155,32 @@ async fn an_undecided_request_expires_after_its_ttl() {
     assert_eq!(app.request(&id).await.status, Status::Expired);
     assert!(app.writes(&id).is_empty());
 }
+
+#[tokio::test]
+async fn racing_decisions_on_an_extension_decide_it_once() {
+    let app = spawn_app().await;
+    let id = app.submit(STEVE, "web1 22 20m").await;
+    app.click(ALICE, &id, true).await;
+    app.wait_status(&id, Status::Active, Duration::from_secs(5))
+        .await;
+    for n in 1..=5 {
+        let reply = app.slash(STEVE, &format!("extend {id} 1m")).await;
+        assert!(reply.contains("asked"), "{reply}");
+        let round = app.request(&id).await.round;
+        // One approves while the other denies the same extension round, at the same moment.
+        let (a, b) = tokio::join!(
+            app.click_round(ALICE, &id, round, true),
+            app.click_round(BOB, &id, round, false)
+        );
+        assert_eq!((a, b), (reqwest::StatusCode::OK, reqwest::StatusCode::OK));
+        let kinds = app.audit_kinds(&id).await;
+        let decided = kinds
+            .iter()
+            .filter(|k| *k == "extended" || *k == "extension_denied")
+            .count();
+        assert_eq!(decided, n, "round {round} decided more than once: {kinds:?}");
+        assert_eq!(app.request(&id).await.extension_ms, None);
+    }
+    app.assert_chain_intact().await;
+}
 }
