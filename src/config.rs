@@ -366,12 +366,7 @@ impl Settings {
             }
             _ => None,
         };
-        if let Err(unavailable) = file.azure.backend.ensure_available() {
-            errors.push(unavailable.to_string());
-        }
-        if file.azure.backend == crate::azure::Backend::Arm && file.azure.credential.is_none() {
-            errors.push("azure.credential: choose client_secret, managed_identity, workload_identity or azure_cli (or backend = \"simulated\" to try jitbot without Azure)".into());
-        }
+        errors.extend(file.azure.problems());
         if file.slack.is_none() && file.discord.is_none() {
             errors.push(
                 "no chat platform is configured: add a [slack] or a [discord] section (or both)"
@@ -445,9 +440,10 @@ impl Settings {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let Some(policy) = policy else {
+        let Some(mut policy) = policy else {
             return Err(vec!["policy did not resolve".into()]);
         };
+        policy.namespace = file.azure.rule_prefix.clone();
         Ok(Settings {
             server: file.server,
             database_url,
@@ -494,6 +490,34 @@ slack = "U1"
 [groups]
 ops = ["alice"]
 "#;
+
+    #[test]
+    fn a_rule_prefix_must_be_its_own_namespace() {
+        let body = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]";
+        let with = |azure: &str| {
+            let text = target(body).replace(
+                "credential = \"azure_cli\"\n",
+                &format!("credential = \"azure_cli\"\n{azure}\n"),
+            );
+            toml::from_str::<ConfigFile>(&text)
+                .map_err(|e| vec![e.to_string()])
+                .and_then(|f| Settings::resolve(f, |_| Ok(Some(Secret::new("x")))).map(drop))
+        };
+        assert_eq!(with(""), Ok(()));
+        assert_eq!(
+            with("rule_prefix = \"jitbot-prod-\"\nother_prefixes = [\"jitbot-staging-\"]"),
+            Ok(())
+        );
+        let overlap = with("other_prefixes = [\"jitbot-staging-\"]").unwrap_err();
+        assert!(
+            overlap[0].contains("`jitbot-` overlaps `jitbot-staging-`"),
+            "{overlap:?}"
+        );
+        let empty = with("rule_prefix = \"\"").unwrap_err();
+        assert!(empty[0].contains("the rule prefix is empty"), "{empty:?}");
+        let odd = with("rule_prefix = \"jit bot\"").unwrap_err();
+        assert!(odd[0].contains("ARM's rule-name characters"), "{odd:?}");
+    }
 
     fn target(body: &str) -> String {
         format!(

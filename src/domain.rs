@@ -56,18 +56,144 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// Every rule jitbot writes is named `jitbot-<request id>`; nothing else is ever written or deleted.
-pub const RULE_PREFIX: &str = "jitbot-";
+/// The start of every rule name jitbot writes (`azure.rule_prefix`, default `jitbot-`): its
+/// namespace in the NSGs. A grant's rule is `<prefix><request id>`, a target's lockdown baseline
+/// `<prefix>lockdown-<target>`. Every other rule under the prefix is a stray the reconciler
+/// removes; rules outside it are never touched. Two deployments sharing an NSG need prefixes
+/// neither of which starts the other (`jitbot check` refuses overlaps).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RulePrefix(String);
 
-/// The name of the NSG rule that carries a request's grant.
-pub fn rule_name(id: &RequestId) -> String {
-    format!("{RULE_PREFIX}{id}")
+impl RulePrefix {
+    /// Longest prefix: leaves room for `lockdown-` and a target name within ARM's 80 characters.
+    const MAX: usize = 32;
+    /// What follows the prefix in a lockdown baseline's name.
+    const BASELINE: &'static str = "lockdown-";
+
+    pub fn parse(s: &str) -> Result<RulePrefix, String> {
+        let ok_chars = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if s.is_empty() {
+            Err("the rule prefix is empty: every rule in the NSG would look like jitbot's".into())
+        } else if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) || !ok_chars {
+            Err(format!(
+                "rule prefix `{s}` must start with a letter or digit and use only letters, digits, `-`, `_` and `.` (ARM's rule-name characters)"
+            ))
+        } else if s.len() > Self::MAX {
+            Err(format!(
+                "rule prefix `{s}` is longer than {} characters",
+                Self::MAX
+            ))
+        } else {
+            Ok(RulePrefix(s.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `rule_name` is in this namespace (ARM compares rule names case-insensitively).
+    pub fn owns(&self, rule_name: &str) -> bool {
+        rule_name
+            .get(..self.0.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(&self.0))
+    }
+
+    /// Whether either prefix starts the other: the two namespaces would overlap.
+    pub fn overlaps(&self, other: &RulePrefix) -> bool {
+        self.owns(&other.0) || other.owns(&self.0)
+    }
+
+    /// The name of the NSG rule that carries a request's grant.
+    pub fn grant_rule(&self, id: &RequestId) -> String {
+        format!("{}{id}", self.0)
+    }
+
+    /// The request id a rule name carries when it is a grant's rule (`jitbot-req_…`), else `None`.
+    pub fn grant_id(&self, rule_name: &str) -> Option<RequestId> {
+        let rest = rule_name
+            .get(self.0.len()..)
+            .filter(|_| self.owns(rule_name))?;
+        RequestId::parse(rest).ok().filter(|id| id.as_str() == rest)
+    }
+
+    /// The name of a target's lockdown (baseline Deny) rule.
+    pub fn baseline_rule(&self, target: &str) -> String {
+        format!("{}{}{target}", self.0, Self::BASELINE)
+    }
+
+    /// Whether `rule_name` has the form of a lockdown baseline (`<prefix>lockdown-…`).
+    pub fn is_baseline(&self, rule_name: &str) -> bool {
+        self.owns(rule_name)
+            && rule_name[self.0.len()..]
+                .get(..Self::BASELINE.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(Self::BASELINE))
+    }
 }
 
-/// The request id a rule name carries when jitbot owns the rule (`jitbot-req_…`), else `None`.
-pub fn owned_request_id(rule_name: &str) -> Option<RequestId> {
-    let rest = rule_name.strip_prefix(RULE_PREFIX)?;
-    RequestId::parse(rest).ok().filter(|id| id.as_str() == rest)
+impl Default for RulePrefix {
+    fn default() -> RulePrefix {
+        RulePrefix("jitbot-".into())
+    }
+}
+
+impl TryFrom<String> for RulePrefix {
+    type Error = String;
+    fn try_from(s: String) -> Result<RulePrefix, String> {
+        RulePrefix::parse(&s)
+    }
+}
+
+impl From<RulePrefix> for String {
+    fn from(p: RulePrefix) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for RulePrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The machine-readable expiry every grant rule's description carries (`expires=<RFC 3339>`), so
+/// `jitbot sweep` can close expired rules with nothing but ARM. It comes first so truncation to
+/// ARM's 140 characters never cuts it.
+pub fn grant_description(id: &str, requester: &str, expires_ms: i64) -> String {
+    let mut d = format!(
+        "expires={} jitbot grant {id} for {requester}",
+        expiry_stamp(expires_ms)
+    );
+    if d.len() > 140 {
+        let mut end = 140;
+        while !d.is_char_boundary(end) {
+            end -= 1;
+        }
+        d.truncate(end);
+    }
+    d
+}
+
+/// `2026-11-27T10:00:00Z` (seconds, rounded up so a sweep never reads a grant as expired early).
+fn expiry_stamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0);
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The expiry (Unix ms) a rule description carries, if it has a well-formed `expires=` token.
+pub fn description_expiry(description: &str) -> Option<i64> {
+    let stamp = description
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("expires="))?;
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// Port names people type instead of numbers.
@@ -479,6 +605,70 @@ mod tests {
         assert_eq!(RequestId::parse(id.as_str()).unwrap(), id);
         assert!(RequestId::parse("web1").is_err());
         assert!(RequestId::parse("req_AB").is_err());
+    }
+
+    #[test]
+    fn a_rule_prefix_is_a_namespace() {
+        let p = RulePrefix::default();
+        let id = RequestId::parse("req_7f3a9c01").unwrap();
+        assert_eq!(p.grant_rule(&id), "jitbot-req_7f3a9c01");
+        assert_eq!(p.grant_id("jitbot-req_7f3a9c01"), Some(id.clone()));
+        assert_eq!(p.grant_id("JITBOT-req_7f3a9c01"), Some(id));
+        for stray in [
+            "jitbot-rogue",
+            "jitbot-req_",
+            "jitbot-req_ABC",
+            "jitbot-lockdown-web1",
+            "other-req_7f3a9c01",
+            "jit",
+        ] {
+            assert_eq!(p.grant_id(stray), None, "{stray}");
+        }
+        assert!(
+            p.owns("jitbot-rogue")
+                && p.owns("Jitbot-X")
+                && !p.owns("jitbo")
+                && !p.owns("x-jitbot-")
+        );
+        assert_eq!(p.baseline_rule("web1"), "jitbot-lockdown-web1");
+        assert!(p.is_baseline("JITBOT-LOCKDOWN-web1") && !p.is_baseline("jitbot-lockdow"));
+        assert!(!p.is_baseline("jitbot-req_7f3a9c01") && !p.is_baseline("x-lockdown-web1"));
+        let staging = RulePrefix::parse("jitbot-staging-").unwrap();
+        assert!(p.overlaps(&staging) && staging.overlaps(&p));
+        let prod = RulePrefix::parse("jitbot-prod-").unwrap();
+        assert!(!prod.overlaps(&staging));
+        assert!(!staging.owns("jitbot-prod-req_7f3a9c01"));
+        for bad in ["", "-x", "a b", "jit/bot-", "ü-", &"x".repeat(33)] {
+            assert!(RulePrefix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_grant_description_carries_its_expiry_within_140_characters() {
+        let id = "req_7f3a9c01";
+        let at = 1_795_773_600_000; // 2026-11-27T10:00:00Z
+        let d = grant_description(id, "alice", at);
+        assert_eq!(
+            d,
+            "expires=2026-11-27T10:00:00Z jitbot grant req_7f3a9c01 for alice"
+        );
+        assert_eq!(description_expiry(&d), Some(at));
+        // Rounded up to the second: never earlier than the grant's real expiry.
+        assert_eq!(
+            description_expiry(&grant_description(id, "a", at + 1)),
+            Some(at + 1000)
+        );
+        let long = grant_description(id, &"ü".repeat(200), at);
+        assert!(long.len() <= 140 && long.chars().count() <= 140);
+        assert_eq!(description_expiry(&long), Some(at));
+        for none in [
+            "",
+            "jitbot req_x until 10:00 (approx.)",
+            "expires=tomorrow",
+            "expires=",
+        ] {
+            assert_eq!(description_expiry(none), None, "{none}");
+        }
     }
 }
 

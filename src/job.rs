@@ -22,6 +22,7 @@ pub mod kind {
     pub const CHECKPOINT: &str = "checkpoint";
     pub const REMOVE_ORPHAN: &str = "reconcile.remove";
     pub const REVOCATION_WATCH: &str = "revocation_watch";
+    pub const RELABEL: &str = "relabel";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -62,10 +63,13 @@ pub enum Job {
     Reconcile,
     /// Post the head of the audit chain to the audit channel(s); reschedules itself (a singleton).
     Checkpoint,
-    /// Remove a `jitbot-*` rule the reconciler found without an open grant; retried until done.
+    /// Remove a rule in jitbot's namespace that the reconciler found without an open grant;
+    /// retried until done. Runs in the rule's lane, so one rule is removed by one job at a time.
     RemoveOrphan {
-        /// The id in the rule's name (the request may not exist).
-        request_id: String,
+        /// The request id in the rule's name (the request may not exist); `None` for a stray
+        /// whose name carries no request id (`jitbot-rogue`).
+        #[serde(default)]
+        request_id: Option<String>,
         nsg: String,
         rule_name: String,
         /// Why it must go, for people ("its request is unknown to jitbot").
@@ -76,6 +80,9 @@ pub enum Job {
     /// Runs `worker.revocation_alert_after` after a revocation became due: if the grant is still
     /// not closed, alert the audit channel (once per grant).
     RevocationWatch { request_id: String },
+    /// The grant's expiry moved (an extension): rewrite its rule's `expires=` description, so
+    /// `jitbot sweep` never closes it early.
+    Relabel { request_id: String },
 }
 
 impl Job {
@@ -92,6 +99,7 @@ impl Job {
             Job::Checkpoint => kind::CHECKPOINT,
             Job::RemoveOrphan { .. } => kind::REMOVE_ORPHAN,
             Job::RevocationWatch { .. } => kind::REVOCATION_WATCH,
+            Job::Relabel { .. } => kind::RELABEL,
         }
     }
 
@@ -103,9 +111,11 @@ impl Job {
             | Job::Cleanup { request_id, .. }
             | Job::ChatCard { request_id, .. }
             | Job::ChatCardUpdate { request_id, .. }
-            | Job::RemoveOrphan { request_id, .. }
-            | Job::RevocationWatch { request_id } => Some(request_id),
-            Job::ChatPost { request_id, .. } => request_id.as_deref(),
+            | Job::RevocationWatch { request_id }
+            | Job::Relabel { request_id } => Some(request_id),
+            Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
+                request_id.as_deref()
+            }
             Job::Reconcile | Job::Checkpoint => None,
         }
     }
@@ -118,8 +128,18 @@ impl Job {
             }
             // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
             Job::Reconcile | Job::Checkpoint => Some(format!("singleton:{}", self.kind())),
+            Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),
             _ => None,
         }
+    }
+
+    /// The lane of jobs that remove one rule (names compare case-insensitively in ARM).
+    pub fn rule_lane(nsg: &str, rule_name: &str) -> String {
+        format!(
+            "rule:{}/{}",
+            nsg.to_ascii_lowercase(),
+            rule_name.to_ascii_lowercase()
+        )
     }
 
     /// Adds this job to the transaction, to run at `run_at` (Unix ms) or later.

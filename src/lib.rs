@@ -22,6 +22,7 @@ pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 pub mod worker;
 

@@ -53,6 +53,22 @@ enum Cmd {
         #[command(subcommand)]
         command: DiscordCmd,
     },
+    /// Delete every rule in jitbot's namespace whose description says it expired more than
+    /// `--grace` ago. Needs only ARM (read + securityRules/delete): no database, no chat. Safe
+    /// while jitbot runs. Exits non-zero if an NSG could not be read or a deletion failed.
+    Sweep {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+        /// NSG resource ids to sweep (default: the NSGs of the configured targets).
+        #[arg(long = "scope", value_name = "NSG_ID")]
+        scopes: Vec<String>,
+        /// How long past its expiry a rule may stay before the sweep deletes it.
+        #[arg(long, default_value = "5m")]
+        grace: String,
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List grants that are open or about to be.
     Grants {
         #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
@@ -99,6 +115,57 @@ enum DiscordCmd {
 enum ExportFormat {
     Jsonl,
     Csv,
+}
+
+/// `jitbot sweep`: reads only the `[azure]` section and the targets' NSGs from the file.
+async fn sweep(
+    config: &Path,
+    scopes: Vec<String>,
+    grace: &str,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let file: jitbot::config::ConfigFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    let problems = file.azure.problems();
+    if !problems.is_empty() {
+        bail!(
+            "the [azure] section has problems:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    if file.azure.backend == jitbot::azure::Backend::Simulated {
+        bail!(
+            "azure.backend = \"simulated\": the emulator lives inside `jitbot serve`; there is nothing to sweep"
+        );
+    }
+    let grace = jitbot::domain::GrantDuration::parse(grace)
+        .map_err(|e| anyhow::anyhow!("--grace {grace}: {e}"))?
+        .as_duration();
+    let mut nsgs = if scopes.is_empty() {
+        file.targets.values().map(|t| t.nsg.clone()).collect()
+    } else {
+        scopes
+    };
+    for nsg in &nsgs {
+        jitbot::domain::NsgId::parse(nsg).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+    }
+    nsgs.sort_by_key(|n| n.to_ascii_lowercase());
+    nsgs.dedup_by_key(|n| n.to_ascii_lowercase());
+    let azure = jitbot::azure::connect(&file.azure, Default::default()).await?;
+    let report = jitbot::sweep::Sweep {
+        nsgs: &azure.nsgs,
+        namespace: &file.azure.rule_prefix,
+        grace,
+        dry_run,
+    }
+    .run(&nsgs, jitbot::store::now_ms())
+    .await;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    Ok(report.ok())
 }
 
 /// Settings for commands that only need the database (no secrets required).
@@ -321,6 +388,16 @@ async fn main() -> anyhow::Result<()> {
             for c in installed {
                 let subs: Vec<String> = c.options.iter().map(|o| o.name.clone()).collect();
                 println!("  /{} (id {}): {}", c.name, c.id, subs.join(", "));
+            }
+        }
+        Cmd::Sweep {
+            config,
+            scopes,
+            grace,
+            dry_run,
+        } => {
+            if !sweep(&config, scopes, &grace, dry_run).await? {
+                std::process::exit(1);
             }
         }
         Cmd::Grants { config } => {

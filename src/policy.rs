@@ -193,6 +193,8 @@ pub struct Policy {
     pub people: BTreeMap<String, Person>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub targets: BTreeMap<String, Target>,
+    /// jitbot's rule namespace in the NSGs (`azure.rule_prefix`).
+    pub namespace: crate::domain::RulePrefix,
 }
 
 /// Why a request or a click was refused: which rule, and what a person can do about it.
@@ -822,6 +824,7 @@ pub(crate) mod fixtures {
                 ("solo".to_string(), solo),
             ]
             .into(),
+            namespace: Default::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::RulePrefix;
 use serde::Deserialize;
 
 pub use model::{
@@ -122,6 +123,14 @@ pub struct AzureSettings {
     /// [`AzureError::Transient`], e.g. `"2m"`.
     #[serde(default = "default_retry_budget", with = "crate::domain::duration_str")]
     pub retry_budget: Duration,
+    /// jitbot's namespace in the NSGs (default `jitbot-`): every rule it writes starts with it,
+    /// and every other rule that does is removed as a stray. See [`RulePrefix`].
+    #[serde(default)]
+    pub rule_prefix: RulePrefix,
+    /// Prefixes of other jitbot deployments that share these NSGs; `jitbot check` refuses a
+    /// `rule_prefix` that overlaps one of them (one would remove the other's rules).
+    #[serde(default)]
+    pub other_prefixes: Vec<RulePrefix>,
 }
 
 impl AzureSettings {
@@ -138,7 +147,29 @@ impl AzureSettings {
             request_timeout: default_request_timeout(),
             operation_timeout: default_operation_timeout(),
             retry_budget: default_retry_budget(),
+            rule_prefix: RulePrefix::default(),
+            other_prefixes: Vec::new(),
         }
+    }
+
+    /// What is wrong with this section, as sentences for `jitbot check`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(unavailable) = self.backend.ensure_available() {
+            errors.push(unavailable.to_string());
+        }
+        if self.backend == Backend::Arm && self.credential.is_none() {
+            errors.push("azure.credential: choose client_secret, managed_identity, workload_identity or azure_cli (or backend = \"simulated\" to try jitbot without Azure)".into());
+        }
+        for other in &self.other_prefixes {
+            if self.rule_prefix.overlaps(other) {
+                errors.push(format!(
+                    "azure.rule_prefix: `{}` overlaps `{other}` of another deployment (one starts the other), so each would remove the other's rules; choose prefixes like `jitbot-prod-` and `jitbot-staging-`",
+                    self.rule_prefix
+                ));
+            }
+        }
+        errors
     }
 }
 

@@ -251,6 +251,57 @@ impl NsgManager {
         Err(AzureError::BandFull { band: spec.band })
     }
 
+    /// Rewrites the description of rule `rule_name` (an extended grant's new `expires=`),
+    /// leaving everything else as it is in Azure, including a person's narrowing. `Ok(false)`
+    /// when the rule is not there: nothing is created.
+    #[tracing::instrument(skip_all, fields(nsg = %nsg_name(nsg_id), rule = %rule_name))]
+    pub async fn relabel_rule(
+        &self,
+        nsg_id: &str,
+        rule_name: &str,
+        description: &str,
+    ) -> Result<bool, AzureError> {
+        validate_nsg_id(nsg_id)?;
+        validate_rule_name(rule_name)?;
+        if description.chars().count() > DESCRIPTION_MAX {
+            return Err(invalid(
+                "InvalidDescription",
+                format!("rule description is longer than {DESCRIPTION_MAX} characters"),
+            ));
+        }
+        let lane = self.lane(nsg_id);
+        let _in_lane = lane.put_turn().await;
+        let nsg = self.get_nsg(nsg_id).await?;
+        let Some(existing) = nsg
+            .properties
+            .security_rules
+            .into_iter()
+            .find(|r| r.name.eq_ignore_ascii_case(rule_name))
+        else {
+            return Ok(false);
+        };
+        if existing.properties.description.as_deref() == Some(description) {
+            return Ok(true);
+        }
+        let body = SecurityRule {
+            name: existing.name,
+            id: None,
+            etag: None,
+            resource_type: None,
+            properties: SecurityRuleProperties {
+                description: Some(description.to_string()),
+                provisioning_state: None,
+                ..existing.properties
+            },
+        };
+        let arm = &self.inner.arm;
+        let rule_url = arm.url(&format!("{nsg_id}/securityRules/{}", body.name))?;
+        arm.write_and_wait(WriteKind::Put, &rule_url, Some(&body))
+            .await?;
+        info!("rule description rewritten");
+        Ok(true)
+    }
+
     /// Delete the rule and wait until it is gone. An absent rule (204/404) counts as done.
     #[tracing::instrument(skip_all, fields(nsg = %nsg_name(nsg_id), rule = %rule_name))]
     pub async fn remove_rule(&self, nsg_id: &str, rule_name: &str) -> Result<(), AzureError> {
@@ -379,11 +430,9 @@ fn desired_rule(spec: &RuleSpec, priority: u16) -> SecurityRule {
     }
 }
 
-/// Whether an existing rule already says what `desired` says (ARM echoes empty plural arrays
-/// and may keep the protocol's case as sent).
-/// Whether the rule already allows exactly what is wanted. The description does not count: it is
-/// for people, and its approximate expiry is recomputed on every attempt, so comparing it would
-/// rewrite a rule that is already in place (after a crash or a takeover).
+/// Whether the rule already allows exactly what is wanted (ARM echoes empty plural arrays and
+/// may keep the protocol's case as sent). The description does not count: a rule that admits the
+/// right thing is not rewritten for its text (after a crash or a takeover).
 fn same_rule(existing: &SecurityRuleProperties, desired: &SecurityRuleProperties) -> bool {
     let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
     existing.protocol.eq_ignore_ascii_case(&desired.protocol)

@@ -274,6 +274,11 @@ impl Service {
         extension_ms: i64,
     ) -> Result<()> {
         tx.close_extension(&req.id, round, Some(new_expiry)).await?;
+        Job::Relabel {
+            request_id: req.id.clone(),
+        }
+        .enqueue(tx, now_ms())
+        .await?;
         tx.audit(
             AuditKind::Extended,
             Some(&req.id),

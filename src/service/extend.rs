@@ -113,6 +113,11 @@ impl Service {
         if !tx.set_expiry(&req.id, req.round, new_expiry).await? {
             return Ok(changed_meanwhile(&req.id, self.simulated));
         }
+        Job::Relabel {
+            request_id: req.id.clone(),
+        }
+        .enqueue(&mut tx, now_ms())
+        .await?;
         tx.audit(AuditKind::Extended, Some(&req.id), Some(by), json!({ "expires_at": new_expiry, "extension_s": extra.as_secs(), "approval": "policy" }), self.simulated).await?;
         let until = messages::clock(new_expiry, true);
         let text = format!("{} stays open until {until}", req.target);

@@ -91,7 +91,7 @@ impl Service {
             created_at: now,
             pending_until: now + target.pending_ttl.as_millis(),
             // Deterministic: a retried or resumed apply finds and reuses its own rule.
-            rule_name: crate::domain::rule_name(id),
+            rule_name: self.policy.namespace.grant_rule(id),
             simulated: self.simulated,
         }
     }

@@ -32,6 +32,8 @@ pub enum AuditKind {
     /// A request, click or HTTP call was refused: bad signature, unauthorised click, policy.
     Refused,
     RuleCleanup,
+    /// An extended grant's rule got its new `expires=` description.
+    RuleRelabeled,
     Started,
     /// The reconciler removed a `jitbot-*` rule whose grant is unknown, closed or never opened.
     DriftOrphanRemoved,
@@ -75,6 +77,7 @@ impl AuditKind {
             AuditKind::ExtensionExpired => "extension_expired",
             AuditKind::Refused => "refused",
             AuditKind::RuleCleanup => "rule_cleanup",
+            AuditKind::RuleRelabeled => "rule_relabeled",
             AuditKind::Started => "started",
             AuditKind::DriftOrphanRemoved => "drift_orphan_removed",
             AuditKind::DriftRestored => "drift_restored",

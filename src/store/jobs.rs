@@ -87,6 +87,20 @@ impl Tx {
         .try_get("n")?;
         Ok(n > 0)
     }
+
+    /// Whether a job in `lane` is queued or running, or finished at or after `since`.
+    pub async fn lane_queued_or_done_since(&mut self, lane: &str, since: i64) -> Result<bool> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE lane = $1
+               AND (state IN ('queued', 'running') OR finished_at >= $2)",
+        )
+        .bind(lane)
+        .bind(since)
+        .fetch_one(self.conn())
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
 }
 
 /// PostgreSQL `NOTIFY` channel: a transaction that enqueued jobs wakes every replica's worker.

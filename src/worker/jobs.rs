@@ -5,7 +5,7 @@ use super::{Outcome, Worker, backoff};
 use crate::azure::RuleSpec;
 use crate::chat::{ChatError, Dedupe, Message, MessageRef, Tone};
 use crate::domain::Platform;
-use crate::domain::{GrantDuration, Status};
+use crate::domain::{GrantDuration, Status, grant_description};
 use crate::job::Job;
 use crate::messages::{self, clock};
 use crate::outbox;
@@ -65,12 +65,20 @@ impl Worker {
                 reason,
                 seen,
             } => {
-                self.remove_orphan(claimed, &request_id, &nsg, &rule_name, &reason, &seen)
-                    .await
+                self.remove_orphan(
+                    claimed,
+                    request_id.as_deref(),
+                    &nsg,
+                    &rule_name,
+                    &reason,
+                    &seen,
+                )
+                .await
             }
             Job::RevocationWatch { request_id } => {
                 self.revocation_watch(claimed, &request_id).await
             }
+            Job::Relabel { request_id } => self.relabel(claimed, &request_id).await,
         }
     }
 
@@ -111,17 +119,9 @@ impl Worker {
                 )
                 .await;
         };
-        let eta = started + req.duration_ms;
-        let mut description = format!(
-            "jitbot {} for {} until {} (approx.)",
-            req.id,
-            req.requester,
-            messages::timestamp(eta)
-        );
-        description.truncate(140);
         let spec = RuleSpec {
             name: req.rule_name.clone(),
-            description,
+            description: grant_description(&req.id, &req.requester, started + req.duration_ms),
             protocol: req.protocol.clone(),
             source: req.source.clone(),
             destination: req.destination.clone(),
@@ -361,6 +361,55 @@ impl Worker {
                 e.to_string(),
             )),
         }
+    }
+
+    /// Rewrites an extended grant's rule description with its current expiry. A grant that
+    /// closed meanwhile needs none; a rule that is gone is not re-created. If the grant closed
+    /// while the PUT was in flight (another replica revoked it), the rule is removed again.
+    async fn relabel(&self, claimed: &ClaimedJob, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Done);
+        };
+        let Some(expires) = req.expires_at.filter(|_| req.status == Status::Active) else {
+            return Ok(Outcome::Done);
+        };
+        let description = grant_description(&req.id, &req.requester, expires);
+        let found = match self
+            .nsgs
+            .relabel_rule(&req.nsg, &req.rule_name, &description)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                return Ok(Outcome::RetryAt(
+                    now_ms() + backoff(claimed.attempts, 15_000),
+                    e.to_string(),
+                ));
+            }
+        };
+        let mut tx = self.store.begin().await?;
+        if found {
+            tx.audit(
+                AuditKind::RuleRelabeled,
+                Some(id),
+                Some("jitbot"),
+                json!({ "nsg": req.nsg, "rule": req.rule_name, "description": description }),
+                req.simulated,
+            )
+            .await?;
+        }
+        let now = tx.request(id).await?;
+        if found && now.is_none_or(|r| r.status != Status::Active) {
+            Job::Cleanup {
+                request_id: req.id.clone(),
+                nsg: req.nsg.clone(),
+                rule_name: req.rule_name.clone(),
+            }
+            .enqueue(&mut tx, now_ms())
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Outcome::Done)
     }
 
     async fn expire(&self, id: &str, round: i64) -> Result<Outcome> {

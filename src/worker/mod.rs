@@ -209,7 +209,7 @@ mod tests {
                 rule_name: rule.clone(),
             },
             Job::RemoveOrphan {
-                request_id: id.clone(),
+                request_id: Some(id.clone()),
                 nsg,
                 rule_name: rule,
                 reason: String::new(),

@@ -41,7 +41,7 @@ use super::{Outcome, Worker, backoff};
 use crate::access::{AddressSet, Admission, Drift, PortSet, Protocol};
 use crate::azure::{RuleSpec, SecurityRule};
 use crate::chat::{Message, Tone};
-use crate::domain::Status;
+use crate::domain::{Status, grant_description};
 use crate::job::Job;
 use crate::messages;
 use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, now_ms};
@@ -52,11 +52,6 @@ use crate::job::kind::{
     CHECKPOINT as CHECKPOINT_KIND, CLEANUP as CLEANUP_KIND, RECONCILE as RECONCILE_KIND,
     REMOVE_ORPHAN as REMOVE_ORPHAN_KIND, REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
 };
-
-/// The request id a rule name carries when jitbot owns the rule, as the rows store it.
-pub fn owned_id(rule_name: &str) -> Option<String> {
-    crate::domain::owned_request_id(rule_name).map(|id| id.as_str().to_string())
-}
 
 /// `850 ms`, `4.2 s`, `3m 12s`, `1h 5m`.
 pub fn human_ms(ms: i64) -> String {
@@ -367,31 +362,21 @@ impl Worker {
                 return Ok(());
             }
         };
-        // Rules jitbot owns that no open grant accounts for.
+        // Rules in jitbot's namespace that no open grant accounts for.
         for rule in &rules {
-            let Some(id) = owned_id(&rule.name) else {
+            if !self.policy.namespace.owns(&rule.name) {
                 continue; // not ours: never touched
-            };
+            }
             found.owned_rules += 1;
-            let req = self.store.request(&id).await?;
-            let reason = match &req {
-                None => Some("its request is unknown to jitbot".to_string()),
-                Some(r) if !r.nsg.eq_ignore_ascii_case(nsg) => Some(format!(
-                    "its request {} is for another NSG ({})",
-                    r.id,
-                    nsg_name(&r.nsg)
-                )),
-                Some(r) => match r.status {
-                    // In flight, open, or being closed by its own job.
-                    Status::Approved | Status::Applying | Status::Active | Status::Revoking => None,
-                    Status::Pending => Some(format!("its request {} is not approved", r.id)),
-                    // Closed after we read the NSG: what we read says nothing about it now.
-                    _ if r.closed_at.is_none_or(|c| c >= read_at) => None,
-                    s => Some(format!("its request {} is {s}", r.id)),
-                },
+            let reason = match self.policy.namespace.grant_id(&rule.name) {
+                Some(id) => {
+                    self.grant_rule_unaccounted(id.as_str(), nsg, read_at)
+                        .await?
+                }
+                None => self.stray_reason(rule),
             };
             if let Some(reason) = reason {
-                self.queue_orphan_removal(&id, nsg, rule, &reason, read_at, found)
+                self.queue_orphan_removal(nsg, rule, &reason, read_at, found)
                     .await?;
             }
         }
@@ -425,27 +410,72 @@ impl Worker {
         Ok(())
     }
 
-    async fn queue_orphan_removal(
+    /// Why a grant's rule (named for request `id`) must go, or `None` while its request
+    /// accounts for it.
+    async fn grant_rule_unaccounted(
         &self,
         id: &str,
+        nsg: &str,
+        read_at: i64,
+    ) -> Result<Option<String>> {
+        let req = self.store.request(id).await?;
+        Ok(match &req {
+            None => Some("its request is unknown to jitbot".to_string()),
+            Some(r) if !r.nsg.eq_ignore_ascii_case(nsg) => Some(format!(
+                "its request {} is for another NSG ({})",
+                r.id,
+                nsg_name(&r.nsg)
+            )),
+            Some(r) => match r.status {
+                // In flight, open, or being closed by its own job.
+                Status::Approved | Status::Applying | Status::Active | Status::Revoking => None,
+                Status::Pending => Some(format!("its request {} is not approved", r.id)),
+                // Closed after we read the NSG: what we read says nothing about it now.
+                _ if r.closed_at.is_none_or(|c| c >= read_at) => None,
+                s => Some(format!("its request {} is {s}", r.id)),
+            },
+        })
+    }
+
+    /// Why a rule in the namespace that names no request (`jitbot-rogue`) must go, or `None`:
+    /// only an Allow is removed. A Deny there (a target's lockdown baseline, or anyone's) is left,
+    /// because removing it could only add access and the reconciler only ever reduces it.
+    fn stray_reason(&self, rule: &SecurityRule) -> Option<String> {
+        rule.properties.access.eq_ignore_ascii_case("Allow").then(|| {
+            format!(
+                "its name is in jitbot's namespace (`{}`) but it is no grant of this deployment",
+                self.policy.namespace
+            )
+        })
+    }
+
+    async fn queue_orphan_removal(
+        &self,
         nsg: &str,
         rule: &SecurityRule,
         reason: &str,
         read_at: i64,
         found: &mut Findings,
     ) -> Result<()> {
+        let id = self.policy.namespace.grant_id(&rule.name);
+        let id = id.as_ref().map(|id| id.as_str());
         let mut tx = self.store.begin().await?;
         // Already being removed (a removal or a failed apply's cleanup, retried until done), or
         // removed since we read the NSG.
-        if tx
-            .removal_queued_or_done_since([REMOVE_ORPHAN_KIND, CLEANUP_KIND], id, read_at)
-            .await?
-        {
+        let lane = Job::rule_lane(nsg, &rule.name);
+        let busy = match id {
+            Some(id) => {
+                tx.removal_queued_or_done_since([REMOVE_ORPHAN_KIND, CLEANUP_KIND], id, read_at)
+                    .await?
+            }
+            None => tx.lane_queued_or_done_since(&lane, read_at).await?,
+        };
+        if busy {
             return Ok(()); // already being removed (and retried)
         }
-        tracing::warn!(nsg = nsg_name(nsg), rule = %rule.name, reason, "reconcile: removing a jitbot rule without an open grant");
+        tracing::warn!(nsg = nsg_name(nsg), rule = %rule.name, reason, "reconcile: removing a rule in jitbot's namespace without an open grant");
         Job::RemoveOrphan {
-            request_id: id.to_string(),
+            request_id: id.map(str::to_string),
             nsg: nsg.to_string(),
             rule_name: rule.name.clone(),
             reason: reason.to_string(),
@@ -464,13 +494,16 @@ impl Worker {
     pub(super) async fn remove_orphan(
         &self,
         claimed: &ClaimedJob,
-        id: &str,
+        id: Option<&str>,
         nsg: &str,
         rule_name: &str,
         reason: &str,
         seen: &Value,
     ) -> Result<Outcome> {
-        let req = self.store.request(id).await?;
+        let req = match id {
+            Some(id) => self.store.request(id).await?,
+            None => None,
+        };
         if let Some(r) = &req
             && r.nsg.eq_ignore_ascii_case(nsg)
             && matches!(
@@ -479,7 +512,7 @@ impl Worker {
             )
         {
             // The request moved on since the pass: the rule is (about to be) its grant's.
-            tracing::info!(request_id = id, status = %r.status, "orphan removal skipped: the request is in use now");
+            tracing::info!(request_id = %r.id, status = %r.status, "orphan removal skipped: the request is in use now");
             return Ok(Outcome::Done);
         }
         if let Err(e) = self.nsgs.remove_rule(nsg, rule_name).await {
@@ -511,7 +544,7 @@ impl Worker {
         let mut tx = self.store.begin().await?;
         tx.audit(
             AuditKind::DriftOrphanRemoved,
-            Some(id),
+            id,
             Some("jitbot"),
             json!({ "nsg": nsg, "rule": rule_name, "reason": reason, "rule_was": seen }),
             simulated,
@@ -572,16 +605,9 @@ impl Worker {
                 return Ok(());
             }
         };
-        let mut description = format!(
-            "jitbot {} for {} until {} (approx.; restored)",
-            cur.id,
-            cur.requester,
-            messages::timestamp(expires)
-        );
-        description.truncate(140);
         let spec = RuleSpec {
             name: cur.rule_name.clone(),
-            description,
+            description: grant_description(&cur.id, &cur.requester, expires),
             protocol: cur.protocol.clone(),
             source: cur.source.clone(),
             destination: cur.destination.clone(),
@@ -950,24 +976,6 @@ fn join(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_jitbot_named_rules_are_owned() {
-        assert_eq!(
-            owned_id("jitbot-req_7f3a9c01").as_deref(),
-            Some("req_7f3a9c01")
-        );
-        for foreign in [
-            "allow-bastion",
-            "jitbot-manual",
-            "JITBOT-req_7f3a9c01",
-            "jitbot-req_ABC",
-            "xjitbot-req_7f3a9c01",
-            "jitbot-",
-        ] {
-            assert_eq!(owned_id(foreign), None, "{foreign}");
-        }
-    }
 
     fn grant(ports: &str, priority: Option<i64>) -> RequestRow {
         RequestRow {

@@ -184,6 +184,14 @@ async fn extend_needs_approval_and_never_exceeds_the_maximum() {
     let before = app
         .wait_status(&id, Status::Active, Duration::from_secs(5))
         .await;
+    // The rule says when it expires, for `jitbot sweep`.
+    let expiry_in_rule = |app: &TestApp| {
+        app.rule(&id)
+            .and_then(|r| r.properties.description)
+            .and_then(|d| jitbot::domain::description_expiry(&d))
+    };
+    let said = expiry_in_rule(&app).expect("an expires= in the description");
+    assert!((0..1000).contains(&(said - before.expires_at.unwrap())), "{said} vs {before:?}");
 
     let reply = app.slash(STEVE, &format!("extend {id} 50m")).await;
     assert!(reply.contains("longer than its maximum"), "{reply}");
@@ -204,6 +212,19 @@ async fn extend_needs_approval_and_never_exceeds_the_maximum() {
     assert_eq!(after.extension_ms, None);
     assert!(after.expires_at.unwrap() >= before.expires_at.unwrap() + 1_800_000);
     assert!(app.audit_kinds(&id).await.contains(&"extended".to_string()));
+    // The extension rewrote the rule's description, so a sweep would not close it early; only
+    // the description changed.
+    let new_expiry = after.expires_at.unwrap();
+    app.wait_until("rule relabeled", Duration::from_secs(5), |a| {
+        expiry_in_rule(a).is_some_and(|e| (0..1000).contains(&(e - new_expiry)))
+    })
+    .await;
+    assert_eq!(app.writes(&id), vec!["PUT 201", "PUT 200"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !app.audit_kinds(&id).await.contains(&"rule_relabeled".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "no rule_relabeled event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

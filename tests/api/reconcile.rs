@@ -121,13 +121,14 @@ async fn an_orphan_jitbot_rule_is_removed_and_foreign_rules_are_untouched() {
     let grant = open_grant(&app, "web1 22 1h").await;
     let orphan = "jitbot-req_zzzz2222";
     let foreign_outside = rule("allow-bastion", 300, "10.9.0.0/16", "22", "Allow");
-    // Inside jitbot's band (100-199), and named almost like jitbot's rules.
-    let foreign_in_band = rule("jitbot-manual", 101, "198.51.100.0/24", "443", "Allow");
+    // Inside jitbot's band (100-199), and named almost like jitbot's rules (not in its
+    // namespace, `jitbot-`).
+    let foreign_in_band = rule("jitbot_manual", 101, "198.51.100.0/24", "443", "Allow");
     let foreign_deny = rule("deny-telnet", 150, "*", "23", "Deny");
     for r in [&foreign_outside, &foreign_in_band, &foreign_deny] {
         app.arm.put_existing_rule(NSG, r.clone());
     }
-    let before: Vec<_> = ["allow-bastion", "jitbot-manual", "deny-telnet"]
+    let before: Vec<_> = ["allow-bastion", "jitbot_manual", "deny-telnet"]
         .iter()
         .map(|n| fingerprint(&app.arm.rule(NSG, n).unwrap()))
         .collect();
@@ -168,12 +169,12 @@ async fn an_orphan_jitbot_rule_is_removed_and_foreign_rules_are_untouched() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(app.events_of("reconciled").await.len(), 1);
     assert_eq!(app.events_of("drift_orphan_removed").await.len(), 1);
-    let after: Vec<_> = ["allow-bastion", "jitbot-manual", "deny-telnet"]
+    let after: Vec<_> = ["allow-bastion", "jitbot_manual", "deny-telnet"]
         .iter()
         .map(|n| fingerprint(&app.arm.rule(NSG, n).unwrap()))
         .collect();
     assert_eq!(before, after, "foreign rules are byte-for-byte unchanged");
-    for name in ["allow-bastion", "jitbot-manual", "deny-telnet"] {
+    for name in ["allow-bastion", "jitbot_manual", "deny-telnet"] {
         assert!(
             rule_writes(&app, name).is_empty(),
             "{name} was never written"
@@ -183,6 +184,64 @@ async fn an_orphan_jitbot_rule_is_removed_and_foreign_rules_are_untouched() {
     assert_eq!(app.writes(&grant.id), vec!["PUT 201"]);
     assert!(app.events_of("drift_restored").await.is_empty());
     assert_eq!(rule_writes(&app, orphan), vec!["DELETE 202"]);
+    app.assert_chain_intact().await;
+}
+
+#[tokio::test]
+async fn an_allow_in_jitbots_namespace_that_is_no_grant_is_removed_and_other_deployments_rules_stay() {
+    let namespace = "retry_budget = \"10s\"\nrule_prefix = \"jitbot-prod-\"\nother_prefixes = [\"jitbot-staging-\"]";
+    let app = spawn_app_tuned(FAST, &[("retry_budget = \"10s\"", namespace)], "").await;
+    let grant = open_grant(&app, "web1 22 1h").await;
+    assert!(grant.rule_name.starts_with("jitbot-prod-req_"), "{}", grant.rule_name);
+    assert!(app.arm.rule(NSG, &grant.rule_name).is_some());
+    let rogue = "jitbot-prod-rogue";
+    let kept = [
+        // A Deny in the namespace: removing it could only add access.
+        rule("jitbot-prod-hold", 130, "*", "22", "Deny"),
+        // Another deployment's grant, and a rule under the default prefix (not this one's).
+        rule("jitbot-staging-req_zzzz3333", 140, "192.0.2.33", "22", "Allow"),
+        rule("jitbot-req_zzzz5555", 141, "192.0.2.55", "22", "Allow"),
+    ];
+    for r in &kept {
+        app.arm.put_existing_rule(NSG, r.clone());
+    }
+    let before: Vec<_> = kept
+        .iter()
+        .map(|r| fingerprint(&app.arm.rule(NSG, &r.name).unwrap()))
+        .collect();
+    app.arm
+        .put_existing_rule(NSG, rule(rogue, 120, "192.0.2.66", "22", "Allow"));
+
+    app.wait_until("stray removed", Duration::from_secs(5), |a| {
+        a.arm.rule(NSG, rogue).is_none()
+    })
+    .await;
+    wait_event(&app, "drift_orphan_removed", None, Duration::from_secs(3)).await;
+    let removed = &app.events_of("drift_orphan_removed").await[0];
+    assert_eq!(removed.detail["rule"], rogue);
+    assert_eq!(removed.request_id, None);
+    let reason = removed.detail["reason"].as_str().unwrap();
+    assert!(reason.contains("namespace (`jitbot-prod-`)"), "{reason}");
+    app.wait_until("audit channel told", Duration::from_secs(3), |a| {
+        a.audit_feed()
+            .iter()
+            .any(|t| t.contains("stray rule removed") && t.contains(rogue))
+    })
+    .await;
+
+    // Several more passes: the others stay as they are, never written; the grant is untouched.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let after: Vec<_> = kept
+        .iter()
+        .map(|r| fingerprint(&app.arm.rule(NSG, &r.name).unwrap()))
+        .collect();
+    assert_eq!(before, after);
+    for r in &kept {
+        assert!(rule_writes(&app, &r.name).is_empty(), "{} was written", r.name);
+    }
+    assert_eq!(rule_writes(&app, rogue), vec!["DELETE 202"]);
+    assert_eq!(app.events_of("drift_orphan_removed").await.len(), 1);
+    assert_eq!(rule_writes(&app, &grant.rule_name), vec!["PUT 201"]);
     app.assert_chain_intact().await;
 }
 
