@@ -404,10 +404,13 @@ impl World {
 
     /// Steve asks for `text`, Alice approves the card; returns the request id.
     async fn ask_and_approve(&self, text: &str) -> String {
+        let before = self.the_request().await.map(|(id, _, _)| id);
         let _ = self.slash(STEVE, text).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         let id = loop {
-            if let Some((i, _, _)) = self.the_request().await {
+            if let Some((i, _, _)) = self.the_request().await
+                && Some(&i) != before.as_ref()
+            {
                 break i;
             }
             assert!(Instant::now() < deadline, "the request was never recorded");
@@ -425,11 +428,14 @@ impl World {
         id
     }
 
+    /// The newest request: id, status, expiry.
     async fn the_request(&self) -> Option<(String, String, Option<i64>)> {
-        let row = sqlx::query("SELECT id, status, expires_at FROM requests")
-            .fetch_optional(self.sql())
-            .await
-            .ok()??;
+        let row = sqlx::query(
+            "SELECT id, status, expires_at FROM requests ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(self.sql())
+        .await
+        .ok()??;
         Some((
             row.try_get("id").ok()?,
             row.try_get("status").ok()?,
@@ -1205,4 +1211,146 @@ async fn an_idle_connection_flood_never_delays_a_revocation() {
         "commands work again"
     );
     assert!(w.audit_verify().await);
+}
+
+/// The rule's `expires=`, as the emulator holds it.
+fn rule_expiry(w: &World, id: &str) -> Option<i64> {
+    w.arm
+        .rule(NSG, &format!("jitbot-{id}"))
+        .and_then(|r| r.properties.description)
+        .and_then(|d| jitbot::domain::description_expiry(&d))
+}
+
+/// Steve asks, Alice approves, the rule opens; returns the request id.
+async fn open_grant(w: &World, text: &str) -> String {
+    let id = w.ask_and_approve(text).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            rule_expiry(w, &id).is_some()
+        })
+        .await,
+        "{id} never opened"
+    );
+    id
+}
+
+/// `jitbot sweep` with no chat secrets in its environment; exit status and output.
+async fn sweep(w: &World, grace: &str) -> (bool, String, Duration) {
+    let started = Instant::now();
+    let out = w
+        .command()
+        .env_remove("SLACK_SIGNING_SECRET")
+        .env_remove("SLACK_BOT_TOKEN")
+        .args(["sweep", "--config"])
+        .arg(&w.config)
+        .args(["--grace", grace])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_closes_expired_grants_when_jitbot_and_its_database_are_gone() {
+    jitbot::install_crypto();
+    let mut w = World::new("5s", None).await;
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(
+        &w.config,
+        text.replace(
+            "pending_ttl = \"5m\"",
+            "pending_ttl = \"5m\"\nextend_without_approval = true",
+        ),
+    )
+    .unwrap();
+    w.start(None).await;
+    let short = open_grant(&w, "web1 22 4s from 203.0.113.7").await;
+    let extended = open_grant(&w, "web1 22 4s from 203.0.113.8").await;
+    let valid = open_grant(&w, "web1 22 1h from 203.0.113.9").await;
+    let reply = w.slash(STEVE, &format!("extend {extended} 50m")).await;
+    assert!(
+        reply.as_ref().is_some_and(|r| r.contains("stays open")),
+        "{reply:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            rule_expiry(&w, &extended).is_some_and(|e| e > unix_ms(SystemTime::now()) + 2_900_000)
+        })
+        .await,
+        "the extension never reached the rule's description"
+    );
+    // Rules that are not jitbot's grants: a person's, Defender's JIT rule, a lockdown baseline.
+    let foreign = [
+        ("allow-bastion", "Allow", 300),
+        ("MicrosoftDefenderForCloud-JITRule_1849_4B1A", "Allow", 101),
+        ("jitbot-lockdown-web1", "Deny", 200),
+    ];
+    for (name, access, priority) in foreign {
+        let mut rule = w.arm.rule(NSG, &format!("jitbot-{valid}")).unwrap();
+        rule.name = name.to_string();
+        rule.properties.access = access.to_string();
+        rule.properties.priority = priority;
+        rule.properties.description = Some("expires=2020-01-01T00:00:00Z (not jitbot's)".into());
+        if name.starts_with("jitbot-") {
+            rule.properties.description = Some("baseline".into());
+        }
+        w.arm.put_existing_rule(NSG, rule);
+    }
+
+    // jitbot and its database are gone.
+    w.kill().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(w.dir.join(format!("jitbot.db{suffix}")));
+    }
+    let deletes = |w: &World| {
+        w.arm
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.path)
+            .collect::<Vec<_>>()
+    };
+
+    // Every grant still valid: nothing is deleted.
+    let (ok, out, _) = sweep(&w, "1s").await;
+    assert!(ok, "{out}");
+    assert!(deletes(&w).is_empty(), "{out}");
+    assert!(
+        out.contains("0 deleted") && out.contains("3 still valid") && out.contains("1 baselines"),
+        "{out}"
+    );
+
+    // Past the short grant's expiry and the grace: exactly its rule goes.
+    let short_expiry = rule_expiry(&w, &short).unwrap();
+    let wait = short_expiry + 1_500 - unix_ms(SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    let (ok, out, took) = sweep(&w, "1s").await;
+    assert!(ok, "{out}");
+    println!(
+        "sweep over 1 NSG with {} rules took {took:?}",
+        w.arm.rules(NSG).len() + 1
+    );
+    assert!(out.contains(&format!("deleted jitbot-{short}")), "{out}");
+    assert!(w.arm.rule(NSG, &format!("jitbot-{short}")).is_none());
+    let deleted = deletes(&w);
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].ends_with(&format!("jitbot-{short}")));
+    for kept in [format!("jitbot-{extended}"), format!("jitbot-{valid}")] {
+        assert!(w.arm.rule(NSG, &kept).is_some(), "{kept} was deleted");
+    }
+    for (name, _, _) in foreign {
+        assert!(w.arm.rule(NSG, name).is_some(), "{name} was deleted");
+    }
+    // A sweep writes nothing but deletions.
+    assert!(
+        !w.arm
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.contains("JITRule"))
+    );
 }
