@@ -139,7 +139,8 @@ pub struct WorkerFile {
     /// How often the head of the audit hash chain is posted to the audit channel. Default 1h.
     pub checkpoint_interval: Option<String>,
     /// How long a claimed job stays this replica's without a renewal (renewed every third of it);
-    /// after a crash, another replica takes the job over once it lapses. Default 30s.
+    /// after a crash, another replica takes the job over once it lapses, so it bounds how late a
+    /// revocation a dying replica held can be. Default 10s.
     pub lease: Option<String>,
 }
 
@@ -162,6 +163,8 @@ impl WorkerSettings {
     pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
     pub const DEFAULT_REVOCATION_ALERT_AFTER: Duration = Duration::from_secs(120);
     pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
+    /// A claimed job lapses this long after its last renewal (renewed every third of it).
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 }
 
 /// Parses an optional `[worker]` period written like `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
@@ -415,18 +418,18 @@ impl Settings {
             &mut errors,
         );
         let lease = match &file.worker.lease {
-            None => Duration::from_secs(30),
+            None => WorkerSettings::DEFAULT_LEASE,
             Some(s) => match GrantDuration::parse(s) {
                 Ok(d) if (1..=600).contains(&d.as_duration().as_secs()) => d.as_duration(),
                 Ok(_) => {
                     errors.push(format!(
-                        "worker.lease: `{s}` must be between 1s and 10m (30s suits most)"
+                        "worker.lease: `{s}` must be between 1s and 10m (10s suits most: a crashed replica's revocations are taken over within it)"
                     ));
-                    Duration::from_secs(30)
+                    WorkerSettings::DEFAULT_LEASE
                 }
                 Err(e) => {
                     errors.push(format!("worker.lease: {e}"));
-                    Duration::from_secs(30)
+                    WorkerSettings::DEFAULT_LEASE
                 }
             },
         };
@@ -601,7 +604,7 @@ ops = ["alice"]
         );
         let file: ConfigFile = toml::from_str(&target(policy)).expect("valid TOML");
         let settings = Settings::resolve(file, |_| Ok(Some(Secret::new("x")))).expect("valid");
-        assert_eq!(settings.worker.lease, Duration::from_secs(30), "default");
+        assert_eq!(settings.worker.lease, Duration::from_secs(10), "default");
     }
 
     #[test]
