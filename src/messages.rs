@@ -312,10 +312,18 @@ pub fn status(
     let mut m = card(policy, req, decisions, platform);
     m.title = format!("Request {}", req.id);
     m.buttons.clear();
-    if let Some(p) = req.rule_priority {
+    let placed: Vec<String> = req
+        .rules
+        .iter()
+        .filter_map(|r| {
+            r.priority
+                .map(|p| format!("priority {p} in `{}`", crate::domain::nsg_name(&r.nsg)))
+        })
+        .collect();
+    if !placed.is_empty() {
         m.fields.push(Field {
             label: "Rule".into(),
-            value: format!("`{}` priority {p}", req.rule_name),
+            value: format!("`{}` {}", req.rule_name, placed.join(", ")),
         });
     }
     m

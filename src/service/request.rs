@@ -74,7 +74,7 @@ impl Service {
             platform: user.platform,
             requester_chat_id: user.user_id.clone(),
             target: target.name.clone(),
-            nsg: target.nsg.clone(),
+            nsgs: vec![target.nsg.clone()],
             ports: shape.ports.to_csv(),
             protocol: target.protocol.clone(),
             source: shape.source.clone(),

@@ -284,7 +284,9 @@ pub struct RequestRow {
     pub platform: Platform,
     pub requester_chat_id: String,
     pub target: String,
-    pub nsg: String,
+    /// The rule's NSGs, in evaluation order, with the priority it got in each once open. The
+    /// grant is active only when it is open in every one.
+    pub rules: Vec<GrantRule>,
     pub ports: String,
     pub protocol: String,
     pub source: String,
@@ -304,12 +306,62 @@ pub struct RequestRow {
     pub expires_at: Option<i64>,
     pub closed_at: Option<i64>,
     pub rule_name: String,
-    pub rule_priority: Option<i64>,
     pub detail: Option<String>,
     pub simulated: bool,
 }
 
+/// A grant's rule in one NSG.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GrantRule {
+    pub nsg: String,
+    /// The priority it got there (recorded when the grant opened; `None` before).
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+impl GrantRule {
+    /// Rules not open yet, one per NSG.
+    pub fn unopened(nsgs: &[String]) -> Vec<GrantRule> {
+        nsgs.iter()
+            .map(|nsg| GrantRule {
+                nsg: nsg.clone(),
+                priority: None,
+            })
+            .collect()
+    }
+}
+
+fn rules_json(rules: &[GrantRule]) -> String {
+    serde_json::to_string(rules).unwrap_or_default()
+}
+
 impl RequestRow {
+    /// The grant's rule in `nsg` (NSG ids compare case-insensitively), if the path has it.
+    pub fn rule_in(&self, nsg: &str) -> Option<&GrantRule> {
+        self.rules.iter().find(|r| r.nsg.eq_ignore_ascii_case(nsg))
+    }
+
+    /// The NSGs' names, for people: `web1-subnet-nsg, web1-nic-nsg`.
+    pub fn nsg_names(&self) -> String {
+        self.rules
+            .iter()
+            .map(|r| crate::domain::nsg_name(&r.nsg))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Rows from before migration 0003 keep their one rule in `nsg`/`rule_priority`.
+    fn rules_from_row(r: &AnyRow) -> Result<Vec<GrantRule>> {
+        match r.try_get::<Option<String>, _>("rules")? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("rules {json}: {e}"))),
+            None => Ok(vec![GrantRule {
+                nsg: r.try_get("nsg")?,
+                priority: r.try_get("rule_priority")?,
+            }]),
+        }
+    }
+
     fn from_row(r: &AnyRow) -> Result<RequestRow> {
         let status: String = r.try_get("status")?;
         let platform: String = r.try_get("platform")?;
@@ -320,7 +372,7 @@ impl RequestRow {
                 .ok_or_else(|| StoreError::Corrupt(format!("platform {platform}")))?,
             requester_chat_id: r.try_get("requester_chat_id")?,
             target: r.try_get("target")?,
-            nsg: r.try_get("nsg")?,
+            rules: RequestRow::rules_from_row(r)?,
             ports: r.try_get("ports")?,
             protocol: r.try_get("protocol")?,
             source: r.try_get("source")?,
@@ -340,7 +392,6 @@ impl RequestRow {
             expires_at: r.try_get("expires_at")?,
             closed_at: r.try_get("closed_at")?,
             rule_name: r.try_get("rule_name")?,
-            rule_priority: r.try_get("rule_priority")?,
             detail: r.try_get("detail")?,
             simulated: r.try_get::<i64, _>("simulated")? != 0,
         })
@@ -372,7 +423,8 @@ pub struct NewRequest {
     pub platform: Platform,
     pub requester_chat_id: String,
     pub target: String,
-    pub nsg: String,
+    /// The NSGs the rule goes into, in evaluation order.
+    pub nsgs: Vec<String>,
     pub ports: String,
     pub protocol: String,
     pub source: String,
@@ -417,15 +469,15 @@ impl Tx {
         sqlx::query(
             "INSERT INTO requests (id, requester, platform, requester_chat_id, target, nsg, ports, protocol, source,
                 destination, duration_ms, reason, status, approvals_required, round, created_at, pending_until,
-                rule_name, simulated, updated_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,0,$15,$16,$17,$18,$15)",
+                rule_name, simulated, updated_at, rules)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,0,$15,$16,$17,$18,$15,$19)",
         )
         .bind(&r.id)
         .bind(&r.requester)
         .bind(r.platform.as_str())
         .bind(&r.requester_chat_id)
         .bind(&r.target)
-        .bind(&r.nsg)
+        .bind(r.nsgs.first().map(String::as_str).unwrap_or_default())
         .bind(&r.ports)
         .bind(&r.protocol)
         .bind(&r.source)
@@ -438,6 +490,7 @@ impl Tx {
         .bind(r.pending_until)
         .bind(&r.rule_name)
         .bind(r.simulated as i64)
+        .bind(rules_json(&GrantRule::unopened(&r.nsgs)))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -491,23 +544,24 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// `applying → active`: the rule is confirmed live. `expires_at` counts from
-    /// `apply_started_at`, not from now.
+    /// `applying → active`: the rule is confirmed live in every NSG of `rules` (with the
+    /// priorities it got). `expires_at` counts from `apply_started_at`, not from now.
     pub async fn activate(
         &mut self,
         id: &str,
-        priority: i64,
+        rules: &[GrantRule],
         activated_at: i64,
         expires_at: i64,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE requests SET status = 'active', rule_priority = $2, activated_at = $3, expires_at = $4, updated_at = $3
+            "UPDATE requests SET status = 'active', rules = $2, rule_priority = $5, activated_at = $3, expires_at = $4, updated_at = $3
              WHERE id = $1 AND status = 'applying'",
         )
         .bind(id)
-        .bind(priority)
+        .bind(rules_json(rules))
         .bind(activated_at)
         .bind(expires_at)
+        .bind(rules.first().and_then(|r| r.priority))
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -523,14 +577,30 @@ impl Tx {
         Ok(())
     }
 
-    /// Records the priority an active grant's rule has now (the reconciler put it back on
-    /// another one because its recorded priority was taken). Does nothing unless it is active.
-    pub async fn record_rule_priority(&mut self, id: &str, priority: i64) -> Result<()> {
+    /// Records the priority an active grant's rule has now in `nsg` (the reconciler put it back
+    /// on another one because its recorded priority was taken). Does nothing unless it is active.
+    /// Under the row lock, so two writers never lose each other's update of the list.
+    pub async fn record_rule_priority(&mut self, id: &str, nsg: &str, priority: i64) -> Result<()> {
+        self.lock_request(id).await?;
+        let Some(mut row) = self.request(id).await? else {
+            return Ok(());
+        };
+        if row.status != Status::Active {
+            return Ok(());
+        }
+        for r in row
+            .rules
+            .iter_mut()
+            .filter(|r| r.nsg.eq_ignore_ascii_case(nsg))
+        {
+            r.priority = Some(priority);
+        }
         sqlx::query(
-            "UPDATE requests SET rule_priority = $2, updated_at = $3 WHERE id = $1 AND status = 'active'",
+            "UPDATE requests SET rules = $2, rule_priority = $3, updated_at = $4 WHERE id = $1 AND status = 'active'",
         )
         .bind(id)
-        .bind(priority)
+        .bind(rules_json(&row.rules))
+        .bind(row.rules.first().and_then(|r| r.priority))
         .bind(now_ms())
         .execute(&mut *self.tx)
         .await?;

@@ -9,7 +9,7 @@ use crate::domain::{GrantDuration, Status, grant_description};
 use crate::job::Job;
 use crate::messages::{self, clock};
 use crate::outbox;
-use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Tx, now_ms};
+use crate::store::{AuditKind, ClaimedJob, GrantRule, RequestRow, Result, Tx, now_ms};
 use serde_json::json;
 
 fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Message {
@@ -128,78 +128,17 @@ impl Worker {
             ports: req.ports_list(),
             band: target.priority_band,
         };
-        match self.nsgs.ensure_rule(&req.nsg, &spec).await {
-            Ok(applied) => {
+        match self.open_everywhere(&req, &spec).await {
+            Ok(rules) => {
                 crate::crashpoint::hit("after_put");
-                let now = now_ms();
-                let expires = started + req.duration_ms;
-                let mut tx = self.store.begin().await?;
-                if !tx
-                    .activate(id, applied.priority as i64, now, expires)
-                    .await?
-                {
-                    // Someone moved the request on while we opened the rule: never leave it open.
-                    Job::Cleanup {
-                        request_id: id.into(),
-                        nsg: req.nsg.clone(),
-                        rule_name: req.rule_name.clone(),
-                    }
-                    .enqueue(&mut tx, now)
-                    .await?;
-                    tx.commit().await?;
-                    return Ok(Outcome::Done);
-                }
-                tx.audit(
-                    AuditKind::Applied,
-                    Some(id),
-                    Some("jitbot"),
-                    json!({ "nsg": req.nsg, "rule": applied.name, "priority": applied.priority, "apply_started_at": started, "expires_at": expires,
-                            "ports": req.ports, "source": req.source, "destination": req.destination }),
-                    req.simulated,
-                )
-                .await?;
-                Job::Revoke {
-                    request_id: id.into(),
-                }
-                .enqueue(&mut tx, expires)
-                .await?;
-                let text = if expires > now {
-                    format!(
-                        "{} port {} is open from {} until {} ({})",
-                        req.target,
-                        req.ports,
-                        req.source,
-                        clock(expires, req.duration_ms < 600_000),
-                        GrantDuration::from_millis(req.duration_ms)
-                    )
-                } else {
-                    // jitbot was down between the PUT and recording it: the time ran out then.
-                    format!(
-                        "{} port {} is open from {} since {}, but jitbot could only confirm it now; \
-                         its {} have run out, so it closes now",
-                        req.target,
-                        req.ports,
-                        req.source,
-                        clock(started, true),
-                        GrantDuration::from_millis(req.duration_ms)
-                    )
-                };
-                self.announce(
-                    &mut tx,
-                    &req,
-                    &notice(&req, Tone::Success, "Access open", text),
-                )
-                .await?;
-                tx.commit().await?;
-                tracing::info!(request_id = id, nsg = %req.nsg, priority = applied.priority, "grant active");
-                Ok(Outcome::Done)
+                self.activated(&req, &rules, started).await
             }
             Err(e)
                 if e.is_retryable()
                     && now_ms() - claimed.created_at
                         < self.settings.apply_deadline.as_millis() as i64 =>
             {
-                tracing::warn!(request_id = id, nsg = %req.nsg, error = %e, "apply failed; will retry");
+                tracing::warn!(request_id = id, nsgs = %req.nsg_names(), error = %e, "apply failed; will retry");
                 Ok(Outcome::RetryAt(
                     now_ms() + backoff(claimed.attempts, 30_000),
                     e.to_string(),
@@ -207,6 +146,88 @@ impl Worker {
             }
             Err(e) => self.fail(&req, &e.to_string()).await,
         }
+    }
+
+    /// Opens the rule in every NSG on the path, in evaluation order (each NSG's writes under its
+    /// own lane). Idempotent: an NSG where it is already in place keeps it.
+    async fn open_everywhere(
+        &self,
+        req: &RequestRow,
+        spec: &RuleSpec,
+    ) -> std::result::Result<Vec<GrantRule>, crate::azure::AzureError> {
+        let mut rules = Vec::with_capacity(req.rules.len());
+        for rule in &req.rules {
+            let applied = self.nsgs.ensure_rule(&rule.nsg, spec).await?;
+            rules.push(GrantRule {
+                nsg: rule.nsg.clone(),
+                priority: Some(i64::from(applied.priority)),
+            });
+        }
+        Ok(rules)
+    }
+
+    /// The rule is open in every NSG: `applying → active`, the revoke at expiry, the news.
+    async fn activated(
+        &self,
+        req: &RequestRow,
+        rules: &[GrantRule],
+        started: i64,
+    ) -> Result<Outcome> {
+        let id = req.id.as_str();
+        let now = now_ms();
+        let expires = started + req.duration_ms;
+        let mut tx = self.store.begin().await?;
+        if !tx.activate(id, rules, now, expires).await? {
+            // Someone moved the request on while we opened the rule: never leave it open.
+            enqueue_cleanups(&mut tx, req).await?;
+            tx.commit().await?;
+            return Ok(Outcome::Done);
+        }
+        tx.audit(
+            AuditKind::Applied,
+            Some(id),
+            Some("jitbot"),
+            json!({ "nsg": rules[0].nsg, "rule": req.rule_name, "priority": rules[0].priority, "rules": rules,
+                    "apply_started_at": started, "expires_at": expires,
+                    "ports": req.ports, "source": req.source, "destination": req.destination }),
+            req.simulated,
+        )
+        .await?;
+        Job::Revoke {
+            request_id: id.into(),
+        }
+        .enqueue(&mut tx, expires)
+        .await?;
+        let text = if expires > now {
+            format!(
+                "{} port {} is open from {} until {} ({})",
+                req.target,
+                req.ports,
+                req.source,
+                clock(expires, req.duration_ms < 600_000),
+                GrantDuration::from_millis(req.duration_ms)
+            )
+        } else {
+            // jitbot was down between the PUT and recording it: the time ran out then.
+            format!(
+                "{} port {} is open from {} since {}, but jitbot could only confirm it now; \
+                 its {} have run out, so it closes now",
+                req.target,
+                req.ports,
+                req.source,
+                clock(started, true),
+                GrantDuration::from_millis(req.duration_ms)
+            )
+        };
+        self.announce(
+            &mut tx,
+            req,
+            &notice(req, Tone::Success, "Access open", text),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(request_id = id, nsgs = %req.nsg_names(), "grant active");
+        Ok(Outcome::Done)
     }
 
     /// The request could not be opened: mark it failed, tell everyone, and make sure no rule stays.
@@ -220,17 +241,12 @@ impl Worker {
                 AuditKind::Failed,
                 Some(&req.id),
                 Some("jitbot"),
-                json!({ "error": why, "nsg": req.nsg }),
+                json!({ "error": why, "nsg": req.rules[0].nsg, "nsgs": req.rules.iter().map(|r| &r.nsg).collect::<Vec<_>>() }),
                 req.simulated,
             )
             .await?;
-            Job::Cleanup {
-                request_id: req.id.clone(),
-                nsg: req.nsg.clone(),
-                rule_name: req.rule_name.clone(),
-            }
-            .enqueue(&mut tx, now_ms())
-            .await?;
+            // Wherever the rule may have opened (a failure on the second NSG rolls back the first).
+            enqueue_cleanups(&mut tx, req).await?;
             let text = format!("could not open {} port {}: {why}", req.target, req.ports);
             self.announce(
                 &mut tx,
@@ -240,7 +256,7 @@ impl Worker {
             .await?;
         }
         tx.commit().await?;
-        tracing::error!(request_id = %req.id, nsg = %req.nsg, error = why, "grant failed");
+        tracing::error!(request_id = %req.id, nsgs = %req.nsg_names(), error = why, "grant failed");
         Ok(Outcome::Done)
     }
 
@@ -269,7 +285,7 @@ impl Worker {
             _ => return Ok(Outcome::Done),
         }
         self.watch_revocation(&req).await?;
-        match self.nsgs.remove_rule(&req.nsg, &req.rule_name).await {
+        match self.remove_everywhere(&req).await {
             Ok(()) => {
                 crate::crashpoint::hit("after_delete");
                 let closed = now_ms();
@@ -287,7 +303,7 @@ impl Worker {
                         AuditKind::Revoked,
                         Some(id),
                         Some("jitbot"),
-                        json!({ "nsg": req.nsg, "rule": req.rule_name, "early": early, "late_ms": if early { None } else { late_ms } }),
+                        json!({ "nsg": req.rules[0].nsg, "nsgs": req.rules.iter().map(|r| &r.nsg).collect::<Vec<_>>(), "rule": req.rule_name, "early": early, "late_ms": if early { None } else { late_ms } }),
                         req.simulated,
                     )
                     .await?;
@@ -321,18 +337,30 @@ impl Worker {
                     .await?;
                 }
                 tx.commit().await?;
-                tracing::info!(request_id = id, nsg = %req.nsg, late_ms, "grant revoked");
+                tracing::info!(request_id = id, nsgs = %req.nsg_names(), late_ms, "grant revoked");
                 Ok(Outcome::Done)
             }
             // Never give up on closing a port: retry until Azure lets us.
             Err(e) => {
-                tracing::error!(request_id = id, nsg = %req.nsg, error = %e, attempts = claimed.attempts, "revoke failed; retrying");
+                tracing::error!(request_id = id, nsgs = %req.nsg_names(), error = %e, attempts = claimed.attempts, "revoke failed; retrying");
                 Ok(Outcome::RetryAt(
                     now_ms() + backoff(claimed.attempts, 15_000),
                     e.to_string(),
                 ))
             }
         }
+    }
+
+    /// Closes the rule in every NSG on the path; stops at the first failure (the job retries;
+    /// the NSGs already done answer 404 next time, which counts as done).
+    async fn remove_everywhere(
+        &self,
+        req: &RequestRow,
+    ) -> std::result::Result<(), crate::azure::AzureError> {
+        for rule in &req.rules {
+            self.nsgs.remove_rule(&rule.nsg, &req.rule_name).await?;
+        }
+        Ok(())
     }
 
     async fn cleanup(
@@ -374,39 +402,38 @@ impl Worker {
             return Ok(Outcome::Done);
         };
         let description = grant_description(&req.id, &req.requester, expires);
-        let found = match self
-            .nsgs
-            .relabel_rule(&req.nsg, &req.rule_name, &description)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                return Ok(Outcome::RetryAt(
-                    now_ms() + backoff(claimed.attempts, 15_000),
-                    e.to_string(),
-                ));
+        let mut relabeled = Vec::new();
+        for rule in &req.rules {
+            match self
+                .nsgs
+                .relabel_rule(&rule.nsg, &req.rule_name, &description)
+                .await
+            {
+                Ok(true) => relabeled.push(rule.nsg.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    return Ok(Outcome::RetryAt(
+                        now_ms() + backoff(claimed.attempts, 15_000),
+                        e.to_string(),
+                    ));
+                }
             }
-        };
-        let mut tx = self.store.begin().await?;
-        if found {
-            tx.audit(
-                AuditKind::RuleRelabeled,
-                Some(id),
-                Some("jitbot"),
-                json!({ "nsg": req.nsg, "rule": req.rule_name, "description": description }),
-                req.simulated,
-            )
-            .await?;
         }
+        if relabeled.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        let mut tx = self.store.begin().await?;
+        tx.audit(
+            AuditKind::RuleRelabeled,
+            Some(id),
+            Some("jitbot"),
+            json!({ "nsgs": relabeled, "rule": req.rule_name, "description": description }),
+            req.simulated,
+        )
+        .await?;
         let now = tx.request(id).await?;
-        if found && now.is_none_or(|r| r.status != Status::Active) {
-            Job::Cleanup {
-                request_id: req.id.clone(),
-                nsg: req.nsg.clone(),
-                rule_name: req.rule_name.clone(),
-            }
-            .enqueue(&mut tx, now_ms())
-            .await?;
+        if now.is_none_or(|r| r.status != Status::Active) {
+            enqueue_cleanups(&mut tx, &req).await?;
         }
         tx.commit().await?;
         Ok(Outcome::Done)
@@ -580,4 +607,18 @@ impl Worker {
         }
         Ok(Outcome::Done)
     }
+}
+
+/// A cleanup DELETE of the request's rule in every NSG on its path.
+async fn enqueue_cleanups(tx: &mut Tx, req: &RequestRow) -> Result<()> {
+    for rule in &req.rules {
+        Job::Cleanup {
+            request_id: req.id.clone(),
+            nsg: rule.nsg.clone(),
+            rule_name: req.rule_name.clone(),
+        }
+        .enqueue(tx, now_ms())
+        .await?;
+    }
+    Ok(())
 }

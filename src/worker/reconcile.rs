@@ -72,6 +72,13 @@ fn nsg_name(nsg_id: &str) -> &str {
     nsg_id.rsplit('/').next().unwrap_or(nsg_id)
 }
 
+/// Where a grant's rule was read, and what was there.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    nsg: &'a str,
+    actual: Option<&'a SecurityRule>,
+}
+
 /// What a rule allows, for people and the audit trail.
 fn describe(rule: &SecurityRule) -> Value {
     let p = &rule.properties;
@@ -96,7 +103,11 @@ fn lower_set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
 }
 
 /// How the rule in Azure differs from the grant (empty: it matches).
-pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String> {
+pub fn differences(
+    req: &RequestRow,
+    priority: Option<i64>,
+    rule: Option<&SecurityRule>,
+) -> Vec<String> {
     let Some(rule) = rule else {
         return vec!["the rule was deleted".into()];
     };
@@ -136,12 +147,11 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
             p.protocol, req.protocol
         ));
     }
-    if Some(i64::from(p.priority)) != req.rule_priority {
+    if Some(i64::from(p.priority)) != priority {
         d.push(format!(
             "priority is {} instead of {}",
             p.priority,
-            req.rule_priority
-                .map_or("unknown".into(), |p| p.to_string())
+            priority.map_or("unknown".into(), |p| p.to_string())
         ));
     }
     if !p.access.eq_ignore_ascii_case("Allow") {
@@ -159,7 +169,7 @@ pub fn differences(req: &RequestRow, rule: Option<&SecurityRule>) -> Vec<String>
 /// What the grant approved, as sets: inbound Allow from its source to its destination and ports,
 /// any source port, at its recorded priority (unknown: the weakest precedence, so any priority
 /// the rule has reads as "moved up" and is put back).
-pub fn approved_admission(req: &RequestRow) -> Admission {
+pub fn approved_admission(req: &RequestRow, priority: Option<i64>) -> Admission {
     Admission {
         inbound: true,
         allow: true,
@@ -168,8 +178,7 @@ pub fn approved_admission(req: &RequestRow) -> Admission {
         destinations: AddressSet::parse(&[req.destination.as_str()]),
         ports: PortSet::of(&req.ports_list()),
         source_ports: PortSet::any(),
-        priority: req
-            .rule_priority
+        priority: priority
             .and_then(|p| i32::try_from(p).ok())
             .unwrap_or(i32::MAX),
     }
@@ -288,7 +297,7 @@ impl Worker {
             .targets
             .values()
             .map(|t| t.nsg.clone())
-            .chain(active.into_iter().map(|r| r.nsg));
+            .chain(active.into_iter().flat_map(|r| r.rules).map(|r| r.nsg));
         for nsg in all {
             if seen.insert(nsg.to_ascii_lowercase()) {
                 out.push(nsg);
@@ -383,7 +392,7 @@ impl Worker {
         // Active grants whose rule was deleted or edited: only ever reduce access.
         let now = now_ms();
         let grants = self.store.requests_in(&[Status::Active]).await?;
-        for req in grants.iter().filter(|r| r.nsg.eq_ignore_ascii_case(nsg)) {
+        for (req, grant_rule) in grants.iter().filter_map(|r| r.rule_in(nsg).map(|g| (r, g))) {
             if req.activated_at.is_none_or(|at| at >= read_at) {
                 continue; // opened after we read the NSG: what we read says nothing about it
             }
@@ -393,16 +402,18 @@ impl Worker {
             let actual = rules
                 .iter()
                 .find(|r| r.name.eq_ignore_ascii_case(&req.rule_name));
-            let diffs = || differences(req, actual);
-            match verdict(&approved_admission(req), actual) {
+            let priority = grant_rule.priority;
+            let diffs = || differences(req, priority, actual);
+            let seen = Seen { nsg, actual };
+            match verdict(&approved_admission(req, priority), actual) {
                 Verdict::Matches => {}
-                Verdict::Deleted => self.close_deleted(req, found).await?,
-                Verdict::Failed => self.restore(req, diffs(), &[], actual, found).await?,
+                Verdict::Deleted => self.close_deleted(req, nsg, found).await?,
+                Verdict::Failed => self.restore(req, diffs(), &[], seen, found).await?,
                 Verdict::Widened(aspects) => {
-                    self.restore(req, diffs(), &aspects, actual, found).await?
+                    self.restore(req, diffs(), &aspects, seen, found).await?
                 }
                 Verdict::Narrowed(aspects) => {
-                    self.drift_narrowed(req, diffs(), &aspects, actual, found)
+                    self.drift_narrowed(req, diffs(), &aspects, seen, found)
                         .await?
                 }
             }
@@ -421,10 +432,10 @@ impl Worker {
         let req = self.store.request(id).await?;
         Ok(match &req {
             None => Some("its request is unknown to jitbot".to_string()),
-            Some(r) if !r.nsg.eq_ignore_ascii_case(nsg) => Some(format!(
+            Some(r) if r.rule_in(nsg).is_none() => Some(format!(
                 "its request {} is for another NSG ({})",
                 r.id,
-                nsg_name(&r.nsg)
+                r.nsg_names()
             )),
             Some(r) => match r.status {
                 // In flight, open, or being closed by its own job.
@@ -505,7 +516,7 @@ impl Worker {
             None => None,
         };
         if let Some(r) = &req
-            && r.nsg.eq_ignore_ascii_case(nsg)
+            && r.rule_in(nsg).is_some()
             && matches!(
                 r.status,
                 Status::Approved | Status::Applying | Status::Active | Status::Revoking
@@ -580,9 +591,10 @@ impl Worker {
         req: &RequestRow,
         diffs: Vec<String>,
         widened: &[&'static str],
-        actual: Option<&SecurityRule>,
+        seen: Seen<'_>,
         found: &mut Findings,
     ) -> Result<()> {
+        let Seen { nsg, actual } = seen;
         // Re-read right before acting: the grant may have moved on during the pass.
         let Some(cur) = self.store.request(&req.id).await? else {
             return Ok(());
@@ -594,8 +606,11 @@ impl Worker {
         if cur.status != Status::Active {
             return Ok(());
         }
-        let recorded = cur.rule_priority.and_then(|p| u16::try_from(p).ok());
-        let band = match (self.policy.targets.get(&cur.target), recorded) {
+        let Some(recorded) = cur.rule_in(nsg).map(|r| r.priority) else {
+            return Ok(());
+        };
+        let recorded_u16 = recorded.and_then(|p| u16::try_from(p).ok());
+        let band = match (self.policy.targets.get(&cur.target), recorded_u16) {
             (Some(t), _) => t.priority_band,
             (None, Some(p)) => (p, p),
             (None, None) => {
@@ -614,17 +629,17 @@ impl Worker {
             ports: cur.ports_list(),
             band,
         };
-        tracing::warn!(request_id = %cur.id, nsg = nsg_name(&cur.nsg), drift = ?diffs, ?widened, "reconcile: restoring an active grant's rule");
+        tracing::warn!(request_id = %cur.id, nsg = nsg_name(nsg), drift = ?diffs, ?widened, "reconcile: restoring an active grant's rule");
         let applied = match self
             .nsgs
-            .restore_rule(&cur.nsg, &spec, recorded.unwrap_or(band.0))
+            .restore_rule(nsg, &spec, recorded_u16.unwrap_or(band.0))
             .await
         {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(request_id = %cur.id, error = %e, "could not restore the rule; the next pass tries again");
                 found.errors.push(format!("{}: {e}", cur.id));
-                self.drift_unrestored(&cur, &diffs, widened, &e.to_string())
+                self.drift_unrestored(&cur, nsg, &diffs, widened, &e.to_string())
                     .await?;
                 return Ok(());
             }
@@ -635,7 +650,7 @@ impl Worker {
             // Closed while we restored: never leave it open.
             Job::Cleanup {
                 request_id: cur.id.clone(),
-                nsg: cur.nsg.clone(),
+                nsg: nsg.to_string(),
                 rule_name: cur.rule_name.clone(),
             }
             .enqueue(&mut tx, now_ms())
@@ -644,36 +659,36 @@ impl Worker {
             return Ok(());
         }
         let new_priority = i64::from(applied.priority);
-        if Some(new_priority) != cur.rule_priority {
-            tx.record_rule_priority(&cur.id, new_priority).await?;
+        if Some(new_priority) != recorded {
+            tx.record_rule_priority(&cur.id, nsg, new_priority).await?;
         }
         tx.audit(
             AuditKind::DriftRestored,
             Some(&cur.id),
             Some("jitbot"),
             json!({
-                "nsg": cur.nsg,
+                "nsg": nsg,
                 "rule": cur.rule_name,
                 "drift": diffs,
                 "widened": widened,
                 "rule_was": actual.map(describe),
                 "priority": new_priority,
-                "recorded_priority": cur.rule_priority,
+                "recorded_priority": recorded,
             }),
             cur.simulated,
         )
         .await?;
-        let moved = if Some(new_priority) != cur.rule_priority {
+        let moved = if Some(new_priority) != recorded {
             format!(
                 " Priority {} was taken, so it now has priority {new_priority}.",
-                cur.rule_priority.map_or("?".into(), |p| p.to_string())
+                recorded.map_or("?".into(), |p| p.to_string())
             )
         } else {
             String::new()
         };
         let text = format!(
             "{} It was put back as approved.{moved}",
-            drift_sentence(&cur, &diffs, widened)
+            drift_sentence(&cur, nsg, &diffs, widened)
         );
         let message = messages::notice(&cur, Tone::Danger, "Drift alert: rule restored", text);
         self.out.feed(&mut tx, Some(&cur.id), &message).await?;
@@ -687,8 +702,8 @@ impl Worker {
     /// The grant's rule was deleted outside jitbot: the grant ends (`active → revoked`), and
     /// everyone who saw it open is told. Nothing is re-created: the person who deleted it may be
     /// an incident responder closing a door. The grant's queued revoke job finds it closed and
-    /// does nothing.
-    async fn close_deleted(&self, req: &RequestRow, found: &mut Findings) -> Result<()> {
+    /// does nothing; the rule's twins in the path's other NSGs get a cleanup DELETE.
+    async fn close_deleted(&self, req: &RequestRow, nsg: &str, found: &mut Findings) -> Result<()> {
         let mut tx = self.store.begin().await?;
         if !tx
             .transition(
@@ -707,9 +722,9 @@ impl Worker {
             Some(&req.id),
             Some("jitbot"),
             json!({
-                "nsg": req.nsg,
+                "nsg": nsg,
                 "rule": req.rule_name,
-                "priority": req.rule_priority,
+                "priority": req.rule_in(nsg).and_then(|r| r.priority),
                 "expires_at": req.expires_at,
                 "remaining_ms": req.expires_at.map(|e| (e - now).max(0)),
             }),
@@ -722,15 +737,30 @@ impl Worker {
             req.target,
             req.ports,
             req.source,
-            nsg_name(&req.nsg),
+            nsg_name(nsg),
             req.requester,
             messages::CLOSED_OUTSIDE_JITBOT,
             messages::clock(req.expires_at.unwrap_or(now), true),
         );
         let message = messages::notice(req, Tone::Warning, "Access closed outside jitbot", text);
         self.announce(&mut tx, req, &message).await?;
+        // Access needs every NSG on the path: the rule left in the others admits nothing now,
+        // but it is jitbot's and the grant is over.
+        for other in req
+            .rules
+            .iter()
+            .filter(|r| !r.nsg.eq_ignore_ascii_case(nsg))
+        {
+            Job::Cleanup {
+                request_id: req.id.clone(),
+                nsg: other.nsg.clone(),
+                rule_name: req.rule_name.clone(),
+            }
+            .enqueue(&mut tx, now)
+            .await?;
+        }
         tx.commit().await?;
-        tracing::warn!(request_id = %req.id, nsg = nsg_name(&req.nsg), rule = %req.rule_name, "reconcile: rule deleted outside jitbot; grant closed");
+        tracing::warn!(request_id = %req.id, nsg = nsg_name(nsg), rule = %req.rule_name, "reconcile: rule deleted outside jitbot; grant closed");
         found
             .closed
             .push(json!({ "request_id": req.id, "rule": req.rule_name }));
@@ -744,9 +774,10 @@ impl Worker {
         req: &RequestRow,
         diffs: Vec<String>,
         narrowed: &[&'static str],
-        actual: Option<&SecurityRule>,
+        seen: Seen<'_>,
         found: &mut Findings,
     ) -> Result<()> {
+        let Seen { nsg, actual } = seen;
         let mut tx = self.store.begin().await?;
         // Lock the request's row so two replicas cannot both say it.
         tx.lock_request(&req.id).await?;
@@ -761,7 +792,7 @@ impl Worker {
             Some(&req.id),
             Some("jitbot"),
             json!({
-                "nsg": req.nsg,
+                "nsg": nsg,
                 "rule": req.rule_name,
                 "drift": diffs,
                 "narrowed": narrowed,
@@ -777,7 +808,7 @@ impl Worker {
             req.target,
             req.ports,
             req.source,
-            nsg_name(&req.nsg),
+            nsg_name(nsg),
             narrowed.join(", "),
             diffs.join("; "),
             messages::clock(req.expires_at.unwrap_or_default(), true),
@@ -785,7 +816,7 @@ impl Worker {
         let message = messages::notice(req, Tone::Warning, "Drift: rule narrowed", text);
         self.out.feed(&mut tx, Some(&req.id), &message).await?;
         tx.commit().await?;
-        tracing::info!(request_id = %req.id, nsg = nsg_name(&req.nsg), ?narrowed, "reconcile: rule narrowed outside jitbot; left as it is");
+        tracing::info!(request_id = %req.id, nsg = nsg_name(nsg), ?narrowed, "reconcile: rule narrowed outside jitbot; left as it is");
         found
             .narrowed
             .push(json!({ "request_id": req.id, "rule": req.rule_name, "narrowed": narrowed }));
@@ -797,6 +828,7 @@ impl Worker {
     async fn drift_unrestored(
         &self,
         req: &RequestRow,
+        nsg: &str,
         diffs: &[String],
         widened: &[&'static str],
         error: &str,
@@ -814,13 +846,13 @@ impl Worker {
             AuditKind::DriftUnrestored,
             Some(&req.id),
             Some("jitbot"),
-            json!({ "nsg": req.nsg, "rule": req.rule_name, "drift": diffs, "widened": widened, "error": error }),
+            json!({ "nsg": nsg, "rule": req.rule_name, "drift": diffs, "widened": widened, "error": error }),
             req.simulated,
         )
         .await?;
         let text = format!(
             "{} It could not be put back yet: {error}. jitbot retries every pass.",
-            drift_sentence(req, diffs, widened)
+            drift_sentence(req, nsg, diffs, widened)
         );
         let message = messages::notice(req, Tone::Danger, "Drift alert: rule not restored", text);
         self.out.feed(&mut tx, Some(&req.id), &message).await?;
@@ -879,7 +911,7 @@ impl Worker {
             AuditKind::RevocationDelayed,
             Some(id),
             Some("jitbot"),
-            json!({ "nsg": req.nsg, "rule": req.rule_name, "late_ms": late, "last_error": last_error }),
+            json!({ "nsg": req.rules[0].nsg, "nsgs": req.rules.iter().map(|r| &r.nsg).collect::<Vec<_>>(), "rule": req.rule_name, "late_ms": late, "last_error": last_error }),
             req.simulated,
         )
         .await?;
@@ -890,7 +922,7 @@ impl Worker {
             req.source,
             human_ms(late),
             req.rule_name,
-            nsg_name(&req.nsg)
+            req.nsg_names()
         );
         let message = messages::notice(&req, Tone::Danger, "Revocation delayed", text);
         self.out.feed(&mut tx, Some(id), &message).await?;
@@ -929,7 +961,7 @@ impl Worker {
 /// "Rule `…` of steve's active grant (web1 port 22 from …) in NSG `…` was widened outside jitbot
 /// (widened: source, ports): source is 0.0.0.0/0 instead of …." — or "was changed" with no
 /// widened aspects (a failed provisioning).
-fn drift_sentence(req: &RequestRow, diffs: &[String], widened: &[&str]) -> String {
+fn drift_sentence(req: &RequestRow, nsg: &str, diffs: &[String], widened: &[&str]) -> String {
     let how = if widened.is_empty() {
         "was changed outside jitbot".to_string()
     } else {
@@ -945,7 +977,7 @@ fn drift_sentence(req: &RequestRow, diffs: &[String], widened: &[&str]) -> Strin
         req.target,
         req.ports,
         req.source,
-        nsg_name(&req.nsg),
+        nsg_name(nsg),
         diffs.join("; ")
     )
 }
@@ -984,7 +1016,10 @@ mod tests {
             platform: crate::domain::Platform::Slack,
             requester_chat_id: "U0STEVE".into(),
             target: "web1".into(),
-            nsg: "web1-nsg".into(),
+            rules: vec![crate::store::GrantRule {
+                nsg: "web1-nsg".into(),
+                priority,
+            }],
             ports: ports.into(),
             protocol: "tcp".into(),
             source: "203.0.113.0/24".into(),
@@ -1003,7 +1038,6 @@ mod tests {
             expires_at: Some(3_600_001),
             closed_at: None,
             rule_name: "jitbot-req_7f3a9c01".into(),
-            rule_priority: priority,
             detail: None,
             simulated: false,
         }
@@ -1100,7 +1134,7 @@ mod tests {
                 Verdict::Failed,
             ),
         ];
-        let approved = approved_admission(&grant("22,3389", Some(120)));
+        let approved = approved_admission(&grant("22,3389", Some(120)), Some(120));
         for (name, edit, want) in rows {
             let mut rule = as_written();
             edit(&mut rule.properties);
@@ -1111,7 +1145,7 @@ mod tests {
 
     #[test]
     fn an_unknown_recorded_priority_never_reads_as_narrowed() {
-        let approved = approved_admission(&grant("22,3389", None));
+        let approved = approved_admission(&grant("22,3389", None), None);
         let mut rule = as_written();
         rule.properties.priority = 4096;
         assert_eq!(
@@ -1123,14 +1157,17 @@ mod tests {
     #[test]
     fn differences_name_every_edited_field() {
         let req = grant("22,3389", Some(120));
-        assert!(differences(&req, Some(&as_written())).is_empty());
-        assert_eq!(differences(&req, None), vec!["the rule was deleted"]);
+        assert!(differences(&req, Some(120), Some(&as_written())).is_empty());
+        assert_eq!(
+            differences(&req, Some(120), None),
+            vec!["the rule was deleted"]
+        );
         let mut rule = as_written();
         rule.properties.source_address_prefix = None;
         rule.properties.source_application_security_groups = Some(vec![json!({ "id": "g1" })]);
         rule.properties.source_port_range = Some("1024-65535".into());
         assert_eq!(
-            differences(&req, Some(&rule)),
+            differences(&req, Some(120), Some(&rule)),
             vec![
                 "source is asg:g1 instead of 203.0.113.0/24",
                 "source ports are 1024-65535 instead of *",

@@ -130,7 +130,7 @@ async fn a_double_click_is_one_decision() {
     app.wait_status(&id, Status::Active, Duration::from_secs(5))
         .await;
     assert_eq!(
-        app.request(&id).await.rule_priority,
+        app.request(&id).await.rules[0].priority,
         Some(200),
         "db1's own band"
     );

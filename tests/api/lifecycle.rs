@@ -74,7 +74,7 @@ async fn a_two_second_grant_opens_on_approval_and_closes_on_time() {
         rule.properties.provisioning_state.as_deref(),
         Some("Succeeded")
     );
-    assert_eq!(active.rule_priority, Some(100));
+    assert_eq!(active.rules[0].priority, Some(100));
 
     // The clock started when the rule could first be open: when its PUT was about to be sent.
     let started = active.apply_started_at.unwrap();

@@ -93,7 +93,7 @@ fn assert_matches_grant(rule: &SecurityRule, g: &RequestRow) {
     want.sort();
     assert_eq!(ports, want, "ports");
     assert!(p.protocol.eq_ignore_ascii_case(&g.protocol), "protocol");
-    assert_eq!(Some(i64::from(p.priority)), g.rule_priority, "priority");
+    assert_eq!(Some(i64::from(p.priority)), g.rules[0].priority, "priority");
     assert_eq!(p.access, "Allow");
     assert_eq!(p.direction, "Inbound");
 }
@@ -109,7 +109,7 @@ fn matches_grant(rule: &SecurityRule, g: &RequestRow) -> bool {
         && p.destination_prefixes() == vec![g.destination.clone()]
         && sorted(p.destination_ports()) == sorted(g.ports.split(',').map(str::to_string).collect())
         && p.protocol.eq_ignore_ascii_case(&g.protocol)
-        && Some(i64::from(p.priority)) == g.rule_priority
+        && Some(i64::from(p.priority)) == g.rules[0].priority
         && p.access == "Allow"
         && p.direction == "Inbound"
 }
@@ -459,7 +459,7 @@ async fn widening_edits_are_put_back_within_one_interval_and_named() {
     assert!(app.events_of("drift_closed").await.is_empty());
     let now = app.request(&grant.id).await;
     assert_eq!(now.status, Status::Active);
-    assert_eq!(now.rule_priority, grant.rule_priority);
+    assert_eq!(now.rules[0].priority, grant.rules[0].priority);
     assert_eq!(now.expires_at, grant.expires_at, "the clock is not reset");
     app.assert_chain_intact().await;
 }
@@ -549,7 +549,7 @@ async fn narrowing_edits_are_left_as_made_reported_once_and_closed_at_expiry() {
 async fn a_restored_rule_whose_priority_was_taken_gets_a_free_one_and_it_is_recorded() {
     let app = spawn_app_tuned(FAST, &[], "").await;
     let grant = open_grant(&app, "web1 22 1h").await;
-    assert_eq!(grant.rule_priority, Some(100));
+    assert_eq!(grant.rules[0].priority, Some(100));
     // Someone puts their own rule at jitbot's priority, then moves jitbot's rule out of the way
     // and opens it to the world.
     let intruder = rule("ops-temp", 100, "198.51.100.0/24", "8080", "Allow");
@@ -561,7 +561,7 @@ async fn a_restored_rule_whose_priority_was_taken_gets_a_free_one_and_it_is_reco
     app.arm.put_existing_rule(NSG, widened);
     let row = app
         .wait_until_row(&grant.id, Duration::from_secs(5), |r| {
-            r.rule_priority == Some(101)
+            r.rules[0].priority == Some(101)
         })
         .await;
     app.wait_until("rule restored", Duration::from_secs(3), |a| {
