@@ -144,8 +144,24 @@ impl ArmClient {
         }
     }
 
-    /// `{arm_endpoint}{resource_path}?api-version=…`.
+    /// The configured Microsoft.Network api-version.
+    pub(crate) fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// `{arm_endpoint}{resource_path}?api-version=…` with the configured (Microsoft.Network)
+    /// api-version.
     pub(crate) fn url(&self, resource_path: &str) -> Result<url::Url, AzureError> {
+        self.url_with_version(resource_path, &self.api_version)
+    }
+
+    /// `{arm_endpoint}{resource_path}?api-version={api_version}`, for resource providers with
+    /// api-versions of their own (Microsoft.Compute, Microsoft.Authorization).
+    pub(crate) fn url_with_version(
+        &self,
+        resource_path: &str,
+        api_version: &str,
+    ) -> Result<url::Url, AzureError> {
         let raw = format!(
             "{}{}",
             self.endpoint.as_str().trim_end_matches('/'),
@@ -156,7 +172,7 @@ impl ArmClient {
             message: format!("cannot build an ARM URL from {resource_path:?}: {e}"),
         })?;
         url.query_pairs_mut()
-            .append_pair("api-version", &self.api_version);
+            .append_pair("api-version", api_version);
         Ok(url)
     }
 

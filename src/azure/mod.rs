@@ -14,6 +14,7 @@
 //!   it: without, the config check and [`connect`] refuse it ([`SimulatedUnavailable`]).
 
 mod arm;
+pub mod inventory;
 mod model;
 mod nsg;
 mod token;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use crate::domain::RulePrefix;
 use serde::Deserialize;
 
+pub use inventory::{Inventory, ResolveError, Scope, Unsupported, VmPath};
 pub use model::{
     AsyncOperationResult, CloudError, CloudErrorBody, NetworkSecurityGroup,
     NetworkSecurityGroupProperties, SecurityRule, SecurityRuleListResult, SecurityRuleProperties,
@@ -219,8 +221,22 @@ pub struct AzureOverrides {
 pub struct Azure {
     /// NSG rule operations.
     pub nsgs: NsgManager,
+    /// Read-only: VMs, NICs, subnets, NSGs, permissions (same client as `nsgs`).
+    pub inventory: Inventory,
     /// True when `backend = "simulated"`: no real Azure is touched.
     pub simulated: bool,
+}
+
+impl Azure {
+    /// Both halves over one client.
+    fn over(client: arm::ArmClient, simulated: bool) -> Azure {
+        let client = Arc::new(client);
+        Azure {
+            nsgs: NsgManager::new(client.clone()),
+            inventory: Inventory::new(client),
+            simulated,
+        }
+    }
 }
 
 /// Build the Azure backend from settings.
@@ -250,10 +266,7 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             let tokens = token::TokenSource::new(&endpoint, factory)?;
             let client =
                 arm::ArmClient::new(http, endpoint, settings, tokens, overrides.metrics.clone());
-            Ok(Azure {
-                nsgs: NsgManager::new(client),
-                simulated: true,
-            })
+            Ok(Azure::over(client, true))
         }
         Backend::Arm => {
             let factory = match overrides.credential_factory {
@@ -270,10 +283,7 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             );
             let client =
                 arm::ArmClient::new(http, endpoint, settings, tokens, overrides.metrics.clone());
-            Ok(Azure {
-                nsgs: NsgManager::new(client),
-                simulated: false,
-            })
+            Ok(Azure::over(client, false))
         }
     }
 }

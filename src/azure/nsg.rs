@@ -68,7 +68,8 @@ pub struct NsgManager {
 }
 
 struct Inner {
-    arm: ArmClient,
+    /// Shared with [`super::Inventory`]: one client, one token source, one set of metrics.
+    arm: Arc<ArmClient>,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
 }
 
@@ -139,7 +140,7 @@ impl Lane {
 }
 
 impl NsgManager {
-    pub(crate) fn new(arm: ArmClient) -> Self {
+    pub(crate) fn new(arm: Arc<ArmClient>) -> Self {
         NsgManager {
             inner: Arc::new(Inner {
                 arm,

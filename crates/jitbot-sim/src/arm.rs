@@ -29,8 +29,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+mod inventory;
 mod model;
 
+pub use inventory::{IpConfigSpec, NicRef, NicSpec, PermissionSet, SubnetSpec, VmSpec, VnetSpec};
 pub use model::{SecurityRule, SecurityRuleProperties};
 
 /// How the emulator behaves.
@@ -40,6 +42,9 @@ pub struct ArmSimOptions {
     pub operation_delay: Duration,
     /// Rules per page of `GET …/securityRules`.
     pub page_size: usize,
+    /// Resources per page of the list endpoints (VMs, NICs, virtual networks, NSGs per
+    /// subscription or resource group); small in tests to exercise `nextLink`.
+    pub list_page_size: usize,
     /// `Retry-After` seconds on accepted writes, polls and busy answers (real ARM says 1–10;
     /// 0 keeps tests fast, and clients then poll at their own floor).
     pub retry_after_secs: u64,
@@ -59,6 +64,7 @@ impl Default for ArmSimOptions {
         ArmSimOptions {
             operation_delay: Duration::from_millis(300),
             page_size: 50,
+            list_page_size: 100,
             retry_after_secs: 0,
             busy_response: BusyResponse::Alternate,
             throttling: Some(Throttling::default()),
@@ -380,6 +386,147 @@ impl ArmSim {
         lock(&self.state).outage = None;
     }
 
+    /// Add a virtual network with its subnets (`(name, addressPrefix)`), no NSGs attached.
+    /// Returns the subnets' ids in the order given.
+    pub fn add_vnet(&self, vnet_id: &str, location: &str, subnets: &[(&str, &str)]) -> Vec<String> {
+        let vnet = VnetSpec {
+            id: vnet_id.to_string(),
+            location: location.to_string(),
+            subnets: subnets
+                .iter()
+                .map(|(name, prefix)| SubnetSpec {
+                    name: name.to_string(),
+                    address_prefix: prefix.to_string(),
+                    nsg_id: None,
+                })
+                .collect(),
+        };
+        let ids = subnets
+            .iter()
+            .map(|(name, _)| format!("{vnet_id}/subnets/{name}"))
+            .collect();
+        lock(&self.state)
+            .inv
+            .vnets
+            .insert(vnet_id.to_ascii_lowercase(), vnet);
+        ids
+    }
+
+    /// Add a NIC with one primary IP configuration (`ipconfig1`) in `subnet_id`, no NSG.
+    pub fn add_nic(&self, nic_id: &str, location: &str, subnet_id: &str, private_ip: &str) {
+        self.put_nic(NicSpec {
+            id: nic_id.to_string(),
+            location: location.to_string(),
+            nsg_id: None,
+            ip_configurations: vec![IpConfigSpec {
+                name: "ipconfig1".to_string(),
+                private_ip: Some(private_ip.to_string()),
+                primary: Some(true),
+                subnet_id: Some(subnet_id.to_string()),
+            }],
+        });
+    }
+
+    /// Add or replace a NIC exactly as given (odd shapes: no primary configuration, no address).
+    pub fn put_nic(&self, nic: NicSpec) {
+        lock(&self.state)
+            .inv
+            .nics
+            .insert(nic.id.to_ascii_lowercase(), nic);
+    }
+
+    /// Add or replace a VM with these NICs; the first is marked primary.
+    pub fn add_vm(&self, vm_id: &str, location: &str, nic_ids: &[&str]) {
+        self.put_vm(VmSpec {
+            id: vm_id.to_string(),
+            location: location.to_string(),
+            nics: nic_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| NicRef {
+                    id: id.to_string(),
+                    primary: Some(i == 0),
+                })
+                .collect(),
+        });
+    }
+
+    /// Add or replace a VM exactly as given.
+    pub fn put_vm(&self, vm: VmSpec) {
+        lock(&self.state)
+            .inv
+            .vms
+            .insert(vm.id.to_ascii_lowercase(), vm);
+    }
+
+    /// A VM with one NIC (`<vm name>-nic`, in the VM's resource group) at `private_ip` in
+    /// `subnet_id`. Returns the NIC's id.
+    pub fn add_simple_vm(
+        &self,
+        vm_id: &str,
+        location: &str,
+        subnet_id: &str,
+        private_ip: &str,
+    ) -> String {
+        let (rg_path, name) = match vm_id.split_once("/providers/") {
+            Some((rg_path, rest)) => (rg_path, inventory::name_of(rest)),
+            None => (vm_id, inventory::name_of(vm_id)),
+        };
+        let nic_id = format!("{rg_path}/providers/Microsoft.Network/networkInterfaces/{name}-nic");
+        self.add_nic(&nic_id, location, subnet_id, private_ip);
+        self.add_vm(vm_id, location, &[&nic_id]);
+        nic_id
+    }
+
+    /// Attach an NSG to a NIC (`None` detaches). Returns whether the NIC exists.
+    pub fn attach_nsg_to_nic(&self, nic_id: &str, nsg_id: Option<&str>) -> bool {
+        let mut st = lock(&self.state);
+        match st.inv.nics.get_mut(&nic_id.to_ascii_lowercase()) {
+            Some(nic) => {
+                nic.nsg_id = nsg_id.map(str::to_string);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Attach an NSG to a subnet (`None` detaches). Returns whether the subnet exists.
+    pub fn attach_nsg_to_subnet(&self, subnet_id: &str, nsg_id: Option<&str>) -> bool {
+        let Some((vnet_id, name)) = subnet_id.rsplit_once("/subnets/") else {
+            return false;
+        };
+        let mut st = lock(&self.state);
+        let subnet = st
+            .inv
+            .vnets
+            .get_mut(&vnet_id.to_ascii_lowercase())
+            .and_then(|v| {
+                v.subnets
+                    .iter_mut()
+                    .find(|s| s.name.eq_ignore_ascii_case(name))
+            });
+        match subnet {
+            Some(s) => {
+                s.nsg_id = nsg_id.map(str::to_string);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the permissions API answers at `scope` and below (a role assignment there), instead
+    /// of the shipped bot role. Several scopes on one path all apply, as assignments do.
+    pub fn set_permissions(&self, scope: &str, actions: &[&str], not_actions: &[&str]) {
+        let set = PermissionSet {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            not_actions: not_actions.iter().map(|a| a.to_string()).collect(),
+        };
+        lock(&self.state)
+            .inv
+            .permissions
+            .insert(scope.trim_end_matches('/').to_ascii_lowercase(), set);
+    }
+
     /// Delete a rule behind jitbot's back (as someone in the portal would; no operation).
     /// Returns whether it existed.
     pub fn delete_rule_directly(&self, nsg_id: &str, name: &str) -> bool {
@@ -447,8 +594,16 @@ enum Route {
     Nsg(NsgPath),
     RuleList(NsgPath),
     Rule(NsgPath, String),
-    Operation { sub: String, id: String },
-    OperationResult { sub: String, id: String },
+    Operation {
+        sub: String,
+        id: String,
+    },
+    OperationResult {
+        sub: String,
+        id: String,
+    },
+    /// VMs, NICs, virtual networks, subnets, the lists and the permissions API.
+    Inventory(inventory::InvRoute),
 }
 
 impl Route {
@@ -456,11 +611,16 @@ impl Route {
         match self {
             Route::Nsg(p) | Route::RuleList(p) | Route::Rule(p, _) => &p.sub,
             Route::Operation { sub, .. } | Route::OperationResult { sub, .. } => sub,
+            Route::Inventory(r) => r.subscription(),
         }
     }
 }
 
 fn parse_route(path: &str) -> Option<Route> {
+    parse_nsg_route(path).or_else(|| inventory::parse(path).map(Route::Inventory))
+}
+
+fn parse_nsg_route(path: &str) -> Option<Route> {
     let seg: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let is = |i: usize, s: &str| seg.get(i).is_some_and(|x| x.eq_ignore_ascii_case(s));
     if seg.len() < 3 || !seg[0].is_empty() || !is(1, "subscriptions") || seg[2].is_empty() {
@@ -774,6 +934,8 @@ struct SimState {
     base_url: String,
     opts: ArmSimOptions,
     nsgs: HashMap<String, Nsg>,
+    /// VMs, NICs, virtual networks and role assignments.
+    inv: inventory::Inventory,
     ops: Vec<Op>,
     requests: Vec<RecordedRequest>,
     faults: VecDeque<FaultRule>,
@@ -806,6 +968,7 @@ impl SimState {
             base_url,
             opts,
             nsgs: HashMap::new(),
+            inv: inventory::Inventory::default(),
             ops: Vec::new(),
             requests: Vec::new(),
             faults: VecDeque::new(),
@@ -1044,10 +1207,11 @@ impl SimState {
         };
 
         let reply = match (method.clone(), route) {
-            (Method::GET, Route::Nsg(p)) => match self.nsg(&p) {
-                Some(nsg) => Reply::json(StatusCode::OK, nsg.to_json()),
+            (Method::GET, Route::Nsg(p)) => match self.nsg(&p).map(|n| n.to_json()) {
+                Some(body) => Reply::json(StatusCode::OK, self.with_attachments(body)),
                 None => nsg_not_found(&p),
             },
+            (Method::GET, Route::Inventory(r)) => self.inventory(r, &params, &api_version),
             (Method::GET, Route::RuleList(p)) => self.list_rules(&p, &params, &api_version),
             (Method::GET, Route::Rule(p, name)) => match self.nsg(&p) {
                 None => nsg_not_found(&p),
@@ -1487,6 +1651,92 @@ impl SimState {
             ));
         }
         Reply::json(StatusCode::OK, body)
+    }
+}
+
+/// The inventory half of the emulator: lists, GETs of VMs, NICs, virtual networks and subnets,
+/// and the permissions API.
+impl SimState {
+    /// Adds what the NSG is attached to (`networkInterfaces[]`, `subnets[]`), as ARM shows it.
+    fn with_attachments(&self, mut nsg: Value) -> Value {
+        let id = nsg["id"].as_str().unwrap_or_default().to_string();
+        let (nics, subnets) = self.inv.attachments(&id);
+        if !nics.is_empty() {
+            nsg["properties"]["networkInterfaces"] = Value::Array(nics);
+        }
+        if !subnets.is_empty() {
+            nsg["properties"]["subnets"] = Value::Array(subnets);
+        }
+        nsg
+    }
+
+    fn inventory(
+        &mut self,
+        route: inventory::InvRoute,
+        params: &HashMap<String, String>,
+        api_version: &str,
+    ) -> Reply {
+        use inventory::InvRoute;
+        if let Err(r) = inventory::check_api_version(&route, api_version) {
+            return r;
+        }
+        match route {
+            InvRoute::List {
+                prefix, kind, path, ..
+            } => {
+                let skip = params
+                    .get("$skiptoken")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let items = self.list_items(kind, &prefix);
+                let next_base = format!("{}{path}", self.base_url);
+                inventory::page(
+                    items,
+                    skip,
+                    self.opts.list_page_size,
+                    &next_base,
+                    api_version,
+                )
+            }
+            InvRoute::Get { kind, id, .. } => self.inv.get(kind, &id),
+            InvRoute::Subnet { vnet_id, name, .. } => self.inv.subnet(&vnet_id, &name),
+            InvRoute::Permissions { scope, .. } => self.inv.permissions(&scope),
+        }
+    }
+
+    /// Every resource of a kind under a lower-cased id prefix, sorted by id.
+    fn list_items(&self, kind: inventory::Kind, prefix: &str) -> Vec<Value> {
+        use inventory::{Kind, under};
+        let inv = &self.inv;
+        match kind {
+            Kind::Vm => inv
+                .vms
+                .values()
+                .filter(|v| under(&v.id, prefix))
+                .map(|v| inv.vm_json(v))
+                .collect(),
+            Kind::Nic => inv
+                .nics
+                .values()
+                .filter(|n| under(&n.id, prefix))
+                .map(|n| inv.nic_json(n))
+                .collect(),
+            Kind::Vnet => inv
+                .vnets
+                .values()
+                .filter(|v| under(&v.id, prefix))
+                .map(|v| inv.vnet_json(v))
+                .collect(),
+            Kind::Nsg => {
+                let mut keys: Vec<&String> =
+                    self.nsgs.keys().filter(|k| k.starts_with(prefix)).collect();
+                keys.sort();
+                keys.into_iter()
+                    .filter_map(|k| self.nsgs.get(k))
+                    .map(|n| self.with_attachments(n.to_json()))
+                    .collect()
+            }
+        }
     }
 }
 
