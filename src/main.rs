@@ -59,8 +59,9 @@ enum Cmd {
     Sweep {
         #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
-        /// NSG resource ids to sweep (default: the NSGs of the configured targets).
-        #[arg(long = "scope", value_name = "NSG_ID")]
+        /// What to sweep: an NSG, or every NSG of a subscription (`/subscriptions/<id>`) or a
+        /// resource group (`…/resourceGroups/<name>`). Default: the configured targets' NSGs.
+        #[arg(long = "scope", value_name = "ID")]
         scopes: Vec<String>,
         /// How long past its expiry a rule may stay before the sweep deletes it.
         #[arg(long, default_value = "5m")]
@@ -143,17 +144,25 @@ async fn sweep(
     let grace = jitbot::domain::GrantDuration::parse(grace)
         .map_err(|e| anyhow::anyhow!("--grace {grace}: {e}"))?
         .as_duration();
-    let mut nsgs = if scopes.is_empty() {
+    let azure = jitbot::azure::connect(&file.azure, Default::default()).await?;
+    let mut nsgs: Vec<String> = if scopes.is_empty() {
         file.targets.values().map(|t| t.nsg.clone()).collect()
     } else {
-        scopes
+        let mut nsgs = Vec::new();
+        for scope in &scopes {
+            if jitbot::domain::NsgId::parse(scope).is_ok() {
+                nsgs.push(scope.clone());
+                continue;
+            }
+            let scope = jitbot::azure::inventory::Scope::parse(scope)
+                .map_err(|e| anyhow::anyhow!("--scope: {e}, nor an NSG resource id"))?;
+            let listed = azure.inventory.list_nsgs(&scope).await?;
+            nsgs.extend(listed.into_iter().map(|n| n.id));
+        }
+        nsgs
     };
-    for nsg in &nsgs {
-        jitbot::domain::NsgId::parse(nsg).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
-    }
     nsgs.sort_by_key(|n| n.to_ascii_lowercase());
     nsgs.dedup_by_key(|n| n.to_ascii_lowercase());
-    let azure = jitbot::azure::connect(&file.azure, Default::default()).await?;
     let report = jitbot::sweep::Sweep {
         nsgs: &azure.nsgs,
         namespace: &file.azure.rule_prefix,

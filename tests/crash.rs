@@ -1235,7 +1235,7 @@ async fn open_grant(w: &World, text: &str) -> String {
 }
 
 /// `jitbot sweep` with no chat secrets in its environment; exit status and output.
-async fn sweep(w: &World, grace: &str) -> (bool, String, Duration) {
+async fn sweep(w: &World, grace: &str, extra: &[&str]) -> (bool, String, Duration) {
     let started = Instant::now();
     let out = w
         .command()
@@ -1244,6 +1244,7 @@ async fn sweep(w: &World, grace: &str) -> (bool, String, Duration) {
         .args(["sweep", "--config"])
         .arg(&w.config)
         .args(["--grace", grace])
+        .args(extra)
         .output()
         .await
         .unwrap();
@@ -1316,8 +1317,17 @@ async fn the_sweeper_closes_expired_grants_when_jitbot_and_its_database_are_gone
             .collect::<Vec<_>>()
     };
 
+    let puts = |w: &World| {
+        w.arm
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT")
+            .count()
+    };
+    let puts_before = puts(&w);
+
     // Every grant still valid: nothing is deleted.
-    let (ok, out, _) = sweep(&w, "1s").await;
+    let (ok, out, _) = sweep(&w, "1s", &[]).await;
     assert!(ok, "{out}");
     assert!(deletes(&w).is_empty(), "{out}");
     assert!(
@@ -1329,12 +1339,9 @@ async fn the_sweeper_closes_expired_grants_when_jitbot_and_its_database_are_gone
     let short_expiry = rule_expiry(&w, &short).unwrap();
     let wait = short_expiry + 1_500 - unix_ms(SystemTime::now());
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
-    let (ok, out, took) = sweep(&w, "1s").await;
+    let (ok, out, took) = sweep(&w, "1s", &[]).await;
     assert!(ok, "{out}");
-    println!(
-        "sweep over 1 NSG with {} rules took {took:?}",
-        w.arm.rules(NSG).len() + 1
-    );
+    println!("sweep over 1 NSG (6 rules, 1 expired) took {took:?}");
     assert!(out.contains(&format!("deleted jitbot-{short}")), "{out}");
     assert!(w.arm.rule(NSG, &format!("jitbot-{short}")).is_none());
     let deleted = deletes(&w);
@@ -1346,11 +1353,16 @@ async fn the_sweeper_closes_expired_grants_when_jitbot_and_its_database_are_gone
     for (name, _, _) in foreign {
         assert!(w.arm.rule(NSG, name).is_some(), "{name} was deleted");
     }
-    // A sweep writes nothing but deletions.
+
+    // A resource group as the scope: its NSGs are listed through ARM (one here).
+    let rg = NSG.split("/providers/").next().unwrap();
+    let (ok, out, _) = sweep(&w, "1s", &["--scope", rg, "--dry-run"]).await;
     assert!(
-        !w.arm
-            .requests()
-            .iter()
-            .any(|r| r.method == "PUT" && r.path.contains("JITRule"))
+        ok && out.contains("swept 1 NSGs") && out.contains("2 still valid"),
+        "{out}"
     );
+    let (ok, out, _) = sweep(&w, "1s", &["--scope", "/subscriptions/x/nonsense"]).await;
+    assert!(!ok && out.contains("nor an NSG resource id"), "{out}");
+    // A sweep writes nothing but deletions.
+    assert_eq!(puts(&w), puts_before);
 }
