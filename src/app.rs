@@ -78,6 +78,7 @@ impl Application {
         let worker = Arc::new(Worker {
             store: store.clone(),
             nsgs: azure.nsgs.clone(),
+            inventory: azure.inventory.clone(),
             chats,
             policy,
             out,

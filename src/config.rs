@@ -138,6 +138,8 @@ pub struct WorkerFile {
     pub revocation_alert_after: Option<String>,
     /// How often the head of the audit hash chain is posted to the audit channel. Default 1h.
     pub checkpoint_interval: Option<String>,
+    /// How often `vm` targets are looked up again in Azure (their address and NSGs), e.g. `"5m"`.
+    pub resolve_interval: Option<String>,
     /// How long a claimed job stays this replica's without a renewal (renewed every third of it);
     /// after a crash, another replica takes the job over once it lapses, so it bounds how late a
     /// revocation a dying replica held can be. Default 10s.
@@ -153,6 +155,8 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// Period of the reconcile pass (it also runs at start).
     pub reconcile_interval: Duration,
+    /// Period of looking `vm` targets up again (it also runs at start).
+    pub resolve_interval: Duration,
     /// Alert when a grant is still open this long after it should have closed.
     pub revocation_alert_after: Duration,
     /// Period of audit checkpoints (skipped when the chain has not moved).
@@ -161,6 +165,7 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+    pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
     pub const DEFAULT_REVOCATION_ALERT_AFTER: Duration = Duration::from_secs(120);
     pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
     /// A claimed job lapses this long after its last renewal (renewed every third of it).
@@ -411,6 +416,12 @@ impl Settings {
             WorkerSettings::DEFAULT_REVOCATION_ALERT_AFTER,
             &mut errors,
         );
+        let resolve_interval = period(
+            "resolve_interval",
+            &file.worker.resolve_interval,
+            WorkerSettings::DEFAULT_RESOLVE_INTERVAL,
+            &mut errors,
+        );
         let checkpoint_interval = period(
             "checkpoint_interval",
             &file.worker.checkpoint_interval,
@@ -455,6 +466,7 @@ impl Settings {
                 apply_deadline,
                 lease,
                 reconcile_interval,
+                resolve_interval,
                 revocation_alert_after,
                 checkpoint_interval,
             },

@@ -737,24 +737,28 @@ impl Platform {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NsgId(String);
 
+/// Whether `s` is `/subscriptions/<sub>/resourceGroups/<rg>/providers/<provider>/<kind>/<name>`.
+/// Segments are ARM names: letters, digits and `-_.()`; the fixed words are case-insensitive.
+fn is_resource_id(s: &str, provider: &str, kind: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 9
+        && parts[0].is_empty()
+        && parts[1].eq_ignore_ascii_case("subscriptions")
+        && parts[3].eq_ignore_ascii_case("resourceGroups")
+        && parts[5].eq_ignore_ascii_case("providers")
+        && parts[6].eq_ignore_ascii_case(provider)
+        && parts[7].eq_ignore_ascii_case(kind)
+        && [2, 4, 8].iter().all(|&i| {
+            !parts[i].is_empty()
+                && parts[i]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
+        })
+}
+
 impl NsgId {
-    /// Segments are ARM names: letters, digits and `-_.()`; the fixed words are case-insensitive.
     pub fn parse(s: &str) -> Result<NsgId, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = parts.len() == 9
-            && parts[0].is_empty()
-            && parts[1].eq_ignore_ascii_case("subscriptions")
-            && parts[3].eq_ignore_ascii_case("resourceGroups")
-            && parts[5].eq_ignore_ascii_case("providers")
-            && parts[6].eq_ignore_ascii_case("Microsoft.Network")
-            && parts[7].eq_ignore_ascii_case("networkSecurityGroups")
-            && [2, 4, 8].iter().all(|&i| {
-                !parts[i].is_empty()
-                    && parts[i]
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
-            });
-        if ok {
+        if is_resource_id(s, "Microsoft.Network", "networkSecurityGroups") {
             Ok(NsgId(s.to_string()))
         } else {
             Err(format!(
@@ -770,6 +774,33 @@ impl NsgId {
     /// The NSG's own name, the last segment (for people and logs).
     pub fn name(&self) -> &str {
         nsg_name(&self.0)
+    }
+}
+
+/// A virtual machine's full ARM resource id,
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VmId(String);
+
+impl VmId {
+    pub fn parse(s: &str) -> Result<VmId, String> {
+        if is_resource_id(s, "Microsoft.Compute", "virtualMachines") {
+            Ok(VmId(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not a VM resource id (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<VmId> for String {
+    fn from(id: VmId) -> String {
+        id.0
     }
 }
 

@@ -23,6 +23,7 @@ pub mod kind {
     pub const REMOVE_ORPHAN: &str = "reconcile.remove";
     pub const REVOCATION_WATCH: &str = "revocation_watch";
     pub const RELABEL: &str = "relabel";
+    pub const RESOLVE_TARGETS: &str = "resolve_targets";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -83,6 +84,9 @@ pub enum Job {
     /// The grant's expiry moved (an extension): rewrite its rule's `expires=` description, so
     /// `jitbot sweep` never closes it early.
     Relabel { request_id: String },
+    /// Look up every `vm` target's address and NSGs in Azure and record (and report) what
+    /// changed; reschedules itself every `worker.resolve_interval` (a singleton).
+    ResolveTargets,
 }
 
 impl Job {
@@ -100,6 +104,7 @@ impl Job {
             Job::RemoveOrphan { .. } => kind::REMOVE_ORPHAN,
             Job::RevocationWatch { .. } => kind::REVOCATION_WATCH,
             Job::Relabel { .. } => kind::RELABEL,
+            Job::ResolveTargets => kind::RESOLVE_TARGETS,
         }
     }
 
@@ -116,7 +121,7 @@ impl Job {
             Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
                 request_id.as_deref()
             }
-            Job::Reconcile | Job::Checkpoint => None,
+            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets => None,
         }
     }
 
@@ -127,7 +132,9 @@ impl Job {
                 self.request_id().map(|id| format!("chat:{id}"))
             }
             // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
-            Job::Reconcile | Job::Checkpoint => Some(format!("singleton:{}", self.kind())),
+            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets => {
+                Some(format!("singleton:{}", self.kind()))
+            }
             Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),
             _ => None,
         }

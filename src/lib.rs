@@ -18,6 +18,7 @@ pub mod job;
 pub mod messages;
 pub mod metrics;
 pub mod outbox;
+pub mod paths;
 pub mod policy;
 pub mod server;
 pub mod service;

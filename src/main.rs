@@ -145,10 +145,21 @@ async fn sweep(
         .map_err(|e| anyhow::anyhow!("--grace {grace}: {e}"))?
         .as_duration();
     let azure = jitbot::azure::connect(&file.azure, Default::default()).await?;
-    let mut nsgs: Vec<String> = if scopes.is_empty() {
-        file.targets.values().map(|t| t.nsg.clone()).collect()
+    let mut nsgs: Vec<String> = Vec::new();
+    if scopes.is_empty() {
+        for (name, t) in &file.targets {
+            if let Some(nsg) = &t.nsg {
+                nsgs.push(nsg.clone());
+            } else if let Some(vm) = &t.vm {
+                let path = azure
+                    .inventory
+                    .resolve_vm(vm)
+                    .await
+                    .with_context(|| format!("target {name}"))?;
+                nsgs.extend(path.nsgs.iter().map(|n| n.as_str().to_string()));
+            }
+        }
     } else {
-        let mut nsgs = Vec::new();
         for scope in &scopes {
             if jitbot::domain::NsgId::parse(scope).is_ok() {
                 nsgs.push(scope.clone());
@@ -159,8 +170,7 @@ async fn sweep(
             let listed = azure.inventory.list_nsgs(&scope).await?;
             nsgs.extend(listed.into_iter().map(|n| n.id));
         }
-        nsgs
-    };
+    }
     nsgs.sort_by_key(|n| n.to_ascii_lowercase());
     nsgs.dedup_by_key(|n| n.to_ascii_lowercase());
     let report = jitbot::sweep::Sweep {

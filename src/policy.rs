@@ -45,10 +45,14 @@ pub struct AutoApproveFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetFile {
-    /// Full ARM resource id of the NSG.
-    pub nsg: String,
+    /// Full ARM resource id of the NSG (with `destination`), or …
+    pub nsg: Option<String>,
     /// The VM's private address (or prefix) the rule admits traffic to.
-    pub destination: String,
+    pub destination: Option<String>,
+    /// … full ARM resource id of the VM: its primary NIC's primary IP configuration is the
+    /// destination and every NSG on its path (subnet's, NIC's) gets the rule, resolved at start
+    /// and every `azure.resolve_interval`.
+    pub vm: Option<String>,
     pub ports: Vec<u16>,
     #[serde(default = "default_protocol")]
     pub protocol: String,
@@ -150,8 +154,8 @@ pub struct ApprovalChannels {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub name: String,
-    pub nsg: String,
-    pub destination: String,
+    /// Where its rules go: fixed, or wherever its VM is now ([`crate::paths::Paths`]).
+    pub placement: Placement,
     pub ports: Vec<u16>,
     pub protocol: String,
     pub max_duration: GrantDuration,
@@ -195,6 +199,15 @@ pub struct Policy {
     pub targets: BTreeMap<String, Target>,
     /// jitbot's rule namespace in the NSGs (`azure.rule_prefix`).
     pub namespace: crate::domain::RulePrefix,
+}
+
+/// Where a target's rules go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// One NSG and a destination written in the policy.
+    Nsg { nsg: String, destination: String },
+    /// A VM, resolved through ARM to its private address and the NSGs on its path.
+    Vm { id: String },
 }
 
 /// Why a request or a click was refused: which rule, and what a person can do about it.
@@ -551,6 +564,49 @@ fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
     items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
+/// Where a target's rules go, from `nsg` + `destination` or `vm` (exactly one of the two).
+fn placement(t: &TargetFile, at: &dyn Fn(&str) -> String, errors: &mut Vec<String>) -> Placement {
+    let fallback = Placement::Vm { id: String::new() };
+    match (&t.vm, &t.nsg, &t.destination) {
+        (Some(vm), None, None) => match crate::domain::VmId::parse(vm) {
+            Ok(id) => Placement::Vm { id: id.into() },
+            Err(e) => {
+                errors.push(format!("{}: {e}", at("vm")));
+                fallback
+            }
+        },
+        (None, Some(nsg), Some(destination)) => {
+            if let Err(e) = crate::domain::NsgId::parse(nsg) {
+                errors.push(format!("{}: {e}", at("nsg")));
+            }
+            if SourceCidr::parse(destination).is_err() {
+                errors.push(format!(
+                    "{}: `{destination}` is not an IP address or CIDR",
+                    at("destination")
+                ));
+            }
+            Placement::Nsg {
+                nsg: nsg.clone(),
+                destination: destination.clone(),
+            }
+        }
+        (Some(_), _, _) => {
+            errors.push(format!(
+                "{}: give either `vm` (jitbot finds the address and NSGs) or `nsg` and `destination`, not both",
+                at("vm")
+            ));
+            fallback
+        }
+        _ => {
+            errors.push(format!(
+                "{}: say where the VM is: `vm = \"/subscriptions/…/virtualMachines/<name>\"`, or `nsg = \"<NSG id>\"` with `destination = \"<private IP>\"`",
+                at("nsg")
+            ));
+            fallback
+        }
+    }
+}
+
 fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target, Vec<String>> {
     let mut errors = Vec::new();
     let at = |field: &str| format!("targets.{name}.{field}");
@@ -559,16 +615,7 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
             "targets.{name}: names may use letters, digits, '-', '_' and '.' (at most 40)"
         ));
     }
-    if let Err(e) = crate::domain::NsgId::parse(&t.nsg) {
-        errors.push(format!("{}: {e}", at("nsg")));
-    }
-    if SourceCidr::parse(&t.destination).is_err() {
-        errors.push(format!(
-            "{}: `{}` is not an IP address or CIDR",
-            at("destination"),
-            t.destination
-        ));
-    }
+    let placement = placement(t, &at, &mut errors);
     if t.ports.is_empty() {
         errors.push(format!("{}: list at least one port", at("ports")));
     }
@@ -742,8 +789,7 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
     }
     Ok(Target {
         name: name.to_string(),
-        nsg: t.nsg.clone(),
-        destination: t.destination.clone(),
+        placement,
         ports: Ports::from_vec(t.ports.clone()).as_slice().to_vec(),
         protocol: protocol.to_string(),
         max_duration,
@@ -775,8 +821,10 @@ pub(crate) mod fixtures {
     pub fn target(name: &str) -> Target {
         Target {
             name: name.to_string(),
-            nsg: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n".into(),
-            destination: "10.0.0.4".into(),
+            placement: Placement::Nsg {
+                nsg: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n".into(),
+                destination: "10.0.0.4".into(),
+            },
             ports: vec![22],
             protocol: "Tcp".into(),
             max_duration: GrantDuration::from_secs(4 * 3600),

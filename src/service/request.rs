@@ -7,7 +7,8 @@ use crate::domain::Platform;
 use crate::domain::{RequestId, Status};
 use crate::job::Job;
 use crate::messages::{self, who};
-use crate::policy::{Actor, ApprovedShape, Target};
+use crate::paths::{self, Path};
+use crate::policy::{Actor, ApprovedShape, Refusal, Target};
 use crate::store::{AuditKind, NewRequest, RequestRow, Result, StoreError, Tx, now_ms};
 use serde_json::json;
 
@@ -30,9 +31,25 @@ impl Service {
                     .await;
             }
         };
+        let path = match paths::current(&self.policy, &self.store, &shape.target.name).await? {
+            Ok(p) => p,
+            Err(why) => {
+                let refusal = Refusal::new(
+                    "target_unresolved",
+                    format!(
+                        "jitbot cannot tell where {} is right now ({why}), so nothing was opened; try again in a few minutes, or tell an admin if it persists",
+                        shape.target.name
+                    ),
+                );
+                let context = json!({ "text": text, "target": r.target });
+                return self
+                    .refuse(Some(&actor.person.name), None, &refusal, context)
+                    .await;
+            }
+        };
         let id = RequestId::generate();
         let now = now_ms();
-        let new = self.new_request(&id, user, actor, &shape, now);
+        let new = self.new_request(&id, user, actor, &shape, path, now);
         let mut tx = self.store.begin().await?;
         tx.insert_request(&new).await?;
         self.audit_requested(&mut tx, &new, &shape).await?;
@@ -65,6 +82,7 @@ impl Service {
         user: &ChatUser,
         actor: &Actor<'_>,
         shape: &ApprovedShape,
+        path: Path,
         now: i64,
     ) -> NewRequest {
         let target = &shape.target;
@@ -74,11 +92,11 @@ impl Service {
             platform: user.platform,
             requester_chat_id: user.user_id.clone(),
             target: target.name.clone(),
-            nsgs: vec![target.nsg.clone()],
+            nsgs: path.nsgs,
             ports: shape.ports.to_csv(),
             protocol: target.protocol.clone(),
             source: shape.source.clone(),
-            destination: target.destination.clone(),
+            destination: path.destination,
             duration_ms: shape.duration.as_millis(),
             reason: shape.reason.clone(),
             status: if shape.auto_approved {
@@ -108,7 +126,7 @@ impl Service {
             Some(&new.id),
             Some(&new.requester),
             json!({
-                "target": target.name, "nsg": target.nsg, "ports": new.ports, "protocol": new.protocol,
+                "target": target.name, "nsg": new.nsgs[0], "nsgs": new.nsgs, "ports": new.ports, "protocol": new.protocol,
                 "source": new.source, "destination": new.destination, "duration_s": shape.duration.as_secs(),
                 "reason": new.reason, "platform": new.platform, "approvals_required": target.approvals_required,
             }),

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod jobs;
 mod singletons;
+mod target_paths;
 
 use crate::domain::Platform;
 use crate::domain::Status;

@@ -79,6 +79,7 @@ impl Worker {
                 self.revocation_watch(claimed, &request_id).await
             }
             Job::Relabel { request_id } => self.relabel(claimed, &request_id).await,
+            Job::ResolveTargets => self.resolve_targets(claimed).await,
         }
     }
 

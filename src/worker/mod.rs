@@ -4,6 +4,7 @@
 
 pub mod jobs;
 pub mod reconcile;
+mod resolve;
 
 use crate::azure::NsgManager;
 use crate::chat::ChatApi;
@@ -48,6 +49,8 @@ pub fn backoff(attempts: i64, cap_ms: i64) -> i64 {
 pub struct Worker {
     pub store: Store,
     pub nsgs: NsgManager,
+    /// Reads VMs and their paths (the `resolve_targets` job).
+    pub inventory: crate::azure::Inventory,
     pub chats: HashMap<Platform, Arc<dyn ChatApi>>,
     pub policy: Arc<Policy>,
     pub out: Destinations,

@@ -50,7 +50,8 @@ use std::collections::BTreeSet;
 
 use crate::job::kind::{
     CHECKPOINT as CHECKPOINT_KIND, CLEANUP as CLEANUP_KIND, RECONCILE as RECONCILE_KIND,
-    REMOVE_ORPHAN as REMOVE_ORPHAN_KIND, REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
+    REMOVE_ORPHAN as REMOVE_ORPHAN_KIND, RESOLVE_TARGETS as RESOLVE_TARGETS_KIND,
+    REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
 };
 
 /// `850 ms`, `4.2 s`, `3m 12s`, `1h 5m`.
@@ -252,6 +253,8 @@ impl Worker {
         let now = now_ms();
         self.store.bring_forward(RECONCILE_KIND, now).await?;
         ensure_singleton(&self.store, &Job::Reconcile, now).await?;
+        self.store.bring_forward(RESOLVE_TARGETS_KIND, now).await?;
+        ensure_singleton(&self.store, &Job::ResolveTargets, now).await?;
         let next_checkpoint = now + self.settings.checkpoint_interval.as_millis() as i64;
         // A shorter interval than the one the queued checkpoint was planned with applies now.
         self.store
@@ -261,7 +264,7 @@ impl Worker {
         // Two replicas starting at once may both have inserted one: keep the oldest. (Each
         // replica does this after its own insert, so the later one sees both.) A younger
         // duplicate left queued would wait forever behind the oldest in their lane.
-        for kind in [RECONCILE_KIND, CHECKPOINT_KIND] {
+        for kind in [RECONCILE_KIND, CHECKPOINT_KIND, RESOLVE_TARGETS_KIND] {
             let retired = self.store.retire_younger_singletons(kind, now).await?;
             if retired > 0 {
                 tracing::info!(kind, retired, "retired duplicate singleton jobs");
@@ -273,7 +276,7 @@ impl Worker {
 
     /// Two replicas starting at once may each have added a singleton; the one running retires the
     /// others (its lane keeps them from running meanwhile).
-    async fn retire_duplicates(&self, claimed: &ClaimedJob) -> Result<()> {
+    pub(super) async fn retire_duplicates(&self, claimed: &ClaimedJob) -> Result<()> {
         let retired = self
             .store
             .retire_other_singletons(&claimed.kind, claimed.id)
@@ -292,11 +295,9 @@ impl Worker {
             .store
             .requests_in(&[Status::Active, Status::Revoking])
             .await?;
-        let all = self
-            .policy
-            .targets
-            .values()
-            .map(|t| t.nsg.clone())
+        let all = crate::paths::all_nsgs(&self.policy, &self.store)
+            .await?
+            .into_iter()
             .chain(active.into_iter().flat_map(|r| r.rules).map(|r| r.nsg));
         for nsg in all {
             if seen.insert(nsg.to_ascii_lowercase()) {
