@@ -33,7 +33,7 @@ const COMPUTE_API_VERSIONS: &[&str] = &[
 const AUTHORIZATION_API_VERSIONS: &[&str] = &["2015-07-01", "2018-01-01-preview", "2022-04-01"];
 
 /// The bot's role as shipped, served by the permissions API unless a test configures a scope.
-const BOT_ROLE: &str = include_str!("../../../../manifests/azure-role.json");
+const BOT_ROLE: &str = include_str!("../../../../manifests/azure/bot-role.json");
 
 /// A VM's reference to one of its NICs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub struct PermissionSet {
 }
 
 impl PermissionSet {
-    /// The shipped bot role (`manifests/azure-role.json`).
+    /// The shipped bot role (`manifests/azure/bot-role.json`).
     pub fn bot_role() -> PermissionSet {
         let role: Value = serde_json::from_str(BOT_ROLE).unwrap_or(Value::Null);
         let list = |key: &str| -> Vec<String> {
