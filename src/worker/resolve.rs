@@ -35,13 +35,12 @@ impl Worker {
             )
             .await?;
             if change.worth_reporting() {
-                let tone = if change.after.is_ok() {
-                    Tone::Warning
-                } else {
-                    Tone::Danger
+                let (tone, title) = match (&change.before, &change.after) {
+                    (_, Ok(_)) => (Tone::Warning, "Target moved"),
+                    (None, Err(_)) => (Tone::Danger, "Target not found"),
+                    (Some(_), Err(_)) => (Tone::Danger, "Target lost"),
                 };
-                let message =
-                    messages::reply(tone, "Target moved", change.sentence(), self.simulated);
+                let message = messages::reply(tone, title, change.sentence(), self.simulated);
                 self.out.feed(&mut tx, None, &message).await?;
             }
             tx.commit().await?;

@@ -108,3 +108,4 @@ mod reconcile;
 mod replicas;
 mod restart;
 mod security;
+mod vm;

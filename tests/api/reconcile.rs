@@ -1019,7 +1019,9 @@ async fn grants_whose_state_is_changing_are_left_to_their_own_jobs() {
     // request is still `applying` for several passes.
     app.arm
         .inject(Fault::Delay(Duration::from_millis(1500)).on(On::put()));
-    let id = app.submit(STEVE, "web1 22 3s").await;
+    // Long enough that the held answer and its retries (under a loaded CI machine) never use it
+    // up before the grant is seen active.
+    let id = app.submit(STEVE, "web1 22 5s").await;
     app.click(ALICE, &id, true).await;
     app.wait_status(&id, Status::Applying, Duration::from_secs(5))
         .await;
@@ -1049,7 +1051,7 @@ async fn grants_whose_state_is_changing_are_left_to_their_own_jobs() {
         }
         .on(On::delete()),
     );
-    app.wait_status(&id, Status::Revoking, Duration::from_secs(6))
+    app.wait_status(&id, Status::Revoking, Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(app.rule(&id).is_some(), "left alone while revoking");
