@@ -43,6 +43,43 @@ impl Intervals {
             .iter()
             .all(|(lo, hi)| self.0.iter().any(|(a, b)| a <= lo && hi <= b))
     }
+
+    /// Some point lies in both.
+    fn overlaps(&self, other: &Intervals) -> bool {
+        self.0
+            .iter()
+            .any(|(a, b)| other.0.iter().any(|(lo, hi)| a <= hi && lo <= b))
+    }
+
+    fn intersection(&self, other: &Intervals) -> Intervals {
+        Intervals::from_ranges(self.0.iter().flat_map(|(a, b)| {
+            other
+                .0
+                .iter()
+                .filter(move |(lo, hi)| a <= hi && lo <= b)
+                .map(move |(lo, hi)| (*a.max(lo), *b.min(hi)))
+        }))
+    }
+
+    /// The points of `self` not in `other`.
+    fn difference(&self, other: &Intervals) -> Intervals {
+        let mut out = Vec::new();
+        for &(a, b) in &self.0 {
+            // The first point of [a, b] not yet known to be removed; None once b is removed.
+            let mut start = Some(a);
+            for &(lo, hi) in other.0.iter().filter(|(lo, hi)| *lo <= b && a <= *hi) {
+                let Some(s) = start else { break };
+                if lo > s {
+                    out.push((s, lo - 1));
+                }
+                start = if hi >= b { None } else { Some(s.max(hi + 1)) };
+            }
+            if let Some(s) = start {
+                out.push((s, b));
+            }
+        }
+        Intervals::from_ranges(out)
+    }
 }
 
 /// A set of addresses as NSG rules write them: prefixes, `*`, and service tags.
@@ -107,6 +144,20 @@ impl AddressSet {
     }
 }
 
+impl AddressSet {
+    /// Some address lies in both, or may: a tag (a service tag, an application security group)
+    /// is opaque, so it may hold any address. Used to decide whether a rule *reaches* a VM, where
+    /// "maybe" must count as yes.
+    pub fn may_overlap(&self, other: &AddressSet) -> bool {
+        self.any
+            || other.any
+            || !self.tags.is_empty()
+            || !other.tags.is_empty()
+            || self.v4.overlaps(&other.v4)
+            || self.v6.overlaps(&other.v6)
+    }
+}
+
 fn parse_net(s: &str) -> Option<IpNet> {
     if s.contains('/') {
         IpNet::from_str(s).ok().map(|n| n.trunc())
@@ -164,6 +215,72 @@ impl PortSet {
 
     pub fn contains(&self, other: &PortSet) -> bool {
         self.0.contains(&other.0)
+    }
+
+    /// Like [`PortSet::parse`], but `None` for anything unreadable or an empty list: for a Deny,
+    /// reading an unreadable port list as "every port" would hide what it fails to block.
+    pub fn parse_strict<S: AsRef<str>>(items: &[S]) -> Option<PortSet> {
+        let mut ranges = Vec::new();
+        for item in items {
+            for part in item.as_ref().split(',') {
+                ranges.push(parse_port_range(part.trim())?);
+            }
+        }
+        (!ranges.is_empty()).then(|| PortSet(Intervals::from_ranges(ranges)))
+    }
+
+    /// No port at all.
+    pub fn empty() -> PortSet {
+        PortSet(Intervals::default())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.0.is_empty()
+    }
+
+    pub fn intersection(&self, other: &PortSet) -> PortSet {
+        PortSet(self.0.intersection(&other.0))
+    }
+
+    /// The ports of `self` not in `other`.
+    pub fn difference(&self, other: &PortSet) -> PortSet {
+        PortSet(self.0.difference(&other.0))
+    }
+
+    pub fn union(&self, other: &PortSet) -> PortSet {
+        PortSet(Intervals::from_ranges(
+            self.0.0.iter().chain(other.0.0.iter()).copied(),
+        ))
+    }
+
+    /// The ports as merged inclusive ranges, lowest first.
+    pub fn ranges(&self) -> Vec<(u16, u16)> {
+        self.0
+            .0
+            .iter()
+            .map(|(lo, hi)| (*lo as u16, *hi as u16))
+            .collect()
+    }
+}
+
+/// `22, 3389, 8000-8100`; `*` for every port; empty for none.
+impl std::fmt::Display for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == PortSet::any() {
+            return f.write_str("*");
+        }
+        let parts: Vec<String> = self
+            .ranges()
+            .into_iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(", "))
     }
 }
 
@@ -408,6 +525,70 @@ mod tests {
                 *want,
                 "{inner:?} ⊆ {outer:?} should be {want}"
             );
+        }
+    }
+
+    #[test]
+    fn port_set_algebra() {
+        // (a, b, a ∩ b, a − b)
+        let rows: &[(&[&str], &[&str], &str, &str)] = &[
+            (&["22"], &["22"], "22", ""),
+            (
+                &["*"],
+                &["22", "3389"],
+                "22, 3389",
+                "0-21, 23-3388, 3390-65535",
+            ),
+            (
+                &["20-30"],
+                &["22", "25-26"],
+                "22, 25-26",
+                "20-21, 23-24, 27-30",
+            ),
+            (&["22", "3389"], &["3000-4000"], "3389", "22"),
+            (&["0-10"], &["0"], "0", "1-10"),
+            (&["65530-65535"], &["65535"], "65535", "65530-65534"),
+            (&["22"], &["80"], "", "22"),
+            (&["0-65535"], &["*"], "*", ""),
+            (
+                &["10-20", "30-40"],
+                &["15-35"],
+                "15-20, 30-35",
+                "10-14, 36-40",
+            ),
+        ];
+        for (a, b, inter, diff) in rows {
+            assert_eq!(
+                p(a).intersection(&p(b)).to_string(),
+                *inter,
+                "{a:?} ∩ {b:?}"
+            );
+            assert_eq!(p(a).difference(&p(b)).to_string(), *diff, "{a:?} − {b:?}");
+        }
+        assert!(p(&["22"]).difference(&p(&["*"])).is_empty());
+        assert_eq!(p(&["22"]).union(&p(&["23"])).to_string(), "22-23");
+        assert_eq!(
+            PortSet::parse_strict(&["22", "80-90"]),
+            Some(p(&["22", "80-90"]))
+        );
+        assert_eq!(PortSet::parse_strict(&["ssh"]), None);
+        assert_eq!(PortSet::parse_strict::<&str>(&[]), None);
+        assert_eq!(PortSet::parse_strict(&["*"]), Some(PortSet::any()));
+    }
+
+    #[test]
+    fn addresses_may_overlap() {
+        let rows: &[(&[&str], &[&str], bool)] = &[
+            (&["10.0.1.0/24"], &["10.0.1.4"], true),
+            (&["10.0.2.0/24"], &["10.0.1.4"], false),
+            (&["*"], &["10.0.1.4"], true),
+            (&["VirtualNetwork"], &["10.0.1.4"], true),
+            (&["asg:/x"], &["10.0.1.4"], true),
+            (&["10.0.0.0/16"], &["10.0.255.0/24", "192.0.2.1"], true),
+            (&["2001:db8::/32"], &["10.0.1.4"], false),
+        ];
+        for (x, y, want) in rows {
+            assert_eq!(a(x).may_overlap(&a(y)), *want, "{x:?} ∩ {y:?}");
         }
     }
 

@@ -13,6 +13,7 @@ pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
+pub mod exposure;
 pub mod http;
 pub mod job;
 pub mod messages;
