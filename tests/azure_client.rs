@@ -86,6 +86,7 @@ async fn setup() -> (ArmSim, Azure) {
 
 fn spec(name: &str, ports: &[u16]) -> RuleSpec {
     RuleSpec {
+        access: Default::default(),
         name: name.to_string(),
         description: format!("jitbot {name} for alice until 2026-11-21T15:00Z"),
         protocol: "Tcp".to_string(),

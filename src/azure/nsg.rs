@@ -33,9 +33,30 @@ const DESCRIPTION_MAX: usize = 140;
 /// Safety stop for `nextLink` paging.
 const MAX_PAGES: usize = 1000;
 
-/// The inbound allow rule jitbot wants in an NSG.
+/// Whether a rule lets traffic through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// A grant.
+    #[default]
+    Allow,
+    /// A target's lockdown baseline.
+    Deny,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Allow => "Allow",
+            Access::Deny => "Deny",
+        }
+    }
+}
+
+/// An inbound rule jitbot wants in an NSG: a grant's Allow or a lockdown's Deny.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSpec {
+    /// Allow (a grant) or Deny (a lockdown baseline).
+    pub access: Access,
     /// Rule name, e.g. `jitbot-req_7f3a2b1c` (≤ 80 chars of `[A-Za-z0-9_.-]`).
     pub name: String,
     /// ≤ 140 chars; names the request and its expiry so the rule explains itself in the portal.
@@ -423,7 +444,7 @@ fn desired_rule(spec: &RuleSpec, priority: u16) -> SecurityRule {
             destination_port_ranges: many,
             source_address_prefix: Some(spec.source.clone()),
             destination_address_prefix: Some(spec.destination.clone()),
-            access: "Allow".to_string(),
+            access: spec.access.as_str().to_string(),
             priority: i32::from(priority),
             direction: "Inbound".to_string(),
             ..SecurityRuleProperties::default()

@@ -121,6 +121,7 @@ impl Worker {
                 .await;
         };
         let spec = RuleSpec {
+            access: Default::default(),
             name: req.rule_name.clone(),
             description: grant_description(&req.id, &req.requester, started + req.duration_ms),
             protocol: req.protocol.clone(),

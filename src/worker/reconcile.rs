@@ -622,6 +622,7 @@ impl Worker {
             }
         };
         let spec = RuleSpec {
+            access: Default::default(),
             name: cur.rule_name.clone(),
             description: grant_description(&cur.id, &cur.requester, expires),
             protocol: cur.protocol.clone(),
