@@ -20,6 +20,7 @@ pub mod messages;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
+pub mod scan;
 pub mod server;
 pub mod service;
 pub mod store;
