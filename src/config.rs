@@ -30,6 +30,8 @@ pub struct ConfigFile {
     pub groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub targets: BTreeMap<String, TargetFile>,
+    #[serde(default)]
+    pub scan: crate::exposure::ScanSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +271,7 @@ pub struct Settings {
     pub slack: Option<SlackSettings>,
     pub discord: Option<DiscordSettings>,
     pub policy: Policy,
+    pub scan: crate::exposure::ScanSettings,
 }
 
 impl Settings {
@@ -474,6 +477,7 @@ impl Settings {
             slack,
             discord,
             policy,
+            scan: file.scan,
         })
     }
 }

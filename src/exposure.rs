@@ -326,6 +326,30 @@ pub fn findings_in(
     out
 }
 
+/// The findings in one NSG that reach `destination` (an address or prefix, as a target names
+/// it): what `jitbot check --live` reports per target. A Deny protects the destination only if
+/// it covers all of it.
+pub fn findings_reaching(nsg: &NsgRules, mgmt: &PortSet, destination: &str) -> Vec<Finding> {
+    let dest = AddressSet::parse(&[destination]);
+    nsg.rules
+        .iter()
+        .filter(|r| AddressSet::parse(&r.destinations).may_overlap(&dest))
+        .filter_map(|rule| {
+            let open = exposed(nsg, rule, mgmt, &dest);
+            (!open.is_empty()).then(|| Finding {
+                nsg: nsg.id.clone(),
+                nsg_name: nsg.name.clone(),
+                rule: rule.name.clone(),
+                priority: rule.priority,
+                ports: open.to_string(),
+                source: rule.sources.clone(),
+                label: defender_label(&rule.name),
+                vms: Vec::new(),
+            })
+        })
+        .collect()
+}
+
 /// The whole scan: findings in every NSG, then each VM's group.
 pub fn scan(
     nsgs: &[NsgRules],
@@ -454,7 +478,7 @@ fn missing_baselines(
         .filter(|n| {
             !nsgs
                 .get(&n.to_ascii_lowercase())
-                .is_some_and(|nsg| has_baseline(nsg, &name, &t.ports, addr.ip))
+                .is_some_and(|nsg| has_baseline(nsg, &name, &t.ports, &addr.ip.to_string()))
         })
         .map(|n| {
             format!(
@@ -467,15 +491,15 @@ fn missing_baselines(
 }
 
 /// The NSG holds the baseline: a Deny named `name`, inbound, from any source, covering the
-/// target's ports and the VM's address.
-pub fn has_baseline(nsg: &NsgRules, name: &str, ports: &[u16], ip: IpAddr) -> bool {
+/// target's ports and `destination` (the VM's address, or a target's destination).
+pub fn has_baseline(nsg: &NsgRules, name: &str, ports: &[u16], destination: &str) -> bool {
     nsg.rules.iter().any(|r| {
         r.name.eq_ignore_ascii_case(name)
             && r.inbound
             && !r.allow
             && AddressSet::parse(&r.sources).contains(&AddressSet::parse(&["*"]))
             && PortSet::parse_strict(&r.ports).is_some_and(|p| p.contains(&PortSet::of(ports)))
-            && AddressSet::parse(&r.destinations).contains(&AddressSet::parse(&[ip.to_string()]))
+            && AddressSet::parse(&r.destinations).contains(&AddressSet::parse(&[destination]))
     })
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod paths;
 pub mod policy;
+pub mod scan;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -30,9 +30,28 @@ enum Cmd {
     Check {
         #[arg(env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
         config: PathBuf,
+        /// The configuration file (instead of the positional argument).
+        #[arg(long = "config", short = 'c', id = "config_file", value_name = "FILE")]
+        config_file: Option<PathBuf>,
         /// Also require the secrets (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, DISCORD_BOT_TOKEN) to be set.
         #[arg(long)]
         secrets: bool,
+        /// Also check every target against Azure without writing: its NSG, the permissions there,
+        /// free priorities in its band, its lockdown baseline and exposed management ports.
+        #[arg(long)]
+        live: bool,
+    },
+    /// List every VM in scope as configured, not configured or unsupported, and every rule that
+    /// opens a management port to the Internet. Exit 0: nothing exposed; 1: findings; 2: error.
+    Scan {
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+        /// A subscription or resource group id (repeatable); default: the subscriptions of the
+        /// configured targets.
+        #[arg(long = "scope", value_name = "ID")]
+        scopes: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ScanFormat,
     },
     /// See the whole flow locally in seconds: simulated Azure, simulated Slack, a scripted request.
     // A build without the `demo` feature keeps the command (to say why it cannot run) but hides it.
@@ -110,6 +129,12 @@ enum DiscordCmd {
         #[arg(long)]
         guild: Option<u64>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScanFormat {
+    Table,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -208,6 +233,91 @@ fn load(config: &Path) -> anyhow::Result<Settings> {
     })
 }
 
+/// The configuration without its secrets (none of `check`, `check --live` and `scan` needs them);
+/// Discord's public key is not a secret and is checked wherever it comes from.
+fn resolve_without_secrets(text: &str) -> Result<Settings, Vec<String>> {
+    let file: jitbot::config::ConfigFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+    Settings::resolve(file, |name| {
+        if name == "DISCORD_PUBLIC_KEY" {
+            jitbot::config::secret(name)
+        } else {
+            Ok(Some(jitbot::config::Secret::new("unchecked")))
+        }
+    })
+}
+
+/// Reads and resolves the config for the Azure-reading commands, or says why not.
+fn settings_for_azure(config: &Path) -> anyhow::Result<Settings> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    resolve_without_secrets(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "{}: the configuration has problems:\n  - {}",
+            config.display(),
+            errors.join("\n  - ")
+        )
+    })
+}
+
+/// `jitbot scan`: 0 nothing exposed, 1 findings, 2 errors.
+async fn scan(config: &Path, scopes: &[String], format: ScanFormat) -> anyhow::Result<i32> {
+    use jitbot::scan;
+    let settings = settings_for_azure(config)?;
+    let targets = scan::scan_targets(&settings.policy);
+    let scopes = scan::scopes(scopes, &targets)?;
+    let azure = jitbot::azure::connect(&settings.azure, Default::default()).await?;
+    let report = scan::scan(
+        &azure.inventory,
+        &scopes,
+        &targets,
+        &settings.scan.management_ports(),
+        jitbot::domain::RULE_PREFIX,
+    )
+    .await?;
+    match format {
+        ScanFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&scan::to_json(&report, &scopes))?
+        ),
+        ScanFormat::Table => print!("{}", scan::to_table(&report, &scopes)),
+    }
+    Ok(i32::from(!report.findings.is_empty()))
+}
+
+/// `jitbot check --live`: one line per target; 0 when every target is fine.
+async fn check_live(config: &Path) -> anyhow::Result<i32> {
+    use jitbot::scan;
+    let settings = settings_for_azure(config)?;
+    let azure = jitbot::azure::connect(&settings.azure, Default::default()).await?;
+    let targets = scan::LiveTarget::from_policy(&settings.policy);
+    let checks = scan::check_live(
+        &azure.inventory,
+        &targets,
+        &settings.scan.management_ports(),
+        jitbot::domain::RULE_PREFIX,
+    )
+    .await;
+    for c in &checks {
+        println!("{}", c.line());
+    }
+    let failed = checks.iter().filter(|c| !c.problems.is_empty()).count();
+    if failed > 0 {
+        eprintln!("{failed} of {} target(s) need attention", checks.len());
+    }
+    Ok(i32::from(failed > 0))
+}
+
+/// Runs an Azure-reading command: its own exit code, or 2 with the error on stderr.
+fn exit_with(result: anyhow::Result<i32>) -> ! {
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2)
+        }
+    }
+}
+
 fn parse_since(s: &str) -> anyhow::Result<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
@@ -239,25 +349,22 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings, Overrides::default()).await?;
             app.run_until_stopped().await;
         }
-        Cmd::Check { config, secrets } => {
+        Cmd::Check {
+            config,
+            config_file,
+            secrets,
+            live,
+        } => {
+            let config = config_file.unwrap_or(config);
+            if live {
+                exit_with(check_live(&config).await);
+            }
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
             let result = if secrets {
                 Settings::parse(&text)
             } else {
-                let file: Result<jitbot::config::ConfigFile, _> = toml::from_str(&text);
-                match file {
-                    // Secrets are not required here; Discord's public key is not a secret and is
-                    // checked wherever it comes from.
-                    Ok(f) => Settings::resolve(f, |name| {
-                        if name == "DISCORD_PUBLIC_KEY" {
-                            jitbot::config::secret(name)
-                        } else {
-                            Ok(Some(jitbot::config::Secret::new("unchecked")))
-                        }
-                    }),
-                    Err(e) => Err(vec![e.to_string()]),
-                }
+                resolve_without_secrets(&text)
             };
             match result {
                 Ok(s) => {
@@ -306,6 +413,11 @@ async fn main() -> anyhow::Result<()> {
             "`jitbot demo` is not available: this jitbot was built without the `demo` feature \
              (cargo build --no-default-features); build it with the default features to run the demo"
         ),
+        Cmd::Scan {
+            config,
+            scopes,
+            format,
+        } => exit_with(scan(&config, &scopes, format).await),
         Cmd::Migrate { config } => {
             Store::connect(&database_url(&config)?).await?;
             println!("migrations applied");
