@@ -271,7 +271,7 @@ async fn scan(config: &Path, scopes: &[String], format: ScanFormat) -> anyhow::R
         &scopes,
         &targets,
         &settings.scan.management_ports(),
-        jitbot::domain::RULE_PREFIX,
+        settings.policy.namespace.as_str(),
     )
     .await?;
     match format {
@@ -294,7 +294,7 @@ async fn check_live(config: &Path) -> anyhow::Result<i32> {
         &azure.inventory,
         &targets,
         &settings.scan.management_ports(),
-        jitbot::domain::RULE_PREFIX,
+        settings.policy.namespace.as_str(),
     )
     .await;
     for c in &checks {

@@ -17,7 +17,7 @@ use crate::azure::inventory::{Nic, Nsg, Subnet, Vm, by_id};
 use crate::azure::{AzureError, Inventory, Scope, SecurityRule, VmPath};
 use crate::domain::NsgId;
 use crate::exposure::{self, Finding, Group, NsgRules, Report, ScanTarget, VmAddress, VmInput};
-use crate::policy::Policy;
+use crate::policy::{Placement, Policy};
 
 /// Why a scan or a live check could not run (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +33,20 @@ pub fn scan_targets(policy: &Policy) -> Vec<ScanTarget> {
     policy
         .targets
         .values()
-        .map(|t| ScanTarget {
-            name: t.name.clone(),
-            ports: t.ports.clone(),
-            vm: None,
-            nsg: Some(t.nsg.clone()),
-            destination: Some(t.destination.clone()),
+        .map(|t| {
+            let (vm, nsg, destination) = match &t.placement {
+                Placement::Vm { id } => (Some(id.clone()), None, None),
+                Placement::Nsg { nsg, destination } => {
+                    (None, Some(nsg.clone()), Some(destination.clone()))
+                }
+            };
+            ScanTarget {
+                name: t.name.clone(),
+                ports: t.ports.clone(),
+                vm,
+                nsg,
+                destination,
+            }
         })
         .collect()
 }
@@ -406,12 +414,11 @@ impl TargetCheck {
     }
 }
 
-/// What a live check needs to know of a target (today's NSG + destination targets).
+/// What a live check needs to know of a target.
 #[derive(Debug, Clone)]
 pub struct LiveTarget {
     pub name: String,
-    pub nsg: String,
-    pub destination: String,
+    pub placement: Placement,
     pub ports: Vec<u16>,
     pub band: (u16, u16),
 }
@@ -423,8 +430,7 @@ impl LiveTarget {
             .values()
             .map(|t| LiveTarget {
                 name: t.name.clone(),
-                nsg: t.nsg.clone(),
-                destination: t.destination.clone(),
+                placement: t.placement.clone(),
                 ports: t.ports.clone(),
                 band: t.priority_band,
             })
@@ -432,8 +438,9 @@ impl LiveTarget {
     }
 }
 
-/// Checks one target against Azure without writing: the NSG, the permissions at its scope,
-/// free priorities in the band, the baseline, and exposures reaching the destination.
+/// Checks one target against Azure without writing: where it is (a `vm` target is resolved),
+/// then in every NSG on its path the permissions at its scope, free priorities in the band, the
+/// baseline, and exposures reaching the destination.
 pub async fn check_target(
     inventory: &Inventory,
     t: &LiveTarget,
@@ -445,35 +452,73 @@ pub async fn check_target(
         facts: Vec::new(),
         problems: Vec::new(),
     };
-    let nsg_id = match NsgId::parse(&t.nsg) {
+    let (nsgs, destination) = match &t.placement {
+        Placement::Nsg { nsg, destination } => (vec![nsg.clone()], destination.clone()),
+        Placement::Vm { id } => match inventory.resolve_vm(id).await {
+            Ok(p) => {
+                c.facts.push(format!(
+                    "VM {} at {} behind {}",
+                    p.vm_name,
+                    p.private_ip,
+                    p.nsgs
+                        .iter()
+                        .map(|n| n.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                let nsgs = p.nsgs.iter().map(|n| n.as_str().to_string()).collect();
+                (nsgs, p.private_ip.to_string())
+            }
+            Err(e) => {
+                c.problems.push(e.to_string());
+                return c;
+            }
+        },
+    };
+    for nsg in &nsgs {
+        check_nsg(inventory, t, nsg, &destination, mgmt, prefix, &mut c).await;
+    }
+    c
+}
+
+/// The checks of one NSG on the target's path.
+async fn check_nsg(
+    inventory: &Inventory,
+    t: &LiveTarget,
+    nsg: &str,
+    destination: &str,
+    mgmt: &PortSet,
+    prefix: &str,
+    c: &mut TargetCheck,
+) {
+    let nsg_id = match NsgId::parse(nsg) {
         Ok(id) => id,
         Err(e) => {
             c.problems.push(e);
-            return c;
+            return;
         }
     };
     let nsg = match inventory.get_nsg(&nsg_id).await {
         Ok(Some(n)) => n,
         Ok(None) => {
             c.problems.push(format!(
-                "NSG {} not found; check targets.{}.nsg",
+                "NSG {} not found; check targets.{}",
                 nsg_id.name(),
                 t.name
             ));
-            return c;
+            return;
         }
         Err(e) => {
             c.problems
                 .push(format!("cannot read NSG {}: {e}", nsg_id.name()));
-            return c;
+            return;
         }
     };
     c.facts.push(format!("NSG {} readable", nsg.name));
-    check_permissions(inventory, &nsg_id, &mut c).await;
+    check_permissions(inventory, &nsg_id, c).await;
     let rules = nsg_rules(&nsg);
-    check_band(&rules, t, &mut c);
-    check_lockdown(&rules, t, mgmt, prefix, &mut c);
-    c
+    check_band(&rules, t, c);
+    check_lockdown(&rules, t, destination, mgmt, prefix, c);
 }
 
 async fn check_permissions(inventory: &Inventory, nsg_id: &NsgId, c: &mut TargetCheck) {
@@ -488,7 +533,7 @@ async fn check_permissions(inventory: &Inventory, nsg_id: &NsgId, c: &mut Target
                 c.facts.push("permissions ok".into());
             } else {
                 c.problems.push(format!(
-                    "missing permission {} on {} (assign the role in manifests/azure-role.json)",
+                    "missing permission {} on {} (assign the role in manifests/azure/bot-role.json)",
                     missing.join(", "),
                     nsg_id.name()
                 ));
@@ -524,12 +569,13 @@ fn check_band(rules: &NsgRules, t: &LiveTarget, c: &mut TargetCheck) {
 fn check_lockdown(
     rules: &NsgRules,
     t: &LiveTarget,
+    destination: &str,
     mgmt: &PortSet,
     prefix: &str,
     c: &mut TargetCheck,
 ) {
     let baseline = exposure::baseline_rule_name(prefix, &t.name);
-    if exposure::has_baseline(rules, &baseline, &t.ports, &t.destination) {
+    if exposure::has_baseline(rules, &baseline, &t.ports, destination) {
         c.facts.push(format!("baseline {baseline} present"));
     } else {
         c.problems.push(format!(
@@ -537,7 +583,7 @@ fn check_lockdown(
             rules.name, t.name
         ));
     }
-    let findings = exposure::findings_reaching(rules, mgmt, &t.destination);
+    let findings = exposure::findings_reaching(rules, mgmt, destination);
     if findings.is_empty() {
         c.facts
             .push("no management port open to the Internet".into());
@@ -549,7 +595,7 @@ fn check_lockdown(
             f.priority,
             f.nsg_name,
             f.ports,
-            t.destination,
+            destination,
             f.source.join(",")
         ));
     }
