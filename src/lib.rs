@@ -16,6 +16,7 @@ pub mod domain;
 pub mod exposure;
 pub mod http;
 pub mod job;
+pub mod lockdown;
 pub mod messages;
 pub mod metrics;
 pub mod outbox;

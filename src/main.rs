@@ -53,6 +53,21 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: ScanFormat,
     },
+    /// "Enable JIT": make sure a Deny for each target's ports, from anywhere to its address,
+    /// sits right after its priority band in every NSG on its path. Dry run unless --apply.
+    /// Refuses (exit 1, nothing written) while a rule jitbot does not own would still let the
+    /// Internet reach a port ahead of the Deny. Exit 2: something could not be read.
+    Lockdown {
+        /// Target names (or --all).
+        targets: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, short, env = "JITBOT_CONFIG", default_value = "jitbot.toml")]
+        config: PathBuf,
+        /// Write the rules (default: print what would be written).
+        #[arg(long)]
+        apply: bool,
+    },
     /// See the whole flow locally in seconds: simulated Azure, simulated Slack, a scripted request.
     // A build without the `demo` feature keeps the command (to say why it cannot run) but hides it.
     #[cfg_attr(not(feature = "demo"), command(hide = true))]
@@ -307,6 +322,31 @@ async fn check_live(config: &Path) -> anyhow::Result<i32> {
     Ok(i32::from(failed > 0))
 }
 
+/// `jitbot lockdown`: see [`jitbot::lockdown::run`].
+async fn lockdown(config: &Path, names: &[String], all: bool, apply: bool) -> anyhow::Result<i32> {
+    let settings = settings_for_azure(config)?;
+    let policy = &settings.policy;
+    let targets: Vec<&jitbot::policy::Target> = match (all, names.is_empty()) {
+        (true, true) => policy.targets.values().collect(),
+        (false, false) => names
+            .iter()
+            .map(|n| {
+                policy.targets.get(n).ok_or_else(|| {
+                    let known: Vec<&str> = policy.targets.keys().map(String::as_str).collect();
+                    anyhow::anyhow!("{n} is not a target (targets: {})", known.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        _ => bail!("name the targets to lock down, or give --all (not both)"),
+    };
+    let azure = jitbot::azure::connect(&settings.azure, Default::default()).await?;
+    let report = jitbot::lockdown::run(&azure, policy, &targets, apply).await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    Ok(report.exit_code())
+}
+
 /// Runs an Azure-reading command: its own exit code, or 2 with the error on stderr.
 fn exit_with(result: anyhow::Result<i32>) -> ! {
     match result {
@@ -418,6 +458,12 @@ async fn main() -> anyhow::Result<()> {
             scopes,
             format,
         } => exit_with(scan(&config, &scopes, format).await),
+        Cmd::Lockdown {
+            targets,
+            all,
+            config,
+            apply,
+        } => exit_with(lockdown(&config, &targets, all, apply).await),
         Cmd::Migrate { config } => {
             Store::connect(&database_url(&config)?).await?;
             println!("migrations applied");

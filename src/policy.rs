@@ -72,6 +72,10 @@ pub struct TargetFile {
     #[serde(default)]
     pub approval_channel: ChannelsFile,
     pub priority_range: [u16; 2],
+    /// Keep a Deny for the ports right after the band in every NSG on the path (`jitbot
+    /// lockdown` writes it; the reconciler puts it back if it goes missing or is weakened).
+    #[serde(default)]
+    pub lockdown: bool,
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl: String,
     /// Extensions are applied without a new approval round.
@@ -168,6 +172,8 @@ pub struct Target {
     pub allow_self_approval: bool,
     pub approval_channels: ApprovalChannels,
     pub priority_band: (u16, u16),
+    /// jitbot keeps the target's lockdown baseline ([`crate::lockdown`]).
+    pub lockdown: bool,
     pub pending_ttl: GrantDuration,
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApprove>,
@@ -805,6 +811,7 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
             discord: t.approval_channel.discord.clone(),
         },
         priority_band: (lo, hi),
+        lockdown: t.lockdown,
         pending_ttl,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
@@ -841,6 +848,7 @@ pub(crate) mod fixtures {
             allow_self_approval: false,
             approval_channels: ApprovalChannels::default(),
             priority_band: (100, 199),
+            lockdown: false,
             pending_ttl: GrantDuration::from_secs(900),
             extend_without_approval: false,
             auto_approve: None,

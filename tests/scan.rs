@@ -70,6 +70,7 @@ fn baseline(target: &str, ip: &str, priority: i32) -> SecurityRule {
         priority,
         "Deny",
         |p| {
+            p.protocol = "*".into();
             p.destination_address_prefix = Some(ip.into());
         },
     )
@@ -561,4 +562,144 @@ async fn check_live_fails_without_a_baseline_or_with_an_exposure() {
         "{}",
         run.stdout
     );
+}
+
+/// `web3` (behind the subnet's and the NIC's NSG) as a `vm` target with band 300–349.
+fn with_web3_target(w: &World) {
+    let extra = format!(
+        r#"
+[targets.web3]
+vm = "{}"
+ports = [22, 3389]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+requesters = ["*"]
+approvers = ["alice"]
+approval_channel.slack = "C0APPROVALS"
+priority_range = [300, 349]
+"#,
+        vm("web3")
+    );
+    std::fs::write(&w.config, config_text(&w.sim.base_url, &w.nic_nsg, &extra)).unwrap();
+}
+
+impl World {
+    async fn lockdown(&self, args: &[&str]) -> Run {
+        let config = self.config.display().to_string();
+        let mut all = vec!["lockdown", "--config", &config];
+        all.extend(args);
+        self.jitbot(&all).await
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT" || r.method == "DELETE")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn lockdown_prints_the_plan_then_applies_it_once_in_every_nsg_on_the_path() {
+    let w = world().await;
+    with_web3_target(&w);
+    let dry = w.lockdown(&["web3"]).await;
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    for nsg in ["subnet-nsg", "nic-nsg"] {
+        let want = format!(
+            "{nsg}: + jitbot-lockdown-web3 Deny * from * to 10.0.1.6 port 22, 3389 at priority 350"
+        );
+        assert!(dry.stdout.contains(&want), "{want}\n{}", dry.stdout);
+    }
+    assert!(
+        dry.stdout.contains("dry run: 2 rule(s) to write"),
+        "{}",
+        dry.stdout
+    );
+    assert!(w.writes().is_empty(), "a dry run writes nothing");
+
+    let applied = w.lockdown(&["web3", "--apply"]).await;
+    assert_eq!(applied.code, 0, "{}{}", applied.stdout, applied.stderr);
+    for nsg in [&w.subnet_nsg, &w.nic_nsg] {
+        let r = w
+            .sim
+            .rule(nsg, "jitbot-lockdown-web3")
+            .expect("the baseline");
+        let p = &r.properties;
+        assert_eq!(
+            (p.access.as_str(), p.protocol.as_str(), p.priority),
+            ("Deny", "*", 350)
+        );
+        assert_eq!(p.source_prefixes(), ["*"]);
+        assert_eq!(p.destination_prefixes(), ["10.0.1.6"]);
+        let mut ports = p.destination_ports();
+        ports.sort();
+        assert_eq!(ports, ["22", "3389"]);
+    }
+    let written = w.writes().len();
+    assert_eq!(written, 2, "{:?}", w.writes());
+
+    // Idempotent: everything is in place, nothing is written; web1's existing baseline too.
+    let again = w.lockdown(&["--all", "--apply"]).await;
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("nic-nsg: = jitbot-lockdown-web1"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("subnet-nsg: = jitbot-lockdown-web3"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("0 rule(s) written"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(w.writes().len(), written);
+}
+
+#[tokio::test]
+async fn lockdown_refuses_while_a_rule_it_does_not_own_opens_the_port_ahead_of_the_deny() {
+    let w = world().await;
+    with_web3_target(&w);
+    // In the subnet's NSG, inside web3's band: RDP from anywhere, made by hand.
+    w.sim.put_existing_rule(
+        &w.subnet_nsg,
+        rule("allow-rdp-any", 310, "Allow", |p| {
+            p.destination_port_range = Some("3389".into());
+        }),
+    );
+    let before = w.sim.rule(&w.subnet_nsg, "allow-rdp-any");
+    let run = w.lockdown(&["web3", "--apply"]).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("subnet-nsg: REFUSED: rule allow-rdp-any (priority 310, not jitbot's) lets * reach port 3389"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("nothing was written"), "{}", run.stdout);
+    assert!(
+        w.writes().is_empty(),
+        "nothing written anywhere: {:?}",
+        w.writes()
+    );
+    assert_eq!(
+        w.sim.rule(&w.subnet_nsg, "allow-rdp-any"),
+        before,
+        "never edited"
+    );
+    // Unknown targets and a missing choice are errors, not silent no-ops.
+    let run = w.lockdown(&["nope"]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("nope is not a target (targets: web1, web3)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.lockdown(&[]).await.code, 2);
 }

@@ -30,7 +30,7 @@ pub use model::{
     AsyncOperationResult, CloudError, CloudErrorBody, NetworkSecurityGroup,
     NetworkSecurityGroupProperties, SecurityRule, SecurityRuleListResult, SecurityRuleProperties,
 };
-pub use nsg::{AppliedRule, NsgManager, RuleSpec};
+pub use nsg::{Access, AppliedRule, NsgManager, RuleSpec};
 
 /// ARM api-version jitbot speaks by default (the swagger extract in `shared/reference`).
 pub const API_VERSION_DEFAULT: &str = "2024-05-01";

@@ -49,6 +49,8 @@ pub enum AuditKind {
     /// An active grant's rule was edited outside jitbot so that it admits no more than approved:
     /// left as it is, reported once per grant.
     DriftNarrowed,
+    /// The reconciler put back a lockdown baseline that was missing or weakened.
+    BaselineRestored,
     /// A `vm` target was found in Azure for the first time, moved, or could not be found.
     TargetResolved,
     /// A grant is still open well after it should have closed (ARM down or throttling).
@@ -87,6 +89,7 @@ impl AuditKind {
             AuditKind::DriftClosed => "drift_closed",
             AuditKind::DriftNarrowed => "drift_narrowed",
             AuditKind::TargetResolved => "target_resolved",
+            AuditKind::BaselineRestored => "baseline_restored",
             AuditKind::RevocationDelayed => "revocation_delayed",
             AuditKind::Checkpoint => "checkpoint",
             AuditKind::Reconciled => "reconciled",

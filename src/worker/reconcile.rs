@@ -43,6 +43,7 @@ use crate::azure::{RuleSpec, SecurityRule};
 use crate::chat::{Message, Tone};
 use crate::domain::{Status, grant_description};
 use crate::job::Job;
+use crate::lockdown::{Baseline, NsgPlan, Step};
 use crate::messages;
 use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, now_ms};
 use serde_json::{Value, json};
@@ -390,6 +391,7 @@ impl Worker {
                     .await?;
             }
         }
+        self.keep_baselines(nsg, &rules, found).await?;
         // Active grants whose rule was deleted or edited: only ever reduce access.
         let now = now_ms();
         let grants = self.store.requests_in(&[Status::Active]).await?;
@@ -419,6 +421,110 @@ impl Worker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Targets with `lockdown = true` whose path holds this NSG: a missing or weakened baseline
+    /// Deny is put back at once (a Deny only takes access away) and the audit channel is told,
+    /// naming any rule that keeps the port open ahead of it.
+    async fn keep_baselines(
+        &self,
+        nsg: &str,
+        rules: &[SecurityRule],
+        found: &mut Findings,
+    ) -> Result<()> {
+        for t in self.policy.targets.values().filter(|t| t.lockdown) {
+            let Ok(path) = crate::paths::current(&self.policy, &self.store, &t.name).await? else {
+                continue;
+            };
+            if !path.nsgs.iter().any(|n| n.eq_ignore_ascii_case(nsg)) {
+                continue;
+            }
+            let b = Baseline {
+                target: &t.name,
+                ports: &t.ports,
+                band: t.priority_band,
+                destination: &path.destination,
+                namespace: &self.policy.namespace,
+            };
+            let plan = b.plan(nsg, rules);
+            if !plan.writes() {
+                continue;
+            }
+            let spec = b.spec();
+            match self.nsgs.restore_rule(nsg, &spec, plan.priority()).await {
+                Ok(applied) => {
+                    self.baseline_restored(&b, &plan, applied.priority, found)
+                        .await?
+                }
+                Err(e) => {
+                    tracing::error!(target = %t.name, nsg = nsg_name(nsg), error = %e, "could not put the lockdown baseline back; the next pass tries again");
+                    found
+                        .errors
+                        .push(format!("{} in {}: {e}", spec.name, nsg_name(nsg)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn baseline_restored(
+        &self,
+        b: &Baseline<'_>,
+        plan: &NsgPlan,
+        priority: u16,
+        found: &mut Findings,
+    ) -> Result<()> {
+        let was = match &plan.step {
+            Step::Replace { was, .. } => format!("it had been changed to {was}"),
+            _ => "it was missing".to_string(),
+        };
+        let blockers: Vec<String> = plan
+            .blockers
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} (priority {}) from {}",
+                    f.rule,
+                    f.priority,
+                    f.source.join(",")
+                )
+            })
+            .collect();
+        let mut tx = self.store.begin().await?;
+        tx.audit(
+            AuditKind::BaselineRestored,
+            None,
+            Some("jitbot"),
+            json!({ "target": b.target, "nsg": plan.nsg, "rule": b.name(), "was": was, "priority": priority, "open_ahead": blockers }),
+            self.simulated,
+        )
+        .await?;
+        let mut text = format!(
+            "Lockdown of {}: rule `{}` in NSG `{}` was put back ({was}); it denies port {} from anywhere to {} at priority {priority}.",
+            b.target,
+            b.name(),
+            nsg_name(&plan.nsg),
+            crate::access::PortSet::of(b.ports),
+            b.destination
+        );
+        if !blockers.is_empty() {
+            text.push_str(&format!(
+                " Still open ahead of it (not jitbot's rules): {}.",
+                blockers.join("; ")
+            ));
+        }
+        let message = messages::reply(
+            Tone::Danger,
+            "Drift alert: lockdown restored",
+            text,
+            self.simulated,
+        );
+        self.out.feed(&mut tx, None, &message).await?;
+        tx.commit().await?;
+        found.restored.push(
+            json!({ "target": b.target, "rule": b.name(), "nsg": plan.nsg, "priority": priority }),
+        );
         Ok(())
     }
 

@@ -24,6 +24,10 @@ fn nic_nsg() -> String {
 
 /// The policy's `app1`: a VM target, and the resolver every 300 ms.
 async fn spawn_vm_app() -> TestApp {
+    spawn_vm_app_with("", "resolve_interval = \"300ms\"").await
+}
+
+async fn spawn_vm_app_with(target_extra: &str, worker: &str) -> TestApp {
     let target = format!(
         r#"
 [targets.app1]
@@ -36,10 +40,11 @@ requesters = ["steve"]
 approvers = ["group:secops"]
 approval_channel.slack = "{APPROVALS}"
 priority_range = [100, 199]
+{target_extra}
 "#,
         vm_id()
     );
-    spawn_app_tuned("resolve_interval = \"300ms\"", &[], &target).await
+    spawn_app_tuned(worker, &[], &target).await
 }
 
 /// VM app1 at 10.0.3.4 in subnet `app` of vnet1, with the subnet's and/or the NIC's NSG.
@@ -207,5 +212,52 @@ async fn a_vm_that_moves_is_reported_and_new_grants_use_its_new_address() {
     let row = app.wait_status(&second, Status::Active, Duration::from_secs(10)).await;
     assert_eq!(row.destination, "10.0.3.9");
     assert_eq!(app.request(&first).await.destination, IP, "the open grant is unchanged");
+}
+
+#[tokio::test]
+async fn a_locked_down_vm_keeps_its_deny_in_every_nsg_and_grants_still_open() {
+    let app = spawn_vm_app_with(
+        "lockdown = true",
+        "resolve_interval = \"300ms\"\nreconcile_interval = \"300ms\"",
+    )
+    .await;
+    build_vm(&app, true, true);
+    wait_resolved(&app, IP).await;
+    let baseline = "jitbot-lockdown-app1";
+    app.wait_until("the baseline in both NSGs", Duration::from_secs(10), |a| {
+        a.arm.rule(&subnet_nsg(), baseline).is_some() && a.arm.rule(&nic_nsg(), baseline).is_some()
+    })
+    .await;
+    let deny = app.arm.rule(&nic_nsg(), baseline).unwrap();
+    assert_eq!((deny.properties.access.as_str(), deny.properties.priority), ("Deny", 200));
+
+    // Deleted in the portal (subnet NSG) and turned into an Allow (NIC NSG): both put back.
+    app.arm.delete_rule_directly(&subnet_nsg(), baseline);
+    let mut opened = deny.clone();
+    opened.properties.access = "Allow".into();
+    app.arm.put_existing_rule(&nic_nsg(), opened);
+    app.wait_until("both restored", Duration::from_secs(10), |a| {
+        [subnet_nsg(), nic_nsg()].iter().all(|n| {
+            a.arm
+                .rule(n, baseline)
+                .is_some_and(|r| r.properties.access == "Deny")
+        })
+    })
+    .await;
+    app.wait_until("the audit channel is told", Duration::from_secs(5), |a| {
+        let feed = a.audit_feed();
+        feed.iter().any(|t| t.contains("lockdown restored") && t.contains("was missing"))
+            && feed.iter().any(|t| t.contains("lockdown restored") && t.contains("changed to Allow"))
+    })
+    .await;
+    let restored = app.events_of("baseline_restored").await;
+    assert!(restored.len() >= 4, "created twice, restored twice: {restored:?}");
+
+    // Grants sit in the band ahead of the Deny and still open (and close) in both NSGs.
+    let id = app.submit(STEVE, "app1 22 1h").await;
+    app.click(ALICE, &id, true).await;
+    let active = app.wait_status(&id, Status::Active, Duration::from_secs(10)).await;
+    assert!(active.rules.iter().all(|r| r.priority.is_some_and(|p| p < 200)));
+    app.assert_chain_intact().await;
 }
 }
