@@ -106,6 +106,12 @@ pub fn card(
             value: req.reason.clone().unwrap_or_else(|| "—".into()),
         },
     ];
+    if let Some(t) = policy.targets.get(&req.target) {
+        fields.push(Field {
+            label: "Lockdown".into(),
+            value: t.lockdown_text().into(),
+        });
+    }
     let decided_by = |round: i64, kind: &str| -> Vec<String> {
         decisions
             .iter()

@@ -180,6 +180,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// Whether the port is closed to everyone else when no grant is open, for people.
+    pub fn lockdown_text(&self) -> &'static str {
+        if self.lockdown {
+            "locked down: closed to everyone when no grant is open"
+        } else {
+            "not locked down by jitbot: other rules may open these ports"
+        }
+    }
+
     pub fn ports_text(&self) -> String {
         join(self.ports.iter())
     }

@@ -20,7 +20,7 @@ impl Service {
             .iter()
             .map(|t| {
                 format!(
-                    "{}: ports {} ({}), up to {}, from {}{}; approvers: {} ({} needed)",
+                    "{}: ports {} ({}), up to {}, from {}{}; approvers: {} ({} needed); {}",
                     t.name,
                     t.ports_text(),
                     t.protocol,
@@ -30,7 +30,8 @@ impl Service {
                         .map(|d| format!(" (default {d})"))
                         .unwrap_or_default(),
                     t.approvers_text(),
-                    t.approvals_required
+                    t.approvals_required,
+                    t.lockdown_text()
                 )
             })
             .collect();

@@ -253,8 +253,15 @@ async fn a_locked_down_vm_keeps_its_deny_in_every_nsg_and_grants_still_open() {
     let restored = app.events_of("baseline_restored").await;
     assert!(restored.len() >= 4, "created twice, restored twice: {restored:?}");
 
+    // People see it: in /jit targets and on the approval card.
+    let targets = app.slash(STEVE, "targets").await;
+    assert!(targets.contains("app1") && targets.contains("locked down: closed to everyone"), "{targets}");
     // Grants sit in the band ahead of the Deny and still open (and close) in both NSGs.
     let id = app.submit(STEVE, "app1 22 1h").await;
+    app.wait_until("the card says it", Duration::from_secs(5), |a| {
+        a.card_text(&id).contains("locked down: closed to everyone")
+    })
+    .await;
     app.click(ALICE, &id, true).await;
     let active = app.wait_status(&id, Status::Active, Duration::from_secs(10)).await;
     assert!(active.rules.iter().all(|r| r.priority.is_some_and(|p| p < 200)));
