@@ -112,15 +112,26 @@ async fn readyz(State(st): State<HttpState>) -> Response {
 /// The gauges `/metrics` reads from the database at scrape time.
 async fn database_gauges(
     store: &crate::store::Store,
+    worker_heartbeat_ms: i64,
 ) -> Result<crate::metrics::DatabaseGauges, crate::store::StoreError> {
     Ok(crate::metrics::DatabaseGauges {
         grants: store.status_counts().await?,
         jobs: store.job_counts().await?,
+        overdue: store.overdue_by_target(crate::store::now_ms()).await?,
+        worker_heartbeat_ms,
     })
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {
-    match tokio::time::timeout(PROBE_BUDGET, database_gauges(&st.service.store)).await {
+    match tokio::time::timeout(
+        PROBE_BUDGET,
+        database_gauges(
+            &st.service.store,
+            st.worker_heartbeat.load(Ordering::Relaxed),
+        ),
+    )
+    .await
+    {
         Ok(Ok(gauges)) => (
             [(
                 axum::http::header::CONTENT_TYPE,

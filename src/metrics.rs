@@ -16,6 +16,9 @@
 //! - `revocation_lateness_seconds`: histogram of closed-at minus expires-at for expiring grants.
 //! - `grants{status}`: requests by status (pending, approved, applying, active, revoking, …).
 //! - `jobs{kind,state}`: the durable job queue by kind and state.
+//! - `grant_overdue_seconds{target}`: per target, how far past its expiry the worst grant whose
+//!   rule may still be open (active or revoking) is; no series when none is.
+//! - `worker_last_loop_timestamp_seconds`: when this replica's worker loop last ran (Unix s).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +51,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: String,
     state: String,
@@ -61,6 +69,8 @@ struct Inner {
     lateness: Histogram,
     grants: Family<StatusLabels, Gauge>,
     jobs: Family<JobLabels, Gauge>,
+    overdue: Family<TargetLabels, Gauge>,
+    worker_loop: Gauge,
 }
 
 /// The application's metrics. Cheap to clone; clones share the same series.
@@ -89,6 +99,10 @@ pub struct DatabaseGauges {
     pub grants: Vec<(String, i64)>,
     /// (kind, state, number of jobs).
     pub jobs: Vec<(String, String, i64)>,
+    /// (target, seconds past expiry of its most overdue grant still open).
+    pub overdue: Vec<(String, i64)>,
+    /// Unix ms of this replica's last worker loop.
+    pub worker_heartbeat_ms: i64,
 }
 
 /// Buckets of the revocation lateness histogram, in seconds (0.05 s … ~100 s).
@@ -135,9 +149,23 @@ impl Metrics {
             "Durable jobs by kind and state (read from the database at scrape time)",
             jobs.clone(),
         );
+        let overdue = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "grant_overdue_seconds",
+            "Per target, seconds past expiry of the most overdue grant whose rule may still be open",
+            overdue.clone(),
+        );
+        let worker_loop = Gauge::default();
+        registry.register(
+            "worker_last_loop_timestamp_seconds",
+            "Unix time of this replica's last worker loop",
+            worker_loop.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
+                overdue,
+                worker_loop,
                 requests,
                 arm_calls,
                 chat_errors,
@@ -202,6 +230,16 @@ impl Metrics {
                 .get_or_create(&JobLabels { kind, state })
                 .set(n);
         }
+        self.inner.overdue.clear();
+        for (target, secs) in gauges.overdue {
+            self.inner
+                .overdue
+                .get_or_create(&TargetLabels { target })
+                .set(secs);
+        }
+        self.inner
+            .worker_loop
+            .set(gauges.worker_heartbeat_ms / 1000);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
@@ -252,7 +290,17 @@ mod tests {
         let out = m.render(DatabaseGauges {
             grants: vec![("active".into(), 2), ("pending".into(), 1)],
             jobs: vec![("apply".into(), "done".into(), 3)],
+            overdue: vec![("web1".into(), 42)],
+            worker_heartbeat_ms: 1_795_773_600_500,
         });
+        assert!(
+            out.contains("jitbot_grant_overdue_seconds{target=\"web1\"} 42"),
+            "{out}"
+        );
+        assert!(
+            out.contains("jitbot_worker_last_loop_timestamp_seconds 1795773600"),
+            "{out}"
+        );
         assert!(out.contains("jitbot_grants{status=\"active\"} 2"), "{out}");
         assert!(out.contains("jitbot_grants{status=\"pending\"} 1"), "{out}");
         assert!(
@@ -261,10 +309,11 @@ mod tests {
         );
         let out = m.render(DatabaseGauges {
             grants: vec![("active".into(), 1)],
-            jobs: vec![],
+            ..DatabaseGauges::default()
         });
         assert!(out.contains("jitbot_grants{status=\"active\"} 1"), "{out}");
         assert!(!out.contains("pending"), "{out}");
+        assert!(!out.contains("target=\"web1\""), "{out}");
         assert!(!out.contains("kind=\"apply\""), "{out}");
     }
 }

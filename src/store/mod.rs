@@ -261,6 +261,21 @@ impl Store {
             .collect()
     }
 
+    /// Per target, how many seconds past its expiry its most overdue grant whose rule may still
+    /// be open (active or revoking) is at `now` (none: no row).
+    pub async fn overdue_by_target(&self, now: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT target, MAX($1 - expires_at) / 1000 AS late FROM requests
+             WHERE status IN ('active', 'revoking') AND expires_at < $1 GROUP BY target",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("target")?, r.try_get("late")?)))
+            .collect()
+    }
+
     /// Requests in the given statuses, oldest first.
     pub async fn requests_in(&self, statuses: &[Status]) -> Result<Vec<RequestRow>> {
         let list = statuses
