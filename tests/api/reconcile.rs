@@ -699,12 +699,25 @@ async fn a_revocation_arm_refuses_for_long_raises_one_alert_then_closes() {
     // Longer than the alert threshold again: still one alert.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(app.events_of("revocation_delayed").await.len(), 1);
+    let metrics = |app: &TestApp| {
+        let url = format!("{}/metrics", app.base);
+        let http = app.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let overdue = metrics(&app).await;
+    let line = overdue
+        .lines()
+        .find(|l| l.starts_with("jitbot_grant_overdue_seconds{target=\"web1\"}"))
+        .unwrap_or_else(|| panic!("no overdue series: {overdue}"));
+    let secs: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((5..30).contains(&secs), "{line}");
 
     app.arm.end_outage();
     let closed = app
         .wait_status(&grant.id, Status::Revoked, Duration::from_secs(25))
         .await;
     assert!(app.rule(&grant.id).is_none());
+    assert!(!metrics(&app).await.contains("jitbot_grant_overdue_seconds{"));
     let late = closed.closed_at.unwrap() - expires;
     println!("METRIC delayed_revocation_closed_after_expiry_ms={late}");
     app.wait_until(
