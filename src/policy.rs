@@ -21,6 +21,10 @@ pub struct PersonFile {
     pub discord: Option<String>,
     /// Display name for messages; defaults to the key.
     pub display_name: Option<String>,
+    /// The addresses this person usually connects from: a request without `from` uses the first
+    /// one inside the target's allowed sources (before the target's `default_source`).
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -104,6 +108,8 @@ pub struct Person {
     pub display_name: String,
     pub slack: Option<String>,
     pub discord: Option<String>,
+    /// Usual source addresses (`people.<name>.sources`).
+    pub sources: Vec<SourceCidr>,
 }
 
 /// Someone named in `requesters`, `approvers` or `auto_approve.requesters`.
@@ -316,6 +322,17 @@ impl Policy {
                     display_name: p.display_name.clone().unwrap_or_else(|| name.clone()),
                     slack: p.slack.clone(),
                     discord: p.discord.clone(),
+                    sources: p
+                        .sources
+                        .iter()
+                        .filter_map(|s| match SourceCidr::parse(s) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                errors.push(format!("people.{name}.sources: {e}"));
+                                None
+                            }
+                        })
+                        .collect(),
                 },
             );
         }
@@ -507,47 +524,7 @@ impl Policy {
                 ),
             ));
         }
-        let source = match &req.source {
-            Some(SourceSpec::Any) if target.allow_any_source => "*".to_string(),
-            Some(SourceSpec::Any) => {
-                return Err(Refusal::new(
-                    "source_anywhere_refused",
-                    format!(
-                        "{} may not be opened to the whole Internet (0.0.0.0/0); name your own address with `from <ip>`; allowed sources: {}",
-                        target.name,
-                        target.sources_text()
-                    ),
-                ));
-            }
-            Some(SourceSpec::Cidr(cidr)) => {
-                if target.allow_any_source || target.allowed_sources.iter().any(|a| cidr.within(a))
-                {
-                    cidr.to_string()
-                } else {
-                    return Err(Refusal::new(
-                        "source_not_allowed",
-                        format!(
-                            "{cidr} is outside {}'s allowed sources: {}",
-                            target.name,
-                            target.sources_text()
-                        ),
-                    ));
-                }
-            }
-            None => match &target.default_source {
-                Some(d) => d.to_string(),
-                None => {
-                    return Err(Refusal::new(
-                        "source_required",
-                        format!(
-                            "{} has no default source: add `from <your ip>`; allowed sources: {}",
-                            target.name,
-                            target.sources_text()
-                        ),
-                    ));
-                }
-            },
-        };
+        let source = source_for(target, actor.person, req.source.as_ref())?;
         let auto_approved = target.auto_approve.as_ref().is_some_and(|a| {
             self.matches(actor, &a.requesters)
                 && req.duration <= a.max_duration
@@ -566,6 +543,54 @@ impl Policy {
 
 fn platform_ids_missing(p: &PersonFile) -> bool {
     p.slack.is_none() && p.discord.is_none()
+}
+
+/// The source a request opens from: what was asked (within the target's allowed sources), else
+/// the person's first usual address inside them, else the target's default.
+fn source_for(
+    target: &Target,
+    person: &Person,
+    asked: Option<&SourceSpec>,
+) -> Result<String, Refusal> {
+    let allowed = |cidr: &SourceCidr| target.allowed_sources.iter().any(|a| cidr.within(a));
+    match asked {
+        Some(SourceSpec::Any) if target.allow_any_source => Ok("*".to_string()),
+        Some(SourceSpec::Any) => Err(Refusal::new(
+            "source_anywhere_refused",
+            format!(
+                "{} may not be opened to the whole Internet (0.0.0.0/0); name your own address with `from <ip>`; allowed sources: {}",
+                target.name,
+                target.sources_text()
+            ),
+        )),
+        Some(SourceSpec::Cidr(cidr)) if target.allow_any_source || allowed(cidr) => {
+            Ok(cidr.to_string())
+        }
+        Some(SourceSpec::Cidr(cidr)) => Err(Refusal::new(
+            "source_not_allowed",
+            format!(
+                "{cidr} is outside {}'s allowed sources: {}",
+                target.name,
+                target.sources_text()
+            ),
+        )),
+        None => person
+            .sources
+            .iter()
+            .find(|c| allowed(c))
+            .or(target.default_source.as_ref())
+            .map(|c| c.to_string())
+            .ok_or_else(|| {
+                Refusal::new(
+                    "source_required",
+                    format!(
+                        "{} has no default source and none of your usual addresses is allowed there: add `from <your ip>`; allowed sources: {}",
+                        target.name,
+                        target.sources_text()
+                    ),
+                )
+            }),
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -870,6 +895,7 @@ pub(crate) mod fixtures {
             display_name: name.to_string(),
             slack: Some(format!("U-{name}")),
             discord: None,
+            sources: vec![],
         }
     }
 
@@ -1107,5 +1133,28 @@ mod tests {
             };
             assert_eq!(policy.may_see(&actor, target, requester), want, "{case}");
         }
+    }
+
+    #[test]
+    fn a_request_without_from_uses_the_persons_first_allowed_address_then_the_default() {
+        let cidr = |s: &str| SourceCidr::parse(s).unwrap();
+        let mut t = super::fixtures::target("web1");
+        t.allowed_sources = vec![cidr("203.0.113.0/24")];
+        let mut p = person("alice");
+        let pick = |t: &Target, p: &Person| source_for(t, p, None).map_err(|r| r.rule);
+        assert_eq!(pick(&t, &p), Err("source_required"));
+        t.default_source = Some(cidr("203.0.113.1"));
+        assert_eq!(pick(&t, &p).as_deref(), Ok("203.0.113.1/32"));
+        // Her home address is not allowed there; her office one is, and wins over the default.
+        p.sources = vec![cidr("198.51.100.9"), cidr("203.0.113.44")];
+        assert_eq!(pick(&t, &p).as_deref(), Ok("203.0.113.44/32"));
+        // `from` always wins, and is still checked.
+        let asked = SourceSpec::Cidr(cidr("203.0.113.5"));
+        assert_eq!(source_for(&t, &p, Some(&asked)).unwrap(), "203.0.113.5/32");
+        let outside = SourceSpec::Cidr(cidr("198.51.100.9"));
+        assert_eq!(
+            source_for(&t, &p, Some(&outside)).unwrap_err().rule,
+            "source_not_allowed"
+        );
     }
 }
