@@ -32,6 +32,17 @@ pub struct ConfigFile {
     pub targets: BTreeMap<String, TargetFile>,
     #[serde(default)]
     pub scan: crate::exposure::ScanSettings,
+    /// `[digest] at = "09:00"`: the daily access review to the audit channel (UTC).
+    #[serde(default)]
+    pub digest: DigestFile,
+}
+
+/// `[digest]` of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestFile {
+    /// Time of day (UTC), `HH:MM`; none: no digest.
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +170,8 @@ pub struct WorkerSettings {
     pub reconcile_interval: Duration,
     /// Period of looking `vm` targets up again (it also runs at start).
     pub resolve_interval: Duration,
+    /// When the daily access review is posted (UTC); none: never.
+    pub digest_at: Option<crate::digest::DigestAt>,
     /// Alert when a grant is still open this long after it should have closed.
     pub revocation_alert_after: Duration,
     /// Period of audit checkpoints (skipped when the chain has not moved).
@@ -419,6 +432,19 @@ impl Settings {
             WorkerSettings::DEFAULT_REVOCATION_ALERT_AFTER,
             &mut errors,
         );
+        let digest_at = match file
+            .digest
+            .at
+            .as_deref()
+            .map(crate::digest::DigestAt::parse)
+        {
+            Some(Ok(at)) => Some(at),
+            Some(Err(e)) => {
+                errors.push(e);
+                None
+            }
+            None => None,
+        };
         let resolve_interval = period(
             "resolve_interval",
             &file.worker.resolve_interval,
@@ -470,6 +496,7 @@ impl Settings {
                 lease,
                 reconcile_interval,
                 resolve_interval,
+                digest_at,
                 revocation_alert_after,
                 checkpoint_interval,
             },

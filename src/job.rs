@@ -24,6 +24,7 @@ pub mod kind {
     pub const REVOCATION_WATCH: &str = "revocation_watch";
     pub const RELABEL: &str = "relabel";
     pub const RESOLVE_TARGETS: &str = "resolve_targets";
+    pub const DIGEST: &str = "digest";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -87,6 +88,9 @@ pub enum Job {
     /// Look up every `vm` target's address and NSGs in Azure and record (and report) what
     /// changed; reschedules itself every `worker.resolve_interval` (a singleton).
     ResolveTargets,
+    /// Post the daily access review to the audit channel; reschedules itself for the next day
+    /// (a singleton).
+    Digest,
 }
 
 impl Job {
@@ -105,6 +109,7 @@ impl Job {
             Job::RevocationWatch { .. } => kind::REVOCATION_WATCH,
             Job::Relabel { .. } => kind::RELABEL,
             Job::ResolveTargets => kind::RESOLVE_TARGETS,
+            Job::Digest => kind::DIGEST,
         }
     }
 
@@ -121,7 +126,7 @@ impl Job {
             Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
                 request_id.as_deref()
             }
-            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets => None,
+            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets | Job::Digest => None,
         }
     }
 
@@ -132,7 +137,7 @@ impl Job {
                 self.request_id().map(|id| format!("chat:{id}"))
             }
             // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
-            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets => {
+            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets | Job::Digest => {
                 Some(format!("singleton:{}", self.kind()))
             }
             Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),

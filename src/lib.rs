@@ -12,6 +12,7 @@ pub mod crashpoint;
 pub mod decision;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod digest;
 pub mod domain;
 pub mod exposure;
 pub mod http;

@@ -59,6 +59,8 @@ pub enum AuditKind {
     Checkpoint,
     /// Summary of a reconcile pass that found something.
     Reconciled,
+    /// The daily access review was posted.
+    Digest,
 }
 
 impl AuditKind {
@@ -93,6 +95,7 @@ impl AuditKind {
             AuditKind::RevocationDelayed => "revocation_delayed",
             AuditKind::Checkpoint => "checkpoint",
             AuditKind::Reconciled => "reconciled",
+            AuditKind::Digest => "digest",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! or a new one is added (no coarse polling: a revocation runs within milliseconds of its
 //! `run_at`).
 
+mod digest;
 pub mod jobs;
 pub mod reconcile;
 mod resolve;

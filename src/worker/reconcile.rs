@@ -50,9 +50,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 use crate::job::kind::{
-    CHECKPOINT as CHECKPOINT_KIND, CLEANUP as CLEANUP_KIND, RECONCILE as RECONCILE_KIND,
-    REMOVE_ORPHAN as REMOVE_ORPHAN_KIND, RESOLVE_TARGETS as RESOLVE_TARGETS_KIND,
-    REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
+    CHECKPOINT as CHECKPOINT_KIND, CLEANUP as CLEANUP_KIND, DIGEST as DIGEST_KIND,
+    RECONCILE as RECONCILE_KIND, REMOVE_ORPHAN as REMOVE_ORPHAN_KIND,
+    RESOLVE_TARGETS as RESOLVE_TARGETS_KIND, REVOCATION_WATCH as WATCH_KIND, REVOKE as REVOKE_KIND,
 };
 
 /// `850 ms`, `4.2 s`, `3m 12s`, `1h 5m`.
@@ -256,6 +256,11 @@ impl Worker {
         ensure_singleton(&self.store, &Job::Reconcile, now).await?;
         self.store.bring_forward(RESOLVE_TARGETS_KIND, now).await?;
         ensure_singleton(&self.store, &Job::ResolveTargets, now).await?;
+        if let Some(at) = self.settings.digest_at {
+            let next = at.next_after(now);
+            self.store.bring_forward(DIGEST_KIND, next).await?;
+            ensure_singleton(&self.store, &Job::Digest, next).await?;
+        }
         let next_checkpoint = now + self.settings.checkpoint_interval.as_millis() as i64;
         // A shorter interval than the one the queued checkpoint was planned with applies now.
         self.store
@@ -265,7 +270,12 @@ impl Worker {
         // Two replicas starting at once may both have inserted one: keep the oldest. (Each
         // replica does this after its own insert, so the later one sees both.) A younger
         // duplicate left queued would wait forever behind the oldest in their lane.
-        for kind in [RECONCILE_KIND, CHECKPOINT_KIND, RESOLVE_TARGETS_KIND] {
+        for kind in [
+            RECONCILE_KIND,
+            CHECKPOINT_KIND,
+            RESOLVE_TARGETS_KIND,
+            DIGEST_KIND,
+        ] {
             let retired = self.store.retire_younger_singletons(kind, now).await?;
             if retired > 0 {
                 tracing::info!(kind, retired, "retired duplicate singleton jobs");

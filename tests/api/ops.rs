@@ -341,3 +341,49 @@ async fn a_retry_that_may_not_read_the_history_still_delivers_the_message() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_daily_review_goes_to_the_audit_channel_at_its_time() {
+    // A few seconds from now, as `HH:MM:SS` UTC.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let app = spawn_app_with(&format!("[digest]\nat = \"{}\"", at.format("%H:%M:%S"))).await;
+    let id = app.submit(STEVE, "web1 22 1h").await;
+    app.click(ALICE, &id, true).await;
+    app.wait_status(&id, Status::Active, Duration::from_secs(5))
+        .await;
+    let refused = app.slash(STEVE, "web1 23 1h").await;
+    assert!(refused.contains("not allowed"), "{refused}");
+    app.wait_until("the review is posted", Duration::from_secs(10), |a| {
+        a.audit_feed().iter().any(|t| t.contains("Last 24 hours"))
+    })
+    .await;
+    let review = app
+        .audit_feed()
+        .into_iter()
+        .find(|t| t.contains("Last 24 hours"))
+        .unwrap();
+    assert!(
+        review.contains("1 request, 1 opened, 0 denied"),
+        "{review}"
+    );
+    assert!(
+        review.contains("By target: web1 1") && review.contains("By person: steve 1"),
+        "{review}"
+    );
+    assert!(review.contains("Refused: port_not_allowed 1"), "{review}");
+    assert!(
+        review.contains(&format!("Open now: `{id}` web1 port 22 for steve")),
+        "{review}"
+    );
+    let audited = app.events_of("digest").await;
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0].detail["open_now"], 1);
+    // The next one is tomorrow at the same time.
+    let next: i64 =
+        sqlx::query_scalar("SELECT run_at FROM jobs WHERE kind = 'digest' AND state = 'queued'")
+            .fetch_one(&app.sql)
+            .await
+            .unwrap();
+    let due = at.timestamp_millis() / 1000 * 1000;
+    assert_eq!(next, due + 86_400_000);
+}
