@@ -153,6 +153,9 @@ pub struct WorkerFile {
     pub checkpoint_interval: Option<String>,
     /// How often `vm` targets are looked up again in Azure (their address and NSGs), e.g. `"5m"`.
     pub resolve_interval: Option<String>,
+    /// How long before a grant closes its requester is reminded (grants at least three times
+    /// as long), e.g. `"10m"`; `"0s"` turns reminders off.
+    pub reminder_before: Option<String>,
     /// How long a claimed job stays this replica's without a renewal (renewed every third of it);
     /// after a crash, another replica takes the job over once it lapses, so it bounds how late a
     /// revocation a dying replica held can be. Default 10s.
@@ -170,6 +173,8 @@ pub struct WorkerSettings {
     pub reconcile_interval: Duration,
     /// Period of looking `vm` targets up again (it also runs at start).
     pub resolve_interval: Duration,
+    /// Remind requesters this long before their grant closes (0: never).
+    pub reminder_before: Duration,
     /// When the daily access review is posted (UTC); none: never.
     pub digest_at: Option<crate::digest::DigestAt>,
     /// Alert when a grant is still open this long after it should have closed.
@@ -181,6 +186,7 @@ pub struct WorkerSettings {
 impl WorkerSettings {
     pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
     pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DEFAULT_REMINDER_BEFORE: Duration = Duration::from_secs(600);
     pub const DEFAULT_REVOCATION_ALERT_AFTER: Duration = Duration::from_secs(120);
     pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
     /// A claimed job lapses this long after its last renewal (renewed every third of it).
@@ -445,6 +451,17 @@ impl Settings {
             }
             None => None,
         };
+        let reminder_before = match &file.worker.reminder_before {
+            None => WorkerSettings::DEFAULT_REMINDER_BEFORE,
+            Some(s) if s.trim() == "0s" || s.trim() == "0" => Duration::ZERO,
+            Some(s) => match GrantDuration::parse(s) {
+                Ok(d) => d.as_duration(),
+                Err(e) => {
+                    errors.push(format!("worker.reminder_before: {e}"));
+                    Duration::ZERO
+                }
+            },
+        };
         let resolve_interval = period(
             "resolve_interval",
             &file.worker.resolve_interval,
@@ -496,6 +513,7 @@ impl Settings {
                 lease,
                 reconcile_interval,
                 resolve_interval,
+                reminder_before,
                 digest_at,
                 revocation_alert_after,
                 checkpoint_interval,

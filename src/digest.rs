@@ -124,7 +124,11 @@ impl Digest {
                 .join(", ")
         };
         let requested: usize = self.requested_by_target.values().sum();
-        let plural = if requested == 1 { "request" } else { "requests" };
+        let plural = if requested == 1 {
+            "request"
+        } else {
+            "requests"
+        };
         let mut text = format!(
             "Last 24 hours: {requested} {plural}, {} opened, {} denied, {} expired undecided, {} failed.",
             self.opened, self.denied, self.expired, self.failed

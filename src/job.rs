@@ -25,6 +25,7 @@ pub mod kind {
     pub const RELABEL: &str = "relabel";
     pub const RESOLVE_TARGETS: &str = "resolve_targets";
     pub const DIGEST: &str = "digest";
+    pub const REMIND: &str = "remind";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -91,6 +92,9 @@ pub enum Job {
     /// Post the daily access review to the audit channel; reschedules itself for the next day
     /// (a singleton).
     Digest,
+    /// Remind the requester `worker.reminder_before` their grant closes (with Extend and I'm
+    /// done); follows extensions, ends with the grant.
+    Remind { request_id: String },
 }
 
 impl Job {
@@ -110,6 +114,7 @@ impl Job {
             Job::Relabel { .. } => kind::RELABEL,
             Job::ResolveTargets => kind::RESOLVE_TARGETS,
             Job::Digest => kind::DIGEST,
+            Job::Remind { .. } => kind::REMIND,
         }
     }
 
@@ -122,7 +127,8 @@ impl Job {
             | Job::ChatCard { request_id, .. }
             | Job::ChatCardUpdate { request_id, .. }
             | Job::RevocationWatch { request_id }
-            | Job::Relabel { request_id } => Some(request_id),
+            | Job::Relabel { request_id }
+            | Job::Remind { request_id } => Some(request_id),
             Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
                 request_id.as_deref()
             }

@@ -3,7 +3,7 @@
 //! Cards are rendered from the request's *current* state when a chat job runs, so a late or
 //! retried update always shows the truth, and several updates collapse into the newest.
 
-use crate::chat::{Button, ButtonAction, Decision, Field, Message, Tone};
+use crate::chat::{Button, ButtonAction, ButtonKind, Field, Message, Tone};
 use crate::domain::Platform;
 use crate::domain::{GrantDuration, Status};
 use crate::policy::Policy;
@@ -28,6 +28,17 @@ pub fn clock(ms: i64, with_seconds: bool) -> String {
 }
 
 /// `2026-11-21 14:05:02 UTC`
+/// `at 14:05 UTC (in 58 min)`: a time people read at a glance, with how far off it is.
+pub fn until(at: i64, now: i64) -> String {
+    let mins = ((at - now).max(0) + 59_999) / 60_000;
+    let rel = if mins < 60 {
+        format!("in {mins} min")
+    } else {
+        format!("in {}h {}m", mins / 60, mins % 60)
+    };
+    format!("at {} ({rel})", clock(at, false))
+}
+
 pub fn timestamp(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -215,7 +226,7 @@ fn decision_buttons(req: &RequestRow, round: i64) -> Vec<Button> {
         Button {
             label: "Approve".into(),
             action: ButtonAction {
-                kind: Decision::Approve,
+                kind: ButtonKind::Approve,
                 request_id: req.id.clone(),
                 round,
             },
@@ -234,13 +245,56 @@ fn decision_buttons(req: &RequestRow, round: i64) -> Vec<Button> {
         Button {
             label: "Deny".into(),
             action: ButtonAction {
-                kind: Decision::Deny,
+                kind: ButtonKind::Deny,
                 request_id: req.id.clone(),
                 round,
             },
             confirm: None,
         },
     ]
+}
+
+/// The requester's buttons on their open grant: **Extend** by as much as policy allows from now
+/// (the grant's own duration, at most 1h, never past the target's maximum; none when nothing
+/// fits) and **I'm done**.
+pub fn grant_buttons(
+    req: &RequestRow,
+    expires_at: i64,
+    max_duration_ms: Option<i64>,
+    now: i64,
+) -> Vec<Button> {
+    let remaining = expires_at.saturating_sub(now).max(0);
+    let room = max_duration_ms.map_or(0, |max| max - remaining);
+    // Whole minutes when it is at least one (a clean label), else seconds.
+    let ms = req.duration_ms.min(3_600_000).min(room);
+    let secs = if ms >= 60_000 {
+        ms / 60_000 * 60
+    } else {
+        ms / 1000
+    };
+    let mut buttons = Vec::new();
+    if secs >= 1 {
+        let by = GrantDuration::from_secs(secs as u64);
+        buttons.push(Button {
+            label: format!("Extend {by}"),
+            action: ButtonAction {
+                kind: ButtonKind::Extend,
+                request_id: req.id.clone(),
+                round: secs,
+            },
+            confirm: None,
+        });
+    }
+    buttons.push(Button {
+        label: "I'm done".into(),
+        action: ButtonAction {
+            kind: ButtonKind::Done,
+            request_id: req.id.clone(),
+            round: 0,
+        },
+        confirm: Some(format!("Close {} port {} now?", req.target, req.ports)),
+    });
+    buttons
 }
 
 /// A short notice about one request (requester DMs and the audit feed).

@@ -7,7 +7,7 @@ use jitbot::chat::discord::{
     verify_request,
 };
 use jitbot::chat::{
-    Button, ButtonAction, ChatApi, ChatError, Decision, Dedupe, Field, Message, MessageRef, Tone,
+    Button, ButtonAction, ButtonKind, ChatApi, ChatError, Dedupe, Field, Message, MessageRef, Tone,
 };
 use jitbot_sim::discord::{DiscordFault, DiscordSim};
 use jitbot_sim::discord_user::{self, TEST_PUBLIC_KEY, TEST_SEED};
@@ -117,7 +117,7 @@ fn the_project_vectors_parse() {
         } => {
             assert_eq!(user.id, "80351110224678912");
             assert_eq!(user.roles, vec!["700000000000000001".to_string()]);
-            assert_eq!(action.kind, Decision::Approve);
+            assert_eq!(action.kind, ButtonKind::Approve);
             assert_eq!(action.request_id, "req_7f3a");
             assert_eq!(action.round, 0);
             assert_eq!(channel_id, "645027906669510999");
@@ -194,12 +194,28 @@ fn subcommands_become_the_jit_grammar() {
 #[test]
 fn custom_ids_round_trip() {
     let a = ButtonAction {
-        kind: Decision::Deny,
+        kind: ButtonKind::Deny,
         request_id: "req_0123abcd".into(),
         round: 2,
     };
     assert_eq!(custom_id(&a), "jit:deny:req_0123abcd:2");
     assert_eq!(parse_custom_id(&custom_id(&a)), Some(a));
+    for kind in [ButtonKind::Approve, ButtonKind::Extend, ButtonKind::Done] {
+        let a = ButtonAction {
+            kind,
+            request_id: "req_0123abcd".into(),
+            round: 1200,
+        };
+        assert_eq!(parse_custom_id(&custom_id(&a)), Some(a));
+    }
+    assert_eq!(
+        custom_id(&ButtonAction {
+            kind: ButtonKind::Extend,
+            request_id: "req_1".into(),
+            round: 60
+        }),
+        "jit:extend:req_1:60"
+    );
     for bad in [
         "",
         "jit",
@@ -231,8 +247,8 @@ fn card() -> Message {
             value: "22".into(),
         }],
         buttons: vec![
-            button(Decision::Approve, "Approve"),
-            button(Decision::Deny, "Deny"),
+            button(ButtonKind::Approve, "Approve"),
+            button(ButtonKind::Deny, "Deny"),
         ],
         footer: Some("SIMULATED".into()),
         tone: Tone::Pending,

@@ -9,7 +9,7 @@ use jitbot::chat::slack::{
     parse_interaction, parse_slash_command, render_blocks, verify_request,
 };
 use jitbot::chat::{
-    Button, ButtonAction, ChatApi, ChatError, Decision, Dedupe, Field, Message, MessageRef, Tone,
+    Button, ButtonAction, ButtonKind, ChatApi, ChatError, Dedupe, Field, Message, MessageRef, Tone,
 };
 use jitbot_sim::slack::{SlackFault, SlackSim, sign};
 use serde_json::{Value, json};
@@ -72,7 +72,7 @@ fn card(request_id: &str, round: i64) -> Message {
             Button {
                 label: "Approve".into(),
                 action: ButtonAction {
-                    kind: Decision::Approve,
+                    kind: ButtonKind::Approve,
                     request_id: request_id.into(),
                     round,
                 },
@@ -81,7 +81,7 @@ fn card(request_id: &str, round: i64) -> Message {
             Button {
                 label: "Deny".into(),
                 action: ButtonAction {
-                    kind: Decision::Deny,
+                    kind: ButtonKind::Deny,
                     request_id: request_id.into(),
                     round,
                 },
@@ -367,7 +367,7 @@ fn parse_interaction_vector_is_approve_click() {
     assert_eq!(
         click.action,
         ButtonAction {
-            kind: Decision::Approve,
+            kind: ButtonKind::Approve,
             request_id: "req_7f3a".into(),
             round: 0
         }
@@ -423,7 +423,7 @@ fn parse_interaction_other_kinds_and_errors() {
     let Interaction::Button(click) = parsed else {
         panic!("expected a click, got {parsed:?}");
     };
-    assert_eq!(click.action.kind, Decision::Deny);
+    assert_eq!(click.action.kind, ButtonKind::Deny);
     assert_eq!(click.action.request_id, "req_1");
     assert_eq!(click.action.round, 2);
     assert_eq!(click.user_name, "bob");
@@ -537,7 +537,7 @@ fn decode_action_rejects_foreign_and_malformed() {
     assert_eq!(
         decode_action("jit_deny", "req_1:3"),
         Some(ButtonAction {
-            kind: Decision::Deny,
+            kind: ButtonKind::Deny,
             request_id: "req_1".into(),
             round: 3
         })

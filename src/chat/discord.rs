@@ -12,7 +12,7 @@
 //! any header, so Discord's rate limits could not be honoured. Command registration (a one-off CLI
 //! call) does use serenity's `Http`.
 
-use super::{ButtonAction, ChatApi, ChatError, Decision, Dedupe, Message, MessageRef, Tone};
+use super::{ButtonAction, ButtonKind, ChatApi, ChatError, Dedupe, Message, MessageRef, Tone};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use serenity::all::{
@@ -116,7 +116,7 @@ pub fn verify_request(
     }
 }
 
-/// A button's `custom_id`: `jit:<approve|deny>:<request id>:<round>` (≤ 100 chars).
+/// A button's `custom_id`: `jit:<approve|deny|extend|done>:<request id>:<round>` (≤ 100 chars).
 pub fn custom_id(action: &ButtonAction) -> String {
     format!(
         "jit:{}:{}:{}",
@@ -132,11 +132,7 @@ pub fn parse_custom_id(s: &str) -> Option<ButtonAction> {
     if parts.next()? != "jit" {
         return None;
     }
-    let kind = match parts.next()? {
-        "approve" => Decision::Approve,
-        "deny" => Decision::Deny,
-        _ => return None,
-    };
+    let kind = ButtonKind::parse(parts.next()?)?;
     let request_id = parts.next().filter(|s| !s.is_empty())?.to_string();
     let round = match parts.next() {
         None => 0,
@@ -408,8 +404,8 @@ pub fn components(message: &Message) -> Vec<CreateActionRow> {
                         CreateButton::new(custom_id(&b.action))
                             .label(truncate(&b.label, 80))
                             .style(match b.action.kind {
-                                Decision::Approve => ButtonStyle::Success,
-                                Decision::Deny => ButtonStyle::Danger,
+                                ButtonKind::Approve | ButtonKind::Extend => ButtonStyle::Success,
+                                ButtonKind::Deny | ButtonKind::Done => ButtonStyle::Danger,
                             })
                     })
                     .collect(),

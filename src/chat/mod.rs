@@ -49,11 +49,56 @@ pub struct Field {
 /// (Slack `action_id` + `value`, Discord `custom_id`) and comes back in the click.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ButtonAction {
-    pub kind: Decision,
+    pub kind: ButtonKind,
     /// The request the button decides.
     pub request_id: String,
-    /// Which approval round (0 = the original request, 1.. = extensions).
+    /// Approve/Deny: which approval round (0 = the original request, 1.. = extensions).
+    /// Extend: by how many seconds. Done: 0.
     pub round: i64,
+}
+
+/// What a button is for: an approver's decision on a card, or the requester's action on their
+/// open grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ButtonKind {
+    Approve,
+    Deny,
+    /// Keep the grant open longer (by the seconds in [`ButtonAction::round`]).
+    Extend,
+    /// Close the grant now ("I'm done").
+    Done,
+}
+
+impl ButtonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ButtonKind::Approve => "approve",
+            ButtonKind::Deny => "deny",
+            ButtonKind::Extend => "extend",
+            ButtonKind::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ButtonKind> {
+        [
+            ButtonKind::Approve,
+            ButtonKind::Deny,
+            ButtonKind::Extend,
+            ButtonKind::Done,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The approver's decision this button casts, if it is one.
+    pub fn decision(self) -> Option<Decision> {
+        match self {
+            ButtonKind::Approve => Some(Decision::Approve),
+            ButtonKind::Deny => Some(Decision::Deny),
+            ButtonKind::Extend | ButtonKind::Done => None,
+        }
+    }
 }
 
 /// The two decisions an approver can make.

@@ -23,7 +23,7 @@ use slack_morphism::signature_verifier::{
     SlackEventSignatureVerifier, SlackEventSignatureVerifierError,
 };
 
-use super::{ButtonAction, ChatApi, ChatError, Decision, Dedupe, Message, MessageRef, Tone};
+use super::{ButtonAction, ButtonKind, ChatApi, ChatError, Dedupe, Message, MessageRef, Tone};
 
 /// Largest accepted distance between the request timestamp and now, in either direction.
 pub const MAX_SIGNATURE_SKEW_SECS: i64 = 300;
@@ -32,6 +32,10 @@ pub const MAX_SIGNATURE_SKEW_SECS: i64 = 300;
 pub const ACTION_APPROVE: &str = "jit_approve";
 /// `action_id` of the Deny button.
 pub const ACTION_DENY: &str = "jit_deny";
+/// `action_id` of the requester's Extend button on an open grant.
+pub const ACTION_EXTEND: &str = "jit_extend";
+/// `action_id` of the requester's "I'm done" button on an open grant.
+pub const ACTION_DONE: &str = "jit_done";
 /// Prefix of the `block_id` of the actions block holding a request's buttons.
 pub const ACTIONS_BLOCK_PREFIX: &str = "jit_actions:";
 
@@ -326,10 +330,12 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 // Button identity
 // ---------------------------------------------------------------------------------------------
 
-fn action_id_for(kind: Decision) -> &'static str {
+fn action_id_for(kind: ButtonKind) -> &'static str {
     match kind {
-        Decision::Approve => ACTION_APPROVE,
-        Decision::Deny => ACTION_DENY,
+        ButtonKind::Approve => ACTION_APPROVE,
+        ButtonKind::Deny => ACTION_DENY,
+        ButtonKind::Extend => ACTION_EXTEND,
+        ButtonKind::Done => ACTION_DONE,
     }
 }
 
@@ -348,8 +354,10 @@ fn encode_value(request_id: &str, round: i64) -> String {
 /// `None` for foreign buttons or malformed values.
 pub fn decode_action(action_id: &str, value: &str) -> Option<ButtonAction> {
     let kind = match action_id {
-        ACTION_APPROVE => Decision::Approve,
-        ACTION_DENY => Decision::Deny,
+        ACTION_APPROVE => ButtonKind::Approve,
+        ACTION_DENY => ButtonKind::Deny,
+        ACTION_EXTEND => ButtonKind::Extend,
+        ACTION_DONE => ButtonKind::Done,
         _ => return None,
     };
     let (request_id, round) = match value.rsplit_once(':') {
@@ -497,7 +505,7 @@ pub fn render_blocks(msg: &Message) -> Vec<SlackBlock> {
 /// appearance so that every `block_id` is unique and each block holds at most one Approve and
 /// one Deny (Slack requires unique `action_id`s within a block).
 fn render_button_blocks(msg: &Message) -> Vec<SlackBlock> {
-    let mut groups: Vec<(String, Vec<SlackActionBlockElement>, Vec<Decision>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<SlackActionBlockElement>, Vec<ButtonKind>)> = Vec::new();
     for button in &msg.buttons {
         let a = &button.action;
         let value = encode_value(&a.request_id, a.round);
@@ -547,15 +555,19 @@ fn render_button(button: &super::Button, value: &str) -> SlackBlockButtonElement
     let kind = button.action.kind;
     let label = if button.label.trim().is_empty() {
         match kind {
-            Decision::Approve => "Approve".to_string(),
-            Decision::Deny => "Deny".to_string(),
+            ButtonKind::Approve => "Approve".to_string(),
+            ButtonKind::Deny => "Deny".to_string(),
+            ButtonKind::Extend => "Extend".to_string(),
+            ButtonKind::Done => "I'm done".to_string(),
         }
     } else {
         truncate_chars(button.label.trim(), MAX_BUTTON_TEXT)
     };
     let (style, confirm_title, confirm_style) = match kind {
-        Decision::Approve => (SlackBlockButtonStyle::Primary, "Approve access?", "primary"),
-        Decision::Deny => (SlackBlockButtonStyle::Danger, "Deny access?", "danger"),
+        ButtonKind::Approve => (SlackBlockButtonStyle::Primary, "Approve access?", "primary"),
+        ButtonKind::Deny => (SlackBlockButtonStyle::Danger, "Deny access?", "danger"),
+        ButtonKind::Extend => (SlackBlockButtonStyle::Primary, "Extend?", "primary"),
+        ButtonKind::Done => (SlackBlockButtonStyle::Danger, "Close now?", "danger"),
     };
     let mut el = SlackBlockButtonElement::new(plain(label.clone()))
         .with_action_id(SlackActionId::new(action_id_for(kind).to_string()))

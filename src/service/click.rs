@@ -14,6 +14,9 @@ impl Service {
     /// A button click from a verified user. Returns a private reply for the clicker when the click
     /// was refused or changed nothing; `None` when the card update says it all.
     pub async fn click(&self, user: &ChatUser, action: &ButtonAction) -> Result<Option<Message>> {
+        let Some(decision) = action.kind.decision() else {
+            return self.grant_button(user, action).await.map(Some);
+        };
         let (person, req) = match self.authorise_click(user, action).await? {
             Ok(allowed) => allowed,
             Err(refused) => return Ok(Some(refused)),
@@ -21,7 +24,10 @@ impl Service {
         let by = person.name.as_str();
         let round = action.round;
         let mut tx = self.store.begin().await?;
-        match self.cast_vote(&mut tx, &req, by, user, action).await? {
+        match self
+            .cast_vote(&mut tx, &req, by, user, action, decision)
+            .await?
+        {
             Decided::RoundClosed => {
                 // Roll back first: on SQLite the transaction holds the only connection.
                 drop(tx);
@@ -47,7 +53,7 @@ impl Service {
             }
         }
         tx.commit().await?;
-        if matches!(action.kind, Decision::Approve) {
+        if decision == Decision::Approve {
             // Crash tests stop here: the approval is committed and the apply job must still run.
             crate::crashpoint::hit("after_decision");
         }
@@ -114,6 +120,7 @@ impl Service {
         by: &str,
         user: &ChatUser,
         action: &ButtonAction,
+        decision: Decision,
     ) -> Result<Decided> {
         let round = action.round;
         // Row lock + CAS on (status, round): concurrent clicks are serialised here, and a click on
@@ -129,14 +136,14 @@ impl Service {
             && tx
                 .insert_decision(&req.id, round, by, action.kind.as_str(), user.platform)
                 .await?;
-        let approvals = if first_vote && action.kind == Decision::Approve {
+        let approvals = if first_vote && decision == Decision::Approve {
             // Counted under the row lock, after this vote: exactly one click reaches the threshold.
             tx.approvals(&req.id, round).await?
         } else {
             0
         };
         Ok(decision::decide(&Ballot {
-            decision: action.kind,
+            decision,
             round,
             open,
             first_vote,

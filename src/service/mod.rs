@@ -10,6 +10,7 @@
 //! One file per action: `request.rs` (a new request), `click.rs` (an approver's decision),
 //! `extend.rs`, `revoke.rs`, and `queries.rs` for the read-only commands.
 
+mod buttons;
 mod click;
 mod extend;
 mod queries;

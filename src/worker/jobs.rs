@@ -81,6 +81,7 @@ impl Worker {
             Job::Relabel { request_id } => self.relabel(claimed, &request_id).await,
             Job::ResolveTargets => self.resolve_targets(claimed).await,
             Job::Digest => self.digest(claimed).await,
+            Job::Remind { request_id } => self.remind(&request_id).await,
         }
     }
 
@@ -222,15 +223,68 @@ impl Worker {
                 GrantDuration::from_millis(req.duration_ms)
             )
         };
-        self.announce(
-            &mut tx,
-            req,
-            &notice(req, Tone::Success, "Access open", text),
-        )
-        .await?;
+        let open = notice(req, Tone::Success, "Access open", text);
+        // The requester's copy carries Extend and I'm done; the audit channel's does not.
+        let mut theirs = open.clone();
+        theirs.buttons = self.grant_buttons(req, expires, now);
+        outbox::tell_requester(&mut tx, req, &theirs).await?;
+        self.out.feed(&mut tx, Some(&req.id), &open).await?;
+        self.out.refresh_cards(&mut tx, &req.id).await?;
+        let before = self.settings.reminder_before.as_millis() as i64;
+        if before > 0 && req.duration_ms >= 3 * before && expires - before > now {
+            Job::Remind {
+                request_id: id.into(),
+            }
+            .enqueue(&mut tx, expires - before)
+            .await?;
+        }
         tx.commit().await?;
         tracing::info!(request_id = id, nsgs = %req.nsg_names(), "grant active");
         Ok(Outcome::Done)
+    }
+
+    /// Extend and I'm done for the requester of an open grant.
+    fn grant_buttons(&self, req: &RequestRow, expires: i64, now: i64) -> Vec<crate::chat::Button> {
+        let max = self
+            .policy
+            .targets
+            .get(&req.target)
+            .map(|t| t.max_duration.as_millis());
+        messages::grant_buttons(req, expires, max, now)
+    }
+
+    /// `reminder_before` an open grant's expiry: tell the requester, with Extend and I'm done.
+    /// Follows extensions (a grant extended after its reminder gets another before its new
+    /// expiry) and ends with the grant.
+    async fn remind(&self, id: &str) -> Result<Outcome> {
+        let Some(req) = self.store.request(id).await? else {
+            return Ok(Outcome::Done);
+        };
+        let Some(expires) = req.expires_at.filter(|_| req.status == Status::Active) else {
+            return Ok(Outcome::Done);
+        };
+        let now = now_ms();
+        let due = expires - self.settings.reminder_before.as_millis() as i64;
+        if now < due {
+            return Ok(Outcome::RescheduleAt(due));
+        }
+        if now >= expires {
+            return Ok(Outcome::Done); // its revoke job is closing it
+        }
+        let text = format!(
+            "{} port {} from {} closes {}. Need longer? Extend it; finished? Close it now.",
+            req.target,
+            req.ports,
+            req.source,
+            messages::until(expires, now)
+        );
+        let mut reminder = notice(&req, Tone::Info, "Closing soon", text);
+        reminder.buttons = self.grant_buttons(&req, expires, now);
+        let mut tx = self.store.begin().await?;
+        outbox::tell_requester(&mut tx, &req, &reminder).await?;
+        tx.commit().await?;
+        // Look again just after this expiry: if it was extended meanwhile, remind again.
+        Ok(Outcome::RescheduleAt(expires + 1000))
     }
 
     /// The request could not be opened: mark it failed, tell everyone, and make sure no rule stays.

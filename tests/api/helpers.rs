@@ -663,6 +663,55 @@ impl TestApp {
             .collect()
     }
 
+    /// The buttons — (action_id, value, label) — and ts of the newest direct message to `user`
+    /// whose text contains `needle`.
+    pub fn dm_buttons(
+        &self,
+        user: &str,
+        needle: &str,
+    ) -> Option<(String, Vec<(String, String, String)>)> {
+        let m = self
+            .slack
+            .messages(user)
+            .into_iter()
+            .rev()
+            .find(|m| m.text.contains(needle))?;
+        let mut buttons = Vec::new();
+        for block in m.blocks.as_array().into_iter().flatten() {
+            for el in block["elements"].as_array().into_iter().flatten() {
+                if el["type"] == "button" {
+                    buttons.push((
+                        el["action_id"].as_str().unwrap_or_default().to_string(),
+                        el["value"].as_str().unwrap_or_default().to_string(),
+                        el["text"]["text"].as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+        Some((m.ts, buttons))
+    }
+
+    /// `user` presses a button (`action_id`, `value`) on message `ts` in `channel`.
+    pub async fn press(
+        &self,
+        user: &str,
+        channel: &str,
+        ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> reqwest::StatusCode {
+        let body = slack_user::block_action(user, "someone", channel, ts, action_id, value);
+        slack_user::send(
+            &self.http,
+            &format!("{}/slack/interactions", self.base),
+            SECRET,
+            &body,
+        )
+        .await
+        .unwrap()
+        .status()
+    }
+
     pub fn card_text(&self, id: &str) -> String {
         self.slack
             .messages(APPROVALS)

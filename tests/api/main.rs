@@ -100,6 +100,7 @@ mod helpers;
 
 mod approvals;
 mod arm_faults;
+mod buttons;
 mod database;
 mod discord;
 mod lifecycle;

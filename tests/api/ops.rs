@@ -362,10 +362,7 @@ async fn the_daily_review_goes_to_the_audit_channel_at_its_time() {
         .into_iter()
         .find(|t| t.contains("Last 24 hours"))
         .unwrap();
-    assert!(
-        review.contains("1 request, 1 opened, 0 denied"),
-        "{review}"
-    );
+    assert!(review.contains("1 request, 1 opened, 0 denied"), "{review}");
     assert!(
         review.contains("By target: web1 1") && review.contains("By person: steve 1"),
         "{review}"
