@@ -6,7 +6,7 @@ use jitbot::domain::Status;
 use std::time::Duration;
 
 /// Waits for the requester's "Access open" message; returns its ts and buttons.
-async fn open_message(app: &TestApp, id: &str) -> (String, Vec<(String, String, String)>) {
+async fn open_message(app: &TestApp, id: &str) -> (String, Vec<DmButton>) {
     app.wait_until("the open notice", Duration::from_secs(5), |a| {
         a.dm_buttons(STEVE, "is open from").is_some()
     })
