@@ -666,13 +666,8 @@ impl TestApp {
             .collect()
     }
 
-    /// The buttons — (action_id, value, label) — and ts of the newest direct message to `user`
-    /// whose text contains `needle`.
-    pub fn dm_buttons(
-        &self,
-        user: &str,
-        needle: &str,
-    ) -> Option<(String, Vec<(String, String, String)>)> {
+    /// The buttons and ts of the newest direct message to `user` whose text contains `needle`.
+    pub fn dm_buttons(&self, user: &str, needle: &str) -> Option<(String, Vec<DmButton>)> {
         let m = self
             .slack
             .messages(user)
