@@ -69,6 +69,7 @@ impl Application {
         let service = Service {
             store: store.clone(),
             policy: policy.clone(),
+            public_url: settings.server.public_url.clone(),
             out: out.clone(),
             simulated: azure.simulated,
             metrics: metrics.clone(),
@@ -110,6 +111,7 @@ impl Application {
                 discord: discord_endpoint,
                 worker_heartbeat: heartbeat,
                 metrics,
+                trusted_proxies: Arc::new(settings.server.trusted_proxies.clone()),
             },
             settings.server.max_body_bytes,
         );

@@ -1,7 +1,7 @@
 //! The `/jit` grammar: text a person typed → a [`Command`], or a message telling them how to fix it.
 //!
 //! ```text
-//! /jit <target> <ports> <duration> [from <ip|cidr>] [reason…]
+//! /jit <target> <ports> <duration> [from <ip|cidr|me>] [reason…]
 //! /jit help | targets | list | status <id> | revoke <id> | extend <id> <duration>
 //! ```
 
@@ -32,7 +32,7 @@ pub struct AccessRequest {
 /// The one-screen usage text, shown by `/jit help` and after every grammar error.
 pub const USAGE: &str = "\
 Usage:
-  /jit <target> <ports> <duration> [from <ip|cidr>] [reason…]
+  /jit <target> <ports> <duration> [from <ip|cidr|me>] [reason…]
       e.g. /jit web1 22 1h   ·   /jit web1 22,3389 90m from 203.0.113.7 deploy hotfix   ·   /jit web1 ssh 30s
       ports: 22, 22,3389, ssh (22), rdp (3389)   durations: 90s, 30m, 1h30m, PT1H
   /jit targets                  what you may request

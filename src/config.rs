@@ -51,6 +51,14 @@ pub struct ServerSettings {
     /// Address the HTTP server binds (`0.0.0.0:8080` in a container).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The address people reach jitbot at (`https://jitbot.example.com`): enables `from me`
+    /// links. None: `from me` is refused with what to do instead.
+    #[serde(default)]
+    pub public_url: Option<url::Url>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (CIDRs); from anyone else the
+    /// connection's own address is the client's.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `text` (default) or `json` logs.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -73,6 +81,8 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: default_listen(),
+            public_url: None,
+            trusted_proxies: Vec::new(),
             log_format: LogFormat::Text,
             max_connections: default_max_connections(),
             header_timeout: default_read_timeout(),

@@ -386,6 +386,9 @@ pub enum SourceSpec {
     Cidr(SourceCidr),
     /// "Anywhere": `*`, `any`, `internet`, `0.0.0.0/0`, `::/0`. Refused unless a target allows it.
     Any,
+    /// `me`: the address of the computer the person confirms from, through a one-time link
+    /// (`server.public_url`).
+    Me,
 }
 
 impl SourceCidr {
@@ -427,6 +430,7 @@ impl SourceSpec {
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "*" | "any" | "internet" | "anywhere" => Ok(SourceSpec::Any),
+            "me" => Ok(SourceSpec::Me),
             _ => {
                 let cidr = SourceCidr::parse(s)?;
                 if cidr.is_everything() {

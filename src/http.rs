@@ -38,6 +38,8 @@ pub struct HttpState {
     pub worker_heartbeat: Arc<AtomicI64>,
     /// Counters recorded across the application; rendered by `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// What `/discord/interactions` needs: the application's public key, and the REST client for
@@ -87,9 +89,84 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/ip/{token}", get(source_page).post(source_confirm))
         // Bodies past the cap are refused (413) before they are read into memory.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// The address of the client behind a request: the connection's peer, unless the peer is a
+/// trusted proxy — then the rightmost `X-Forwarded-For` entry that is not one (entries further
+/// left are whatever the client claimed).
+pub fn client_address(
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer.ip()) {
+        return peer.ip();
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in forwarded.iter().rev() {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer.ip()
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    for (name, value) in crate::pages::HEADERS {
+        if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+/// `GET /ip/<token>`: the page of a `from me` link.
+async fn source_page(
+    State(st): State<HttpState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let address = client_address(peer, &headers, &st.trusted_proxies);
+    match st.service.source_link_for(&token).await {
+        Ok(Some(link)) => html(StatusCode::OK, crate::pages::confirm(&link, address)),
+        Ok(None) => html(StatusCode::NOT_FOUND, crate::pages::gone()),
+        Err(e) => {
+            tracing::error!(error = %e, "source link page");
+            html(StatusCode::SERVICE_UNAVAILABLE, crate::pages::gone())
+        }
+    }
+}
+
+/// `POST /ip/<token>`: the person confirms; the request is made from the address seen now.
+async fn source_confirm(
+    State(st): State<HttpState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let address = client_address(peer, &headers, &st.trusted_proxies);
+    match st.service.confirm_source_link(&token, address).await {
+        Ok(Some(answer)) => html(StatusCode::OK, crate::pages::result(&answer)),
+        Ok(None) => html(StatusCode::NOT_FOUND, crate::pages::gone()),
+        Err(e) => {
+            tracing::error!(error = %e, "source link confirmation");
+            html(StatusCode::SERVICE_UNAVAILABLE, crate::pages::gone())
+        }
+    }
 }
 
 /// How long `/readyz` and `/metrics` wait for the database before saying it is not answering.
@@ -492,4 +569,29 @@ fn click_unavailable() -> Response {
     Json(json!({ "response_type": "ephemeral", "replace_original": false,
         "text": reply(Tone::Danger, "", "jitbot could not record your decision (its database is not answering); nothing changed. Please click again in a minute.", false).plain_text() }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_says_otherwise() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let at = |peer: &str, xff: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = xff {
+                headers.insert("x-forwarded-for", v.parse().unwrap());
+            }
+            client_address(peer.parse().unwrap(), &headers, &trusted).to_string()
+        };
+        let chain = Some("198.51.100.1, 203.0.113.7, 10.0.0.9");
+        // An untrusted peer's header is ignored: anyone can send one.
+        assert_eq!(at("192.0.2.5:4000", chain), "192.0.2.5");
+        // Behind trusted proxies: the rightmost address that is not one of them.
+        assert_eq!(at("10.1.2.3:4000", chain), "203.0.113.7");
+        assert_eq!(at("10.1.2.3:4000", Some("garbage, 10.0.0.9")), "10.1.2.3");
+        assert_eq!(at("10.1.2.3:4000", None), "10.1.2.3");
+    }
 }

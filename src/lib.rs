@@ -21,6 +21,7 @@ pub mod lockdown;
 pub mod messages;
 pub mod metrics;
 pub mod outbox;
+pub mod pages;
 pub mod paths;
 pub mod policy;
 pub mod scan;

@@ -566,6 +566,11 @@ fn source_for(
         Some(SourceSpec::Cidr(cidr)) if target.allow_any_source || allowed(cidr) => {
             Ok(cidr.to_string())
         }
+        // Resolved by the one-time link before policy sees it (`service::links`).
+        Some(SourceSpec::Me) => Err(Refusal::new(
+            "source_required",
+            format!("{} needs an address: add `from <your ip>`", target.name),
+        )),
         Some(SourceSpec::Cidr(cidr)) => Err(Refusal::new(
             "source_not_allowed",
             format!(

@@ -121,7 +121,11 @@ pub async fn serve(
             tokio::spawn(shed(stream));
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that need the client's address (the `from me` page) read it from here.
+        let with_peer = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = TowerToHyperService::new(with_peer);
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let mut stop = shutdown.clone();
         tokio::spawn(async move {

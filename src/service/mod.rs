@@ -13,6 +13,7 @@
 mod buttons;
 mod click;
 mod extend;
+mod links;
 mod queries;
 mod request;
 mod revoke;
@@ -50,6 +51,8 @@ impl ChatUser {
 pub struct Service {
     pub store: Store,
     pub policy: Arc<Policy>,
+    /// Where people reach jitbot (`server.public_url`): `from me` links. None: refused.
+    pub public_url: Option<url::Url>,
     pub out: Destinations,
     /// The simulated Azure backend is in use: every message and audit event says so.
     pub simulated: bool,

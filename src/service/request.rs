@@ -4,7 +4,7 @@ use super::{ChatUser, Service};
 use crate::chat::{Message, Tone};
 use crate::command::AccessRequest;
 use crate::domain::Platform;
-use crate::domain::{RequestId, Status};
+use crate::domain::{RequestId, SourceSpec, Status};
 use crate::job::Job;
 use crate::messages::{self, who};
 use crate::paths::{self, Path};
@@ -22,6 +22,9 @@ impl Service {
         r: &AccessRequest,
         text: &str,
     ) -> Result<Message> {
+        if r.source == Some(SourceSpec::Me) {
+            return self.source_link(user, actor, r, text).await;
+        }
         let shape = match self.policy.evaluate(actor, r) {
             Ok(s) => s,
             Err(refusal) => {

@@ -61,6 +61,8 @@ pub enum AuditKind {
     Reconciled,
     /// The daily access review was posted.
     Digest,
+    /// A `from me` link was issued (the token itself is never recorded).
+    SourceLinkIssued,
 }
 
 impl AuditKind {
@@ -96,6 +98,7 @@ impl AuditKind {
             AuditKind::Checkpoint => "checkpoint",
             AuditKind::Reconciled => "reconciled",
             AuditKind::Digest => "digest",
+            AuditKind::SourceLinkIssued => "source_link_issued",
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod jobs;
 mod singletons;
+mod source_links;
 mod target_paths;
 
 use crate::domain::Platform;
@@ -22,6 +23,7 @@ use tokio::sync::Notify;
 
 pub use audit::{AuditEvent, AuditKind};
 pub use jobs::{ClaimedJob, JobSpec};
+pub use source_links::SourceLink;
 
 /// Which SQL dialect is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -344,7 +344,7 @@ pub async fn eventually<T>(
 }
 
 /// The request id (`req_…`, in backticks) in an answer to `/jit`.
-fn request_id_in(reply: &str) -> String {
+pub fn request_id_in(reply: &str) -> String {
     reply
         .split('`')
         .find(|w| w.starts_with("req_"))

@@ -100,10 +100,12 @@ mod helpers;
 
 mod approvals;
 mod arm_faults;
+mod browser;
 mod buttons;
 mod database;
 mod discord;
 mod lifecycle;
+mod links;
 mod ops;
 mod reconcile;
 mod replicas;
