@@ -32,6 +32,9 @@ pub struct ConfigFile {
     pub targets: BTreeMap<String, TargetFile>,
     #[serde(default)]
     pub scan: crate::exposure::ScanSettings,
+    /// `[siem]`: where audit events are pushed (webhooks, Azure Monitor Logs Ingestion).
+    #[serde(default)]
+    pub siem: crate::siem::SiemFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +275,7 @@ pub struct Settings {
     pub discord: Option<DiscordSettings>,
     pub policy: Policy,
     pub scan: crate::exposure::ScanSettings,
+    pub siem: crate::siem::SiemSettings,
 }
 
 impl Settings {
@@ -378,6 +382,7 @@ impl Settings {
             _ => None,
         };
         errors.extend(file.azure.problems());
+        let siem = crate::siem::SiemSettings::resolve(&file.siem, &secrets, &mut errors);
         if file.slack.is_none() && file.discord.is_none() {
             errors.push(
                 "no chat platform is configured: add a [slack] or a [discord] section (or both)"
@@ -478,6 +483,7 @@ impl Settings {
             discord,
             policy,
             scan: file.scan,
+            siem,
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod kind {
     pub const REVOCATION_WATCH: &str = "revocation_watch";
     pub const RELABEL: &str = "relabel";
     pub const RESOLVE_TARGETS: &str = "resolve_targets";
+    pub const SIEM_DELIVER: &str = "siem.deliver";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -87,6 +88,9 @@ pub enum Job {
     /// Look up every `vm` target's address and NSGs in Azure and record (and report) what
     /// changed; reschedules itself every `worker.resolve_interval` (a singleton).
     ResolveTargets,
+    /// Send the audit events after a SIEM sink's cursor, in order; reschedules itself (one
+    /// singleton per sink, lane `singleton:siem:<sink>`).
+    SiemDeliver { sink: String },
 }
 
 impl Job {
@@ -105,6 +109,7 @@ impl Job {
             Job::RevocationWatch { .. } => kind::REVOCATION_WATCH,
             Job::Relabel { .. } => kind::RELABEL,
             Job::ResolveTargets => kind::RESOLVE_TARGETS,
+            Job::SiemDeliver { .. } => kind::SIEM_DELIVER,
         }
     }
 
@@ -121,7 +126,9 @@ impl Job {
             Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
                 request_id.as_deref()
             }
-            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets => None,
+            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets | Job::SiemDeliver { .. } => {
+                None
+            }
         }
     }
 
@@ -136,6 +143,7 @@ impl Job {
                 Some(format!("singleton:{}", self.kind()))
             }
             Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),
+            Job::SiemDeliver { sink } => Some(Job::siem_lane(sink)),
             _ => None,
         }
     }
@@ -147,6 +155,11 @@ impl Job {
             nsg.to_ascii_lowercase(),
             rule_name.to_ascii_lowercase()
         )
+    }
+
+    /// The lane of a SIEM sink's delivery (one singleton per sink).
+    pub fn siem_lane(sink: &str) -> String {
+        format!("singleton:siem:{sink}")
     }
 
     /// Adds this job to the transaction, to run at `run_at` (Unix ms) or later.

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod jobs;
+pub mod siem;
 mod singletons;
 mod target_paths;
 

@@ -80,6 +80,7 @@ impl Worker {
             }
             Job::Relabel { request_id } => self.relabel(claimed, &request_id).await,
             Job::ResolveTargets => self.resolve_targets(claimed).await,
+            Job::SiemDeliver { sink } => self.deliver_siem(claimed, &sink).await,
         }
     }
 
