@@ -57,6 +57,12 @@ impl Application {
                 )
             })?;
         let metrics = Metrics::new();
+        let siem = crate::siem::Sinks::build(
+            &settings.siem,
+            &settings.azure,
+            overrides.azure.credential_factory.clone(),
+        )
+        .context("setting up the [siem] sinks")?;
         let (azure, simulated_arm) =
             connect_azure(&settings, overrides.azure, metrics.clone()).await?;
         let policy = Arc::new(settings.policy.clone());
@@ -94,6 +100,7 @@ impl Application {
             ),
             heartbeat: heartbeat.clone(),
             metrics: metrics.clone(),
+            siem,
         });
         let (shutdown, rx) = watch::channel(false);
         let worker = tokio::spawn(worker.run(rx.clone()));

@@ -35,6 +35,9 @@ pub struct ConfigFile {
     /// `[digest] at = "09:00"`: the daily access review to the audit channel (UTC).
     #[serde(default)]
     pub digest: DigestFile,
+    /// `[siem]`: where audit events are pushed (webhooks, Azure Monitor Logs Ingestion).
+    #[serde(default)]
+    pub siem: crate::siem::SiemFile,
 }
 
 /// `[digest]` of the config file.
@@ -301,6 +304,7 @@ pub struct Settings {
     pub discord: Option<DiscordSettings>,
     pub policy: Policy,
     pub scan: crate::exposure::ScanSettings,
+    pub siem: crate::siem::SiemSettings,
 }
 
 impl Settings {
@@ -407,6 +411,7 @@ impl Settings {
             _ => None,
         };
         errors.extend(file.azure.problems());
+        let siem = crate::siem::SiemSettings::resolve(&file.siem, &secrets, &mut errors);
         if file.slack.is_none() && file.discord.is_none() {
             errors.push(
                 "no chat platform is configured: add a [slack] or a [discord] section (or both)"
@@ -533,6 +538,7 @@ impl Settings {
             discord,
             policy,
             scan: file.scan,
+            siem,
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod kind {
     pub const RESOLVE_TARGETS: &str = "resolve_targets";
     pub const DIGEST: &str = "digest";
     pub const REMIND: &str = "remind";
+    pub const SIEM_DELIVER: &str = "siem.deliver";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -95,6 +96,9 @@ pub enum Job {
     /// Remind the requester `worker.reminder_before` their grant closes (with Extend and I'm
     /// done); follows extensions, ends with the grant.
     Remind { request_id: String },
+    /// Send the audit events after a SIEM sink's cursor, in order; reschedules itself (one
+    /// singleton per sink, lane `singleton:siem:<sink>`).
+    SiemDeliver { sink: String },
 }
 
 impl Job {
@@ -115,6 +119,7 @@ impl Job {
             Job::ResolveTargets => kind::RESOLVE_TARGETS,
             Job::Digest => kind::DIGEST,
             Job::Remind { .. } => kind::REMIND,
+            Job::SiemDeliver { .. } => kind::SIEM_DELIVER,
         }
     }
 
@@ -132,7 +137,11 @@ impl Job {
             Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
                 request_id.as_deref()
             }
-            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets | Job::Digest => None,
+            Job::Reconcile
+            | Job::Checkpoint
+            | Job::ResolveTargets
+            | Job::Digest
+            | Job::SiemDeliver { .. } => None,
         }
     }
 
@@ -147,6 +156,7 @@ impl Job {
                 Some(format!("singleton:{}", self.kind()))
             }
             Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),
+            Job::SiemDeliver { sink } => Some(Job::siem_lane(sink)),
             _ => None,
         }
     }
@@ -158,6 +168,11 @@ impl Job {
             nsg.to_ascii_lowercase(),
             rule_name.to_ascii_lowercase()
         )
+    }
+
+    /// The lane of a SIEM sink's delivery (one singleton per sink).
+    pub fn siem_lane(sink: &str) -> String {
+        format!("singleton:siem:{sink}")
     }
 
     /// Adds this job to the transaction, to run at `run_at` (Unix ms) or later.

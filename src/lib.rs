@@ -27,6 +27,7 @@ pub mod policy;
 pub mod scan;
 pub mod server;
 pub mod service;
+pub mod siem;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

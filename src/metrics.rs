@@ -19,6 +19,9 @@
 //! - `grant_overdue_seconds{target}`: per target, how far past its expiry the worst grant whose
 //!   rule may still be open (active or revoking) is; no series when none is.
 //! - `worker_last_loop_timestamp_seconds`: when this replica's worker loop last ran (Unix s).
+//! - `siem_pending_events{sink}`: audit events not yet accepted by a SIEM sink, as this replica
+//!   saw it when it last ran the sink's delivery (every `siem.poll_interval`, or each retry in an
+//!   outage); with several replicas take `max by (sink)`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,6 +59,11 @@ struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: String,
     state: String,
@@ -71,6 +79,7 @@ struct Inner {
     jobs: Family<JobLabels, Gauge>,
     overdue: Family<TargetLabels, Gauge>,
     worker_loop: Gauge,
+    siem_pending: Family<SinkLabels, Gauge>,
 }
 
 /// The application's metrics. Cheap to clone; clones share the same series.
@@ -161,8 +170,15 @@ impl Metrics {
             "Unix time of this replica's last worker loop",
             worker_loop.clone(),
         );
+        let siem_pending = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "siem_pending_events",
+            "Audit events a SIEM sink has not accepted yet (when this replica last delivered)",
+            siem_pending.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                siem_pending,
                 registry,
                 overdue,
                 worker_loop,
@@ -211,6 +227,16 @@ impl Metrics {
     /// A grant's rule closed `late_ms` after its expiry (negative values count as 0).
     pub fn revocation_lateness(&self, late_ms: i64) {
         self.inner.lateness.observe(late_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// `pending` audit events are not yet accepted by SIEM sink `sink`.
+    pub fn siem_pending(&self, sink: &str, pending: i64) {
+        self.inner
+            .siem_pending
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
+            .set(pending);
     }
 
     /// The Prometheus text exposition, with the database gauges set to `gauges` (series that

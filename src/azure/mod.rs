@@ -31,6 +31,7 @@ pub use model::{
     NetworkSecurityGroupProperties, SecurityRule, SecurityRuleListResult, SecurityRuleProperties,
 };
 pub use nsg::{Access, AppliedRule, NsgManager, RuleSpec};
+pub use token::ResourceTokens;
 
 /// ARM api-version jitbot speaks by default (the swagger extract in `shared/reference`).
 pub const API_VERSION_DEFAULT: &str = "2024-05-01";

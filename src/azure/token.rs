@@ -92,6 +92,52 @@ impl TokenSource {
     }
 }
 
+/// Bearer tokens for an Azure resource other than ARM (Azure Monitor's Logs Ingestion API,
+/// scope `https://monitor.azure.com/.default`) from the same credential jitbot uses for ARM
+/// (`azure.credential`, or the override's factory). Its own [`TokenSource`]: its own cache, and
+/// a 401 from that resource rebuilds only this credential.
+#[derive(Clone)]
+pub struct ResourceTokens(Arc<TokenSource>);
+
+impl ResourceTokens {
+    /// Builds the credential now, so configuration errors surface at start.
+    pub fn new(
+        settings: &AzureSettings,
+        factory: Option<CredentialFactory>,
+        scope: &str,
+        http: reqwest::Client,
+    ) -> anyhow::Result<ResourceTokens> {
+        let factory = match factory {
+            Some(f) => f,
+            #[cfg(feature = "demo")]
+            None if settings.backend == super::Backend::Simulated => static_token_factory(),
+            None => factory_from_settings(settings, http)?,
+        };
+        let credential = factory().context("building the Azure credential")?;
+        Ok(ResourceTokens(Arc::new(TokenSource {
+            scope: scope.to_string(),
+            factory,
+            current: Mutex::new(Current {
+                credential,
+                generation: 0,
+            }),
+        })))
+    }
+
+    /// A (possibly cached) token for the scope, and the generation to pass to
+    /// [`ResourceTokens::rejected`] if the resource refuses it.
+    pub async fn token(&self) -> Result<(String, u64), AzureError> {
+        let bearer = self.0.token().await?;
+        Ok((bearer.token, bearer.generation))
+    }
+
+    /// The resource answered 401 to a token of `generation`: the next token comes from a fresh
+    /// credential (azure_identity's cache cannot be bypassed otherwise).
+    pub fn rejected(&self, generation: u64) -> Result<(), AzureError> {
+        self.0.invalidate(generation)
+    }
+}
+
 /// `https://management.azure.com` -> `https://management.azure.com/.default`.
 fn scope_for(endpoint: &url::Url) -> String {
     format!("{}/.default", endpoint.as_str().trim_end_matches('/'))

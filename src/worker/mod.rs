@@ -6,6 +6,7 @@ mod digest;
 pub mod jobs;
 pub mod reconcile;
 mod resolve;
+mod siem;
 
 use crate::azure::NsgManager;
 use crate::chat::ChatApi;
@@ -63,6 +64,8 @@ pub struct Worker {
     pub heartbeat: Arc<AtomicI64>,
     /// Chat API errors and revocation lateness.
     pub metrics: crate::metrics::Metrics,
+    /// Where audit events are pushed (`[siem]`); one delivery job per sink.
+    pub siem: crate::siem::Sinks,
 }
 
 impl Worker {

@@ -281,6 +281,7 @@ impl Worker {
                 tracing::info!(kind, retired, "retired duplicate singleton jobs");
             }
         }
+        self.schedule_siem().await?;
         self.store.jobs_added().notify_one();
         Ok(())
     }

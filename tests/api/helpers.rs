@@ -23,6 +23,8 @@ pub const BOT_TOKEN: &str = "xoxb-test-token";
 pub const NSG: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
 pub const APPROVALS: &str = "C0APPROVALS";
 pub const AUDIT: &str = "C0AUDIT";
+/// The HMAC secret of the SIEM webhook sink `soc` (`JITBOT_SIEM_SOC_SECRET`).
+pub const SIEM_SECRET: &str = "siem-test-secret-0123456789abcdef";
 /// Slack user ids.
 pub const STEVE: &str = "U0STEVE";
 pub const ALICE: &str = "U0ALICE";
@@ -307,6 +309,7 @@ async fn build_app(settings_text: &str, factory: &CredentialFactory) -> Applicat
             "SLACK_SIGNING_SECRET" => Some(SECRET),
             "SLACK_BOT_TOKEN" => Some(BOT_TOKEN),
             "DISCORD_BOT_TOKEN" => Some(D_BOT_TOKEN),
+            "JITBOT_SIEM_SOC_SECRET" => Some(SIEM_SECRET),
             _ => None,
         }
         .map(jitbot::config::Secret::new))

@@ -111,4 +111,5 @@ mod reconcile;
 mod replicas;
 mod restart;
 mod security;
+mod siem;
 mod vm;

@@ -49,6 +49,8 @@ struct EntraState {
     requests: usize,
     issued: Vec<String>,
     scopes: Vec<String>,
+    /// The scope each issued token was asked for (what its `aud` would be in Entra).
+    audience: HashMap<String, String>,
 }
 
 fn lock(state: &Mutex<EntraState>) -> MutexGuard<'_, EntraState> {
@@ -101,6 +103,7 @@ impl EntraSim {
             requests: 0,
             issued: Vec::new(),
             scopes: Vec::new(),
+            audience: HashMap::new(),
         }));
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
@@ -125,6 +128,12 @@ impl EntraSim {
     /// Token requests received (successful or not).
     pub fn requests(&self) -> usize {
         lock(&self.state).requests
+    }
+
+    /// The scope a token issued by this emulator was asked for (a real token says so in its
+    /// `aud` claim, which the resource checks); `None` for a token it never issued.
+    pub fn scope_of(&self, token: &str) -> Option<String> {
+        lock(&self.state).audience.get(token).cloned()
     }
 
     /// The `scope` of every token request, in order.
@@ -212,6 +221,7 @@ async fn token(
     }
     let token = format!("entra-token-{}", st.issued.len() + 1);
     st.issued.push(token.clone());
+    st.audience.insert(token.clone(), scope.to_string());
     (
         StatusCode::OK,
         Json(json!({

@@ -1,5 +1,6 @@
 //! In-process emulators of the outside services jitbot talks to: Azure Resource Manager,
-//! the Entra ID token endpoint, the Slack Web API and the Discord REST API, plus what Slack and
+//! the Entra ID token endpoint, the Slack Web API, the Discord REST API and the SIEM receivers
+//! (a signed webhook, Azure Monitor's Logs Ingestion API), plus what Slack and
 //! Discord send to jitbot (`slack_user`, `discord_user`: signed requests).
 //!
 //! They serve two purposes: the explicitly chosen *simulated Azure backend* (`jitbot demo`,
@@ -14,5 +15,6 @@ pub mod arm;
 pub mod discord;
 pub mod discord_user;
 pub mod entra;
+pub mod siem;
 pub mod slack;
 pub mod slack_user;
