@@ -297,6 +297,17 @@ pub fn grant_buttons(
     buttons
 }
 
+/// "Recent grants: 3 on web1 in the last 30 days" for the approval card.
+pub fn recent_grants_field(req: &RequestRow, recent: i64) -> Field {
+    Field {
+        label: "Recent grants".into(),
+        value: match recent {
+            0 => format!("none on {} in the last 30 days", req.target),
+            n => format!("{n} on {} in the last 30 days", req.target),
+        },
+    }
+}
+
 /// A short notice about one request (requester DMs and the audit feed).
 pub fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Message {
     Message {

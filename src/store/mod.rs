@@ -279,6 +279,28 @@ impl Store {
             .collect()
     }
 
+    /// How many of `requester`'s other requests on `target` were opened since `since`.
+    pub async fn recent_grants(
+        &self,
+        requester: &str,
+        target: &str,
+        except: &str,
+        since: i64,
+    ) -> Result<i64> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM requests
+             WHERE requester = $1 AND target = $2 AND id <> $3 AND activated_at >= $4",
+        )
+        .bind(requester)
+        .bind(target)
+        .bind(except)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n)
+    }
+
     /// Requests in the given statuses, oldest first.
     pub async fn requests_in(&self, statuses: &[Status]) -> Result<Vec<RequestRow>> {
         let list = statuses

@@ -607,8 +607,7 @@ impl Worker {
         let Some(req) = self.store.request(id).await? else {
             return Ok(Outcome::Dead(format!("request {id} does not exist")));
         };
-        let decisions = self.store.decisions(id).await?;
-        let card = messages::card(&self.policy, &req, &decisions, platform);
+        let card = self.card(&req, platform).await?;
         let Some(api) = self.chats.get(&platform).cloned() else {
             return Ok(Outcome::Dead(format!(
                 "{} is not configured",
@@ -637,6 +636,20 @@ impl Worker {
         Ok(outcome)
     }
 
+    /// The approval card as it stands, with what approvers weigh that the row does not hold:
+    /// the requester's other grants on the target in the last 30 days.
+    async fn card(&self, req: &RequestRow, platform: Platform) -> Result<crate::chat::Message> {
+        let decisions = self.store.decisions(&req.id).await?;
+        let since = now_ms() - 30 * 86_400_000;
+        let recent = self
+            .store
+            .recent_grants(&req.requester, &req.target, &req.id, since)
+            .await?;
+        let mut card = messages::card(&self.policy, req, &decisions, platform);
+        card.fields.push(messages::recent_grants_field(req, recent));
+        Ok(card)
+    }
+
     async fn update_cards(
         &self,
         claimed: &ClaimedJob,
@@ -646,8 +659,7 @@ impl Worker {
         let Some(req) = self.store.request(id).await? else {
             return Ok(Outcome::Done);
         };
-        let decisions = self.store.decisions(id).await?;
-        let card = messages::card(&self.policy, &req, &decisions, platform);
+        let card = self.card(&req, platform).await?;
         for (channel, message_id) in self.store.card(id, platform).await? {
             let at = MessageRef {
                 channel,

@@ -52,6 +52,12 @@ async fn im_done_closes_the_grant_and_extend_asks_for_the_extension() {
     assert!(app.rule(&id).is_none());
     let kinds = app.audit_kinds(&id).await;
     assert!(kinds.contains(&"revoke_requested".to_string()), "{kinds:?}");
+    // The approvers of the next request see that history on the card.
+    let next = app.submit(STEVE, "web1 22 20m").await;
+    app.wait_until("the card with the history", Duration::from_secs(5), |a| {
+        a.card_text(&next).contains("1 on web1 in the last 30 days")
+    })
+    .await;
 }
 
 #[tokio::test]
