@@ -7,6 +7,7 @@ pub mod app;
 pub mod azure;
 pub mod chat;
 pub mod command;
+pub mod conditions;
 pub mod config;
 pub mod crashpoint;
 pub mod decision;

@@ -122,6 +122,13 @@ pub fn card(
             label: "Lockdown".into(),
             value: t.lockdown_text().into(),
         });
+        let conditions = t.conditions.describe();
+        if !conditions.is_empty() {
+            fields.push(Field {
+                label: "Conditions".into(),
+                value: conditions.join(" · "),
+            });
+        }
     }
     let decided_by = |round: i64, kind: &str| -> Vec<String> {
         decisions

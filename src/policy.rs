@@ -80,6 +80,17 @@ pub struct TargetFile {
     /// lockdown` writes it; the reconciler puts it back if it goes missing or is weakened).
     #[serde(default)]
     pub lockdown: bool,
+    /// Requests must give a reason.
+    #[serde(default)]
+    pub require_reason: bool,
+    /// The reason must match this regular expression (e.g. `^INC-\d+`); implies a reason.
+    pub reason_pattern: Option<String>,
+    /// More approvals when these ports are requested: `{ "3389" = 2 }`.
+    #[serde(default)]
+    pub port_approvals: BTreeMap<String, u32>,
+    /// When requests are accepted, `"08:00-18:00"`, in `time_zone` (IANA, default UTC).
+    pub allowed_hours: Option<String>,
+    pub time_zone: Option<String>,
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl: String,
     /// Extensions are applied without a new approval round.
@@ -180,6 +191,8 @@ pub struct Target {
     pub priority_band: (u16, u16),
     /// jitbot keeps the target's lockdown baseline ([`crate::lockdown`]).
     pub lockdown: bool,
+    /// Reason, per-port approvals, allowed hours.
+    pub conditions: crate::conditions::Conditions,
     pub pending_ttl: GrantDuration,
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApprove>,
@@ -260,6 +273,8 @@ pub struct ApprovedShape {
     pub reason: Option<String>,
     /// Policy approves it without a human (the target's `auto_approve`).
     pub auto_approved: bool,
+    /// Distinct approvals needed: the target's, or more for some of the ports.
+    pub approvals_required: u32,
 }
 
 /// Who is acting: a person, plus the Discord roles the interaction carried.
@@ -524,6 +539,9 @@ impl Policy {
                 ),
             ));
         }
+        target
+            .conditions
+            .check(&target.name, req.reason.as_deref(), chrono::Utc::now())?;
         let source = source_for(target, actor.person, req.source.as_ref())?;
         let auto_approved = target.auto_approve.as_ref().is_some_and(|a| {
             self.matches(actor, &a.requesters)
@@ -537,6 +555,9 @@ impl Policy {
             source,
             reason: req.reason.clone(),
             auto_approved,
+            approvals_required: target
+                .conditions
+                .approvals(target.approvals_required, req.ports.as_slice()),
         })
     }
 }
@@ -661,6 +682,17 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         ));
     }
     let placement = placement(t, &at, &mut errors);
+    let conditions = crate::conditions::Conditions::parse(
+        &crate::conditions::ConditionsFile {
+            require_reason: t.require_reason,
+            reason_pattern: t.reason_pattern.as_deref(),
+            port_approvals: &t.port_approvals,
+            allowed_hours: t.allowed_hours.as_deref(),
+            time_zone: t.time_zone.as_deref(),
+        },
+        &at,
+        &mut errors,
+    );
     if t.ports.is_empty() {
         errors.push(format!("{}: list at least one port", at("ports")));
     }
@@ -851,6 +883,7 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         },
         priority_band: (lo, hi),
         lockdown: t.lockdown,
+        conditions,
         pending_ttl,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
@@ -888,6 +921,7 @@ pub(crate) mod fixtures {
             approval_channels: ApprovalChannels::default(),
             priority_band: (100, 199),
             lockdown: false,
+            conditions: Default::default(),
             pending_ttl: GrantDuration::from_secs(900),
             extend_without_approval: false,
             auto_approve: None,

@@ -32,7 +32,12 @@ impl Service {
                     t.approvers_text(),
                     t.approvals_required,
                     t.lockdown_text()
-                )
+                ) + &t
+                    .conditions
+                    .describe()
+                    .iter()
+                    .map(|c| format!("; {c}"))
+                    .collect::<String>()
             })
             .collect();
         self.reply(Tone::Info, "Your targets", lines.join("\n"))

@@ -108,7 +108,7 @@ impl Service {
                 Status::Pending
             },
             // Recorded with the request, so a later policy change does not alter what is asked.
-            approvals_required: target.approvals_required as i64,
+            approvals_required: i64::from(shape.approvals_required),
             created_at: now,
             pending_until: now + target.pending_ttl.as_millis(),
             // Deterministic: a retried or resumed apply finds and reuses its own rule.
@@ -131,7 +131,7 @@ impl Service {
             json!({
                 "target": target.name, "nsg": new.nsgs[0], "nsgs": new.nsgs, "ports": new.ports, "protocol": new.protocol,
                 "source": new.source, "destination": new.destination, "duration_s": shape.duration.as_secs(),
-                "reason": new.reason, "platform": new.platform, "approvals_required": target.approvals_required,
+                "reason": new.reason, "platform": new.platform, "approvals_required": shape.approvals_required, "conditions": target.conditions.describe(),
             }),
             self.simulated,
         )
@@ -210,7 +210,7 @@ impl Service {
             "Request `{}` for {summary} is waiting for approval from {} ({} needed, within {}). I will message you at every step.",
             req.id,
             target.approvers_text(),
-            target.approvals_required,
+            req.approvals_required,
             target.pending_ttl
         ))
     }

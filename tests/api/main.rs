@@ -102,6 +102,7 @@ mod approvals;
 mod arm_faults;
 mod browser;
 mod buttons;
+mod conditions;
 mod database;
 mod discord;
 mod lifecycle;

@@ -1,0 +1,86 @@
+//! Target conditions end to end: a reason matching a pattern, more approvals for RDP, and the
+//! hours a target may be requested in — refused with what to do, shown on the card, audited.
+
+use crate::helpers::*;
+use jitbot::domain::Status;
+use std::time::Duration;
+
+fn targets() -> String {
+    // Two hours that exclude now, in UTC.
+    let now = chrono::Utc::now();
+    let from = (now + chrono::Duration::hours(1)).format("%H:00");
+    let to = (now + chrono::Duration::hours(2)).format("%H:00");
+    format!(
+        r#"
+[targets.ops]
+nsg = "{NSG}"
+destination = "10.0.3.4"
+ports = [22, 3389]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+default_source = "203.0.113.7"
+requesters = ["steve"]
+approvers = ["group:secops"]
+approval_channel.slack = "{APPROVALS}"
+priority_range = [300, 399]
+reason_pattern = '^INC-\d+'
+port_approvals = {{ "3389" = 2 }}
+
+[targets.later]
+nsg = "{NSG}"
+destination = "10.0.3.5"
+ports = [22]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+default_source = "203.0.113.7"
+requesters = ["steve"]
+approvers = ["group:secops"]
+approval_channel.slack = "{APPROVALS}"
+priority_range = [400, 499]
+allowed_hours = "{from}-{to}"
+time_zone = "UTC"
+"#
+    )
+}
+
+backends! {
+#[tokio::test]
+async fn conditions_refuse_with_what_to_do_and_show_on_the_card() {
+    let app = spawn_app_with(&targets()).await;
+    let reply = app.slash(STEVE, "ops 22 1h").await;
+    assert!(reply.contains(r"needs a reason matching `^INC-\d+`"), "{reply}");
+    let reply = app.slash(STEVE, "ops 22 1h hotfix").await;
+    assert!(reply.contains("must match") && reply.contains("`hotfix` does not"), "{reply}");
+    let reply = app.slash(STEVE, "later 22 1h").await;
+    assert!(reply.contains("may be requested") && reply.contains("UTC; it is"), "{reply}");
+    let rules: Vec<String> = app
+        .events_of("refused")
+        .await
+        .iter()
+        .map(|e| e.detail["rule"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rules, ["reason_required", "reason_pattern", "outside_allowed_hours"]);
+
+    // RDP needs two approvers.
+    let id = app.submit(STEVE, "ops 3389 1h INC-42 disk full").await;
+    let row = app.request(&id).await;
+    assert_eq!(row.approvals_required, 2);
+    app.wait_until("the card", Duration::from_secs(5), |a| {
+        let card = a.card_text(&id);
+        card.contains("port 3389 needs 2 approvals") && card.contains(r"reason matching `^INC-\d+`")
+    })
+    .await;
+    let requested = &app.events_of("requested").await[0];
+    assert_eq!(requested.detail["approvals_required"], 2);
+    assert_eq!(requested.detail["conditions"][1], "port 3389 needs 2 approvals");
+    app.click(ALICE, &id, true).await;
+    assert_eq!(app.request(&id).await.status, Status::Pending, "one of two");
+    app.click(BOB, &id, true).await;
+    app.wait_status(&id, Status::Active, Duration::from_secs(5)).await;
+    // SSH alone needs the target's one.
+    let ssh = app.submit(STEVE, "ops 22 1h INC-43").await;
+    assert_eq!(app.request(&ssh).await.approvals_required, 1);
+    let targets = app.slash(STEVE, "targets").await;
+    assert!(targets.contains("later") && targets.contains("requests ") && targets.contains("UTC"), "{targets}");
+}
+}
