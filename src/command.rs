@@ -27,6 +27,9 @@ pub struct AccessRequest {
     pub duration: GrantDuration,
     pub source: Option<SourceSpec>,
     pub reason: Option<String>,
+    /// `/jit break-glass …`: open without approval where the target allows it (with a reason,
+    /// for a shorter maximum, loudly).
+    pub break_glass: bool,
 }
 
 /// The one-screen usage text, shown by `/jit help` and after every grammar error.
@@ -40,6 +43,9 @@ Usage:
   /jit status <id>              one request in detail
   /jit revoke <id>              close a grant early (requester or approver)
   /jit extend <id> <duration>   keep a grant open longer (may need approval again)
+  /jit break-glass <target> <ports> <duration> <reason…>
+                                emergency, where a target allows it: opens without approval,
+                                for a short time, and alerts every approver
   /jit help                     this text";
 
 impl Command {
@@ -93,6 +99,14 @@ impl Command {
                 no_more(2, "extend")?;
                 Ok(Command::Extend(id, duration))
             }
+            "break-glass" | "breakglass" => {
+                if rest.is_empty() {
+                    return Err("`/jit break-glass` needs a request and a reason, e.g. `/jit break-glass web1 22 30m INC-42 outage`".into());
+                }
+                let mut r = Self::parse_request(rest)?;
+                r.break_glass = true;
+                Ok(Command::Request(r))
+            }
             _ => Self::parse_request(&words).map(Command::Request),
         }
     }
@@ -138,6 +152,7 @@ impl Command {
             duration,
             source,
             reason,
+            break_glass: false,
         })
     }
 }

@@ -49,6 +49,8 @@ pub struct Digest {
     pub refusals: BTreeMap<String, usize>,
     /// Drift findings and repairs by kind (`drift_closed`, `baseline_restored`, …).
     pub drift: BTreeMap<String, usize>,
+    /// Break-glass grants: (request id, person, reason).
+    pub break_glass: Vec<(String, String, String)>,
 }
 
 const DRIFT_KINDS: &[&str] = &[
@@ -88,6 +90,11 @@ impl Digest {
                 "expired" => d.expired += 1,
                 "failed" => d.failed += 1,
                 "refused" => *d.refusals.entry(detail_str("rule")).or_default() += 1,
+                "break_glass" => d.break_glass.push((
+                    e.request_id.clone().unwrap_or_default(),
+                    e.actor.clone().unwrap_or_default(),
+                    detail_str("reason"),
+                )),
                 k if DRIFT_KINDS.contains(&k) => *d.drift.entry(k.to_string()).or_default() += 1,
                 _ => {}
             }
@@ -147,6 +154,14 @@ impl Digest {
                 .map(|(id, target, secs)| {
                     format!("`{id}` {target} {}", GrantDuration::from_secs(*secs as u64))
                 })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        line(
+            "BREAK-GLASS",
+            self.break_glass
+                .iter()
+                .map(|(id, who, why)| format!("`{id}` by {who}: {why}"))
                 .collect::<Vec<_>>()
                 .join(", "),
         );
@@ -260,6 +275,12 @@ mod tests {
             ),
             event("drift_closed", Some("req_a"), None, json!({})),
             event("checkpoint", None, None, json!({})),
+            event(
+                "break_glass",
+                Some("req_b"),
+                Some("bob"),
+                json!({ "reason": "INC-9 outage" }),
+            ),
         ];
         let d = Digest::of(&events);
         assert_eq!(
@@ -281,6 +302,10 @@ mod tests {
         );
         assert!(text.contains("Longest grants: `req_a` web1 1h"), "{text}");
         assert!(text.contains("Refused: not_an_approver 2"), "{text}");
+        assert!(
+            text.contains("BREAK-GLASS: `req_b` by bob: INC-9 outage"),
+            "{text}"
+        );
         assert!(text.ends_with("Open now: none"), "{text}");
     }
 }

@@ -54,6 +54,11 @@ impl Destinations {
     }
 
     /// Sends `message` to every configured audit channel.
+    /// Whether `platform` is configured (so messages can go there).
+    pub fn has(&self, platform: Platform) -> bool {
+        self.platforms.iter().any(|(p, _)| *p == platform)
+    }
+
     pub async fn feed(
         &self,
         tx: &mut Tx,

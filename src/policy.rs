@@ -91,6 +91,11 @@ pub struct TargetFile {
     /// When requests are accepted, `"08:00-18:00"`, in `time_zone` (IANA, default UTC).
     pub allowed_hours: Option<String>,
     pub time_zone: Option<String>,
+    /// `/jit break-glass` may open it without approval (with a reason, loudly).
+    #[serde(default)]
+    pub break_glass: bool,
+    /// The longest break-glass grant (default 30m, never more than `max_duration`).
+    pub break_glass_max: Option<String>,
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl: String,
     /// Extensions are applied without a new approval round.
@@ -193,6 +198,8 @@ pub struct Target {
     pub lockdown: bool,
     /// Reason, per-port approvals, allowed hours.
     pub conditions: crate::conditions::Conditions,
+    /// `/jit break-glass` allowed, for at most this long.
+    pub break_glass: Option<GrantDuration>,
     pub pending_ttl: GrantDuration,
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApprove>,
@@ -275,6 +282,8 @@ pub struct ApprovedShape {
     pub auto_approved: bool,
     /// Distinct approvals needed: the target's, or more for some of the ports.
     pub approvals_required: u32,
+    /// Opened by the requester alone (`/jit break-glass`).
+    pub break_glass: bool,
 }
 
 /// Who is acting: a person, plus the Discord roles the interaction carried.
@@ -542,6 +551,9 @@ impl Policy {
         target
             .conditions
             .check(&target.name, req.reason.as_deref(), chrono::Utc::now())?;
+        if req.break_glass {
+            break_glass_allowed(target, req)?;
+        }
         let source = source_for(target, actor.person, req.source.as_ref())?;
         let auto_approved = target.auto_approve.as_ref().is_some_and(|a| {
             self.matches(actor, &a.requesters)
@@ -558,7 +570,56 @@ impl Policy {
             approvals_required: target
                 .conditions
                 .approvals(target.approvals_required, req.ports.as_slice()),
+            break_glass: req.break_glass,
         })
+    }
+}
+
+/// Break-glass needs the target's consent, a reason, and a duration within its shorter maximum.
+fn break_glass_allowed(target: &Target, req: &AccessRequest) -> Result<(), Refusal> {
+    let Some(max) = target.break_glass else {
+        return Err(Refusal::new(
+            "break_glass_not_allowed",
+            format!(
+                "{} does not allow break-glass; ask for approval as usual",
+                target.name
+            ),
+        ));
+    };
+    if req.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(Refusal::new(
+            "break_glass_reason",
+            format!(
+                "break-glass needs a reason everyone will read: `/jit break-glass {} <ports> <duration> <reason>`",
+                target.name
+            ),
+        ));
+    }
+    if req.duration > max {
+        return Err(Refusal::new(
+            "break_glass_too_long",
+            format!("break-glass on {} lasts at most {max}", target.name),
+        ));
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// The people who approve `target` (people and groups; Discord roles cannot be listed).
+    pub fn approver_people(&self, target: &Target) -> Vec<&Person> {
+        let mut names = BTreeSet::new();
+        for p in &target.approvers {
+            match p {
+                Principal::Person(n) => {
+                    names.insert(n.clone());
+                }
+                Principal::Group(g) => {
+                    names.extend(self.groups.get(g).cloned().unwrap_or_default())
+                }
+                _ => {}
+            }
+        }
+        names.iter().filter_map(|n| self.people.get(n)).collect()
     }
 }
 
@@ -693,6 +754,20 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         &at,
         &mut errors,
     );
+    let break_glass = t.break_glass.then(|| {
+        let max = match t.break_glass_max.as_deref().map(GrantDuration::parse) {
+            None => GrantDuration::from_secs(1800),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                errors.push(format!("{}: {e}", at("break_glass_max")));
+                GrantDuration::from_secs(1800)
+            }
+        };
+        match GrantDuration::parse(&t.max_duration) {
+            Ok(m) if m < max => m,
+            _ => max,
+        }
+    });
     if t.ports.is_empty() {
         errors.push(format!("{}: list at least one port", at("ports")));
     }
@@ -884,6 +959,7 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         priority_band: (lo, hi),
         lockdown: t.lockdown,
         conditions,
+        break_glass,
         pending_ttl,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
@@ -922,6 +998,7 @@ pub(crate) mod fixtures {
             priority_band: (100, 199),
             lockdown: false,
             conditions: Default::default(),
+            break_glass: None,
             pending_ttl: GrantDuration::from_secs(900),
             extend_without_approval: false,
             auto_approve: None,

@@ -42,6 +42,15 @@ impl Service {
                 .refuse(Some(&actor.person.name), None, &refusal, context)
                 .await;
         };
+        if r.break_glass {
+            let refusal = Refusal::new(
+                "break_glass_needs_address",
+                "break-glass cannot wait for a link: name your address with `from <ip>`",
+            );
+            return self
+                .refuse(Some(&actor.person.name), None, &refusal, context)
+                .await;
+        }
         let without_source = AccessRequest {
             source: None,
             ..r.clone()
@@ -136,6 +145,7 @@ impl Service {
             duration: GrantDuration::from_millis(link.duration_ms),
             source,
             reason: link.reason.clone(),
+            break_glass: false,
         };
         let text = format!(
             "{} {} {} from {address} (confirmed through a link)",

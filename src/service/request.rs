@@ -7,6 +7,7 @@ use crate::domain::Platform;
 use crate::domain::{RequestId, SourceSpec, Status};
 use crate::job::Job;
 use crate::messages::{self, who};
+use crate::outbox;
 use crate::paths::{self, Path};
 use crate::policy::{Actor, ApprovedShape, Refusal, Target};
 use crate::store::{AuditKind, NewRequest, RequestRow, Result, StoreError, Tx, now_ms};
@@ -65,7 +66,10 @@ impl Service {
             "{} port {} from {} for {}",
             new.target, new.ports, new.source, shape.duration
         );
-        let answer = if shape.auto_approved {
+        let answer = if shape.break_glass {
+            self.break_glass(&mut tx, &req, &shape.target, &summary, now)
+                .await?
+        } else if shape.auto_approved {
             self.approve_by_policy(&mut tx, &req, &summary, now).await?
         } else {
             self.ask_approvers(&mut tx, &req, &shape.target, &summary)
@@ -102,7 +106,7 @@ impl Service {
             destination: path.destination,
             duration_ms: shape.duration.as_millis(),
             reason: shape.reason.clone(),
-            status: if shape.auto_approved {
+            status: if shape.auto_approved || shape.break_glass {
                 Status::Approved
             } else {
                 Status::Pending
@@ -171,6 +175,61 @@ impl Service {
         self.out.feed(tx, Some(&req.id), &notice).await?;
         Ok(format!(
             "Request `{}` for {summary} is approved by policy; I am opening it and will tell you when it is open.",
+            req.id
+        ))
+    }
+
+    /// `/jit break-glass`: opened on the requester's word alone, where the target allows it.
+    /// Audited as such, and loud: every approver gets a direct message and the audit channel an
+    /// alert, at once; the daily review lists it.
+    async fn break_glass(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        target: &Target,
+        summary: &str,
+        now: i64,
+    ) -> Result<String> {
+        let reason = req.reason.clone().unwrap_or_default();
+        tx.audit(
+            AuditKind::BreakGlass,
+            Some(&req.id),
+            Some(&req.requester),
+            json!({ "target": req.target, "reason": reason, "duration_s": req.duration_ms / 1000 }),
+            self.simulated,
+        )
+        .await?;
+        Job::Apply {
+            request_id: req.id.clone(),
+        }
+        .enqueue(tx, now)
+        .await?;
+        let requester = who(&self.policy, &req.requester, req.platform);
+        let alert = messages::notice(
+            req,
+            Tone::Danger,
+            "BREAK-GLASS access",
+            format!(
+                "{requester} opened {summary} WITHOUT APPROVAL (break-glass). Reason: {reason}. If this is not expected, revoke it now: `/jit revoke {}`.",
+                req.id
+            ),
+        );
+        for person in self.policy.approver_people(target) {
+            for (platform, id) in [
+                (Platform::Slack, &person.slack),
+                (Platform::Discord, &person.discord),
+            ] {
+                if let Some(id) = id
+                    && self.out.has(platform)
+                {
+                    let to = crate::chat::direct_address(platform, id);
+                    outbox::post(tx, platform, &to, Some(&req.id), &alert).await?;
+                }
+            }
+        }
+        self.out.feed(tx, Some(&req.id), &alert).await?;
+        Ok(format!(
+            "Break-glass: `{}` for {summary} is opening now without approval; every approver has been alerted.",
             req.id
         ))
     }

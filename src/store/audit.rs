@@ -63,6 +63,8 @@ pub enum AuditKind {
     Digest,
     /// A `from me` link was issued (the token itself is never recorded).
     SourceLinkIssued,
+    /// A request was opened without approval (`/jit break-glass`).
+    BreakGlass,
 }
 
 impl AuditKind {
@@ -99,6 +101,7 @@ impl AuditKind {
             AuditKind::Reconciled => "reconciled",
             AuditKind::Digest => "digest",
             AuditKind::SourceLinkIssued => "source_link_issued",
+            AuditKind::BreakGlass => "break_glass",
         }
     }
 }

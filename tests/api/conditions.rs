@@ -25,6 +25,8 @@ approval_channel.slack = "{APPROVALS}"
 priority_range = [300, 399]
 reason_pattern = '^INC-\d+'
 port_approvals = {{ "3389" = 2 }}
+break_glass = true
+break_glass_max = "15m"
 
 [targets.later]
 nsg = "{NSG}"
@@ -82,5 +84,39 @@ async fn conditions_refuse_with_what_to_do_and_show_on_the_card() {
     assert_eq!(app.request(&ssh).await.approvals_required, 1);
     let targets = app.slash(STEVE, "targets").await;
     assert!(targets.contains("later") && targets.contains("requests ") && targets.contains("UTC"), "{targets}");
+}
+
+#[tokio::test]
+async fn break_glass_opens_without_approval_only_where_allowed_and_alerts_every_approver() {
+    let app = spawn_app_with(&targets()).await;
+    let refused = [
+        ("break-glass web1 22 10m INC-1", "does not allow break-glass"),
+        ("break-glass ops 22 30m INC-1", "lasts at most 15m"),
+        ("break-glass ops 22 10m", "needs a reason"),
+    ];
+    for (text, why) in refused {
+        let reply = app.slash(STEVE, text).await;
+        assert!(reply.contains(why), "{text}: {reply}");
+    }
+    assert!(app.events_of("requested").await.is_empty());
+    let reply = app.slash(STEVE, "break-glass ops 22 10m INC-7 database down").await;
+    assert!(reply.contains("without approval"), "{reply}");
+    let id = request_id_in(&reply);
+    app.wait_status(&id, Status::Active, Duration::from_secs(5)).await;
+    assert!(app.rule(&id).is_some());
+    let audited = app.events_of("break_glass").await;
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0].actor.as_deref(), Some("steve"));
+    assert_eq!(audited[0].detail["reason"], "INC-7 database down");
+    for approver in [ALICE, BOB] {
+        app.wait_until("every approver alerted", Duration::from_secs(5), |a| {
+            a.dms(approver).iter().any(|t| t.contains("BREAK-GLASS") && t.contains(&id))
+        })
+        .await;
+    }
+    app.wait_until("the audit channel alerted", Duration::from_secs(5), |a| {
+        a.audit_feed().iter().any(|t| t.contains("WITHOUT APPROVAL"))
+    })
+    .await;
 }
 }
