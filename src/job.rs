@@ -26,6 +26,8 @@ pub mod kind {
     pub const RESOLVE_TARGETS: &str = "resolve_targets";
     pub const DIGEST: &str = "digest";
     pub const REMIND: &str = "remind";
+    pub const NUDGE_APPROVERS: &str = "nudge_approvers";
+    pub const ESCALATE: &str = "escalate";
     pub const SIEM_DELIVER: &str = "siem.deliver";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
@@ -96,6 +98,10 @@ pub enum Job {
     /// Remind the requester `worker.reminder_before` their grant closes (with Extend and I'm
     /// done); follows extensions, ends with the grant.
     Remind { request_id: String },
+    /// `remind_approvers_after` a request was made: remind the approvers who have not decided.
+    NudgeApprovers { request_id: String },
+    /// `escalate_after` a request was made: the escalation approvers get the card and may decide.
+    Escalate { request_id: String },
     /// Send the audit events after a SIEM sink's cursor, in order; reschedules itself (one
     /// singleton per sink, lane `singleton:siem:<sink>`).
     SiemDeliver { sink: String },
@@ -119,6 +125,8 @@ impl Job {
             Job::ResolveTargets => kind::RESOLVE_TARGETS,
             Job::Digest => kind::DIGEST,
             Job::Remind { .. } => kind::REMIND,
+            Job::NudgeApprovers { .. } => kind::NUDGE_APPROVERS,
+            Job::Escalate { .. } => kind::ESCALATE,
             Job::SiemDeliver { .. } => kind::SIEM_DELIVER,
         }
     }
@@ -133,7 +141,9 @@ impl Job {
             | Job::ChatCardUpdate { request_id, .. }
             | Job::RevocationWatch { request_id }
             | Job::Relabel { request_id }
-            | Job::Remind { request_id } => Some(request_id),
+            | Job::Remind { request_id }
+            | Job::NudgeApprovers { request_id }
+            | Job::Escalate { request_id } => Some(request_id),
             Job::ChatPost { request_id, .. } | Job::RemoveOrphan { request_id, .. } => {
                 request_id.as_deref()
             }

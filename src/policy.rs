@@ -96,6 +96,12 @@ pub struct TargetFile {
     pub break_glass: bool,
     /// The longest break-glass grant (default 30m, never more than `max_duration`).
     pub break_glass_max: Option<String>,
+    /// Remind the approvers who have not decided after this long (e.g. `"10m"`).
+    pub remind_approvers_after: Option<String>,
+    /// After this long undecided (e.g. `"30m"`), `escalation_approvers` get the card too.
+    pub escalate_after: Option<String>,
+    #[serde(default)]
+    pub escalation_approvers: Vec<String>,
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl: String,
     /// Extensions are applied without a new approval round.
@@ -200,6 +206,10 @@ pub struct Target {
     pub conditions: crate::conditions::Conditions,
     /// `/jit break-glass` allowed, for at most this long.
     pub break_glass: Option<GrantDuration>,
+    /// Remind the approvers who have not decided after this long.
+    pub remind_approvers_after: Option<GrantDuration>,
+    /// After this long undecided, these approvers get the card and may decide too.
+    pub escalation: Option<Escalation>,
     pub pending_ttl: GrantDuration,
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApprove>,
@@ -240,6 +250,13 @@ pub struct Policy {
     pub targets: BTreeMap<String, Target>,
     /// jitbot's rule namespace in the NSGs (`azure.rule_prefix`).
     pub namespace: crate::domain::RulePrefix,
+}
+
+/// A target's escalation: after `after` undecided, `approvers` get the card and may decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    pub after: GrantDuration,
+    pub approvers: Vec<Principal>,
 }
 
 /// Where a target's rules go.
@@ -303,6 +320,9 @@ pub struct Decidable<'a> {
     pub extension_by: Option<&'a str>,
     /// The round the click decides: 0 is the request itself, later rounds are extensions.
     pub round: i64,
+    /// The request has waited past the target's `escalate_after`: its escalation approvers
+    /// decide too.
+    pub escalated: bool,
 }
 
 impl Policy {
@@ -430,7 +450,12 @@ impl Policy {
                 format!("target {} is no longer in the policy", request.target),
             ));
         };
-        if !self.is_approver(actor, target) {
+        let escalated_to = request.escalated
+            && target
+                .escalation
+                .as_ref()
+                .is_some_and(|e| self.matches(actor, &e.approvers));
+        if !self.is_approver(actor, target) && !escalated_to {
             return Err(Refusal::new(
                 "not_an_approver",
                 format!(
@@ -607,8 +632,13 @@ fn break_glass_allowed(target: &Target, req: &AccessRequest) -> Result<(), Refus
 impl Policy {
     /// The people who approve `target` (people and groups; Discord roles cannot be listed).
     pub fn approver_people(&self, target: &Target) -> Vec<&Person> {
+        self.people_named(&target.approvers)
+    }
+
+    /// The people `principals` name (people and groups; Discord roles cannot be listed).
+    pub fn people_named(&self, principals: &[Principal]) -> Vec<&Person> {
         let mut names = BTreeSet::new();
-        for p in &target.approvers {
+        for p in principals {
             match p {
                 Principal::Person(n) => {
                     names.insert(n.clone());
@@ -872,6 +902,8 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
     };
     let requesters = principals("requesters", &t.requesters, &mut errors);
     let approvers = principals("approvers", &t.approvers, &mut errors);
+    let escalation_approvers =
+        principals("escalation_approvers", &t.escalation_approvers, &mut errors);
     if approvers.is_empty() && t.auto_approve.is_none() {
         errors.push(format!("{}: name at least one approver", at("approvers")));
     }
@@ -936,6 +968,31 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
             at("auto_approve.ports")
         ));
     }
+    let remind_approvers_after = t
+        .remind_approvers_after
+        .as_deref()
+        .map(|s| duration("remind_approvers_after", s, &mut errors));
+    let escalation = match (&t.escalate_after, escalation_approvers.is_empty()) {
+        (None, true) => None,
+        (Some(after), false) => Some(Escalation {
+            after: duration("escalate_after", after, &mut errors),
+            approvers: escalation_approvers,
+        }),
+        (None, false) => {
+            errors.push(format!(
+                "{}: say when, with escalate_after",
+                at("escalation_approvers")
+            ));
+            None
+        }
+        (Some(_), true) => {
+            errors.push(format!(
+                "{}: say to whom, with escalation_approvers",
+                at("escalate_after")
+            ));
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -960,6 +1017,8 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         lockdown: t.lockdown,
         conditions,
         break_glass,
+        remind_approvers_after,
+        escalation,
         pending_ttl,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
@@ -999,6 +1058,8 @@ pub(crate) mod fixtures {
             lockdown: false,
             conditions: Default::default(),
             break_glass: None,
+            remind_approvers_after: None,
+            escalation: None,
             pending_ttl: GrantDuration::from_secs(900),
             extend_without_approval: false,
             auto_approve: None,
@@ -1158,6 +1219,7 @@ mod tests {
                 requester: r.requester,
                 extension_by: r.extension_by,
                 round: r.round,
+                escalated: false,
             };
             let got = policy.may_decide(&actor, &request).err().map(|e| e.rule);
             assert_eq!(got, r.refused_by, "{}", r.case);
@@ -1178,6 +1240,7 @@ mod tests {
                 requester,
                 extension_by: None,
                 round: 0,
+                escalated: false,
             };
             policy.may_decide(&actor, &request).map_err(|e| e.message)
         };

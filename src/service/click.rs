@@ -101,6 +101,11 @@ impl Service {
             requester: &req.requester,
             extension_by: req.extension_by.as_deref(),
             round: action.round,
+            escalated: self.policy.targets.get(&req.target).is_some_and(|t| {
+                t.escalation
+                    .as_ref()
+                    .is_some_and(|e| now_ms() >= req.created_at + e.after.as_millis())
+            }),
         };
         if let Err(refusal) = self.policy.may_decide(&actor, &decidable) {
             return self

@@ -257,6 +257,20 @@ impl Service {
         }
         .enqueue(tx, req.pending_until)
         .await?;
+        if let Some(after) = target.remind_approvers_after {
+            Job::NudgeApprovers {
+                request_id: req.id.clone(),
+            }
+            .enqueue(tx, req.created_at + after.as_millis())
+            .await?;
+        }
+        if let Some(e) = &target.escalation {
+            Job::Escalate {
+                request_id: req.id.clone(),
+            }
+            .enqueue(tx, req.created_at + e.after.as_millis())
+            .await?;
+        }
         let requester = who(&self.policy, &req.requester, req.platform);
         let notice = messages::notice(
             req,

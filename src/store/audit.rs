@@ -65,6 +65,8 @@ pub enum AuditKind {
     SourceLinkIssued,
     /// A request was opened without approval (`/jit break-glass`).
     BreakGlass,
+    /// An undecided request went to the target's escalation approvers.
+    Escalated,
 }
 
 impl AuditKind {
@@ -102,6 +104,7 @@ impl AuditKind {
             AuditKind::Digest => "digest",
             AuditKind::SourceLinkIssued => "source_link_issued",
             AuditKind::BreakGlass => "break_glass",
+            AuditKind::Escalated => "escalated",
         }
     }
 }

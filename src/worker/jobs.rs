@@ -82,6 +82,8 @@ impl Worker {
             Job::ResolveTargets => self.resolve_targets(claimed).await,
             Job::Digest => self.digest(claimed).await,
             Job::Remind { request_id } => self.remind(&request_id).await,
+            Job::NudgeApprovers { request_id } => self.nudge_approvers(&request_id).await,
+            Job::Escalate { request_id } => self.escalate(&request_id).await,
             Job::SiemDeliver { sink } => self.deliver_siem(claimed, &sink).await,
         }
     }

@@ -4,6 +4,7 @@
 
 mod digest;
 pub mod jobs;
+mod nudge;
 pub mod reconcile;
 mod resolve;
 mod siem;

@@ -119,4 +119,46 @@ async fn break_glass_opens_without_approval_only_where_allowed_and_alerts_every_
     })
     .await;
 }
+
+#[tokio::test]
+async fn undecided_requests_nudge_their_approvers_then_escalate() {
+    let esc = format!(
+        r#"
+[targets.esc]
+nsg = "{NSG}"
+destination = "10.0.3.6"
+ports = [22]
+max_duration = "1h"
+allowed_sources = ["203.0.113.0/24"]
+default_source = "203.0.113.7"
+requesters = ["steve"]
+approvers = ["alice"]
+approval_channel.slack = "{APPROVALS}"
+priority_range = [500, 599]
+remind_approvers_after = "1s"
+escalate_after = "3s"
+escalation_approvers = ["bob"]
+"#
+    );
+    let app = spawn_app_with(&esc).await;
+    let id = app.submit(STEVE, "esc 22 1h").await;
+    app.wait_until("alice nudged", Duration::from_secs(5), |a| {
+        a.dms(ALICE).iter().any(|t| t.contains("Waiting for your decision") && t.contains(&id))
+    })
+    .await;
+    assert!(app.dms(BOB).iter().all(|t| !t.contains(&id)), "bob is not an approver yet");
+    // Before the escalation bob may not decide.
+    app.click(BOB, &id, true).await;
+    assert_eq!(app.request(&id).await.status, Status::Pending);
+    assert_eq!(app.events_of("refused").await[0].detail["rule"], "not_an_approver");
+    // After it, bob has the card and decides.
+    app.wait_until("bob gets the card", Duration::from_secs(6), |a| {
+        a.dm_buttons(BOB, &id).is_some_and(|(_, b)| b.iter().any(|x| x.0 == "jit_approve"))
+    })
+    .await;
+    assert_eq!(app.events_of("escalated").await[0].detail["to"][0], "bob");
+    let (ts, _) = app.dm_buttons(BOB, &id).unwrap();
+    assert_eq!(app.press(BOB, BOB, &ts, "jit_approve", &id).await, 200);
+    app.wait_status(&id, Status::Active, Duration::from_secs(5)).await;
+}
 }
