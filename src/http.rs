@@ -2,14 +2,17 @@
 //! endpoint, health and readiness.
 //!
 //! Every chat request is verified (signature and timestamp over the raw body) before a byte of it
-//! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
-//! answer within Slack's 3-second limit: they only write to the database.
+//! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. A verified
+//! request counts once: a copy of it (same platform, timestamp and body) gets 409 and an audit
+//! event, on any replica ([`crate::store::Store::first_sighting`]). Handlers answer within Slack's
+//! 3-second limit: they only write to the database. What a sender controls reaches logs and audit
+//! events cut to [`crate::domain::LOGGED_TEXT_MAX`] characters.
 
 use crate::chat::Tone;
 use crate::chat::discord::{self, DiscordApi, Incoming};
 use crate::chat::slack::{self, Interaction};
 use crate::config::SlackSettings;
-use crate::domain::Platform;
+use crate::domain::{Platform, bounded};
 use crate::messages::reply;
 use crate::policy::Refusal;
 use crate::service::{ChatUser, Service};
@@ -21,6 +24,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 use serenity::interactions_endpoint::Verifier;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -165,6 +169,9 @@ async fn refuse_http(
     path: &str,
     headers: &HeaderMap,
 ) -> Response {
+    // `why` may quote the refused body (a JSON error names the value it choked on): bounded
+    // in the log and the audit event, whatever was sent.
+    let why = bounded(&why).into_owned();
     tracing::warn!(path, rule, reason = %why, "refused a chat request");
     let agent = headers
         .get("user-agent")
@@ -193,6 +200,82 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// How long the replay check may wait for the database; past it the request is turned away
+/// (nothing done), not let through unchecked.
+const REPLAY_BUDGET: Duration = Duration::from_secs(1);
+/// Digests are kept this long past the signature window, for replicas whose clocks differ.
+const REPLAY_MARGIN_SECS: i64 = 60;
+
+/// The digest of what a request's signature covers: the platform, the signed timestamp (as a
+/// number, so `" 17…"` and `"17…"` are one request) and the raw body.
+fn signed_digest(platform: Platform, timestamp: i64, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(platform.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(timestamp.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+/// Lets a verified request through only the first time its signed content arrives: a copy sent
+/// again inside the 5-minute window (to this replica or another) is refused with 409 and audited,
+/// and nothing else happens. Call after the signature check, before parsing.
+async fn refuse_replay(
+    st: &HttpState,
+    platform: Platform,
+    timestamp_header: &str,
+    window_secs: i64,
+    headers: &HeaderMap,
+    body: &[u8],
+    path: &str,
+) -> Result<(), Response> {
+    // The signature check has parsed this header already; a request without one never gets here.
+    let timestamp = headers
+        .get(timestamp_header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_default();
+    let digest = signed_digest(platform, timestamp, body);
+    let expires_at = timestamp
+        .saturating_add(window_secs + REPLAY_MARGIN_SECS)
+        .saturating_mul(1000);
+    let seen = st
+        .service
+        .store
+        .first_sighting(&digest, expires_at, crate::store::now_ms());
+    match tokio::time::timeout(REPLAY_BUDGET, seen).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(refuse_http(
+            st,
+            StatusCode::CONFLICT,
+            "replayed_request",
+            "this signed request was already received; a copy changes nothing".into(),
+            path,
+            headers,
+        )
+        .await),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, path, "replay check: the database did not answer");
+            Err(replay_unchecked(st))
+        }
+        Err(_) => {
+            tracing::error!(path, "replay check took longer than its budget");
+            Err(replay_unchecked(st))
+        }
+    }
+}
+
+/// The answer when a request could not be checked against the replay cache: nothing was done.
+fn replay_unchecked(st: &HttpState) -> Response {
+    st.metrics.request("unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "jitbot could not record this right now (its database is not answering). Nothing was changed; please try again in a minute.",
+    )
+        .into_response()
+}
+
 fn unavailable() -> Response {
     Json(json!({
         "response_type": "ephemeral",
@@ -201,8 +284,9 @@ fn unavailable() -> Response {
     .into_response()
 }
 
-/// Checks the Slack signature over the raw body; the error is the response to send (404 when
-/// Slack is not configured, 401 after auditing a bad signature).
+/// Checks the Slack signature over the raw body, then that this signed request is not a replay;
+/// the error is the response to send (404 when Slack is not configured, 401 after auditing a bad
+/// signature, 409 after auditing a replay).
 async fn verify_slack(
     st: &HttpState,
     headers: &HeaderMap,
@@ -213,7 +297,18 @@ async fn verify_slack(
         return Err(StatusCode::NOT_FOUND.into_response());
     };
     match slack::verify_request(cfg.signing_secret.expose(), headers, body, now_unix()) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            refuse_replay(
+                st,
+                Platform::Slack,
+                "x-slack-request-timestamp",
+                slack::MAX_SIGNATURE_SKEW_SECS,
+                headers,
+                body,
+                path,
+            )
+            .await
+        }
         Err(e) => Err(refuse_http(
             st,
             StatusCode::UNAUTHORIZED,
@@ -278,7 +373,8 @@ async fn slack_interaction(
     let click = match slack::parse_interaction(&body) {
         Ok(Interaction::Button(c)) => c,
         Ok(Interaction::Other { kind }) => {
-            tracing::debug!(kind, "ignoring an interaction that is not a jitbot button");
+            let kind = bounded(&kind);
+            tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
             return StatusCode::OK.into_response();
         }
         Err(e) => {
@@ -301,18 +397,21 @@ async fn slack_interaction(
     };
     let service = st.service.clone();
     let outcome = tokio::time::timeout(HANDLER_BUDGET, async move {
-        let answer = service.click(&user, &click.action).await?;
-        if let Some(answer) = answer {
-            // Tell the clicker privately, durably (a direct message job).
-            service
-                .tell_clicker(&user, &click.action.request_id, &answer)
-                .await?;
+        match service.click(&user, &click.action).await? {
+            None => Ok(None),
+            // A person in the policy is told by a durable direct message; anyone else gets the
+            // answer in this response (no outbound call per forged click).
+            Some(answer) => {
+                service
+                    .tell_clicker(&user, &click.action.request_id, &answer)
+                    .await
+            }
         }
-        Ok::<_, crate::store::StoreError>(())
     })
     .await;
     match outcome {
-        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Ok(None)) => StatusCode::OK.into_response(),
+        Ok(Ok(Some(answer))) => Json(click_response(&answer)).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "click failed");
             st.metrics.request("unavailable");
@@ -362,6 +461,19 @@ async fn discord_interaction(
             &headers,
         )
         .await;
+    }
+    if let Err(refused) = refuse_replay(
+        &st,
+        Platform::Discord,
+        "x-signature-timestamp",
+        discord::MAX_SKEW_SECS,
+        &headers,
+        &body,
+        path,
+    )
+    .await
+    {
+        return refused;
     }
     let incoming = match discord::parse_interaction(&body) {
         Ok(i) => i,
@@ -460,7 +572,8 @@ async fn discord_interaction(
             }
         }
         Incoming::Other { kind } => {
-            tracing::debug!(kind, "ignoring a Discord interaction that is not jitbot's");
+            let kind = bounded(&kind);
+            tracing::debug!(%kind, "ignoring a Discord interaction that is not jitbot's");
             Json(discord::deferred_update()).into_response()
         }
     }
@@ -486,6 +599,13 @@ fn discord_targets(st: &HttpState, user: &ChatUser, typed: &str) -> Vec<String> 
     names.sort_by_key(|n| (!n.to_ascii_lowercase().starts_with(&typed), n.clone()));
     names.truncate(25);
     names
+}
+
+/// A click's answer shown to the clicker alone, leaving the card as it is.
+fn click_response(answer: &crate::chat::Message) -> serde_json::Value {
+    let mut response = slack::ephemeral_response(answer);
+    response["replace_original"] = json!(false);
+    response
 }
 
 fn click_unavailable() -> Response {

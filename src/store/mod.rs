@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod jobs;
+mod replay;
 mod singletons;
 mod target_paths;
 

@@ -105,6 +105,7 @@ mod discord;
 mod lifecycle;
 mod ops;
 mod reconcile;
+mod replay;
 mod replicas;
 mod restart;
 mod security;
