@@ -60,3 +60,19 @@ fn config_inputs_pass() {
 fn arm_inputs_pass() {
     assert!(replay("arm", harness::arm) > 0);
 }
+
+/// The first crash the `discord` target found (saved under `tests/fuzz-regressions/discord/`):
+/// serenity 0.12.5 panics on an avatar hash with a multi-byte character. Such an interaction is
+/// now read, without its avatar.
+#[test]
+fn a_non_ascii_image_hash_does_not_stop_an_interaction_being_read() {
+    let body = jitbot_sim::discord_user::request("800000000000000001", &[], "web1", "22", "1h");
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["member"]["user"]["avatar"] = "a_d5efa99b3eeaa7dd4\u{25e}cca82f5692432".into();
+    v["member"]["avatar"] = "d5efa99b3eeaa7dd4\u{25e}cca82f569243".into();
+    let incoming = jitbot::chat::discord::parse_interaction(v.to_string().as_bytes()).unwrap();
+    match incoming {
+        jitbot::chat::discord::Incoming::Command { text, .. } => assert_eq!(text, "web1 22 1h"),
+        other => panic!("read as {other:?}"),
+    }
+}
