@@ -3,8 +3,10 @@
 //!
 //! Every chat request is verified (signature and timestamp over the raw body) before a byte of it
 //! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. A verified
-//! request counts once: a copy of it (same platform, timestamp and body) gets 409 and an audit
-//! event, on any replica ([`crate::store::Store::first_sighting`]). Handlers answer within Slack's
+//! command or click counts once: a copy of it (same platform, timestamp and body) gets 409 and
+//! an audit event, on any replica ([`crate::store::Store::first_sighting`], checked inside the
+//! handler's budget before the action). PINGs and autocomplete, which change nothing, are not
+//! checked. Handlers answer within Slack's
 //! 3-second limit: they only write to the database. What a sender controls reaches logs and audit
 //! events cut to [`crate::domain::LOGGED_TEXT_MAX`] characters.
 
@@ -200,80 +202,76 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// How long the replay check may wait for the database; past it the request is turned away
-/// (nothing done), not let through unchecked.
-const REPLAY_BUDGET: Duration = Duration::from_secs(1);
 /// Digests are kept this long past the signature window, for replicas whose clocks differ.
 const REPLAY_MARGIN_SECS: i64 = 60;
 
-/// The digest of what a request's signature covers: the platform, the signed timestamp (as a
-/// number, so `" 17…"` and `"17…"` are one request) and the raw body.
-fn signed_digest(platform: Platform, timestamp: i64, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(platform.as_str().as_bytes());
-    h.update(b"\n");
-    h.update(timestamp.to_string().as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    hex::encode(h.finalize())
+/// What identifies one signed request in the replay cache ([`crate::store::Store::first_sighting`]):
+/// the digest of what its signature covers, kept until its timestamp has left the window.
+struct ReplayKey {
+    digest: String,
+    expires_at: i64,
 }
 
-/// Lets a verified request through only the first time its signed content arrives: a copy sent
-/// again inside the 5-minute window (to this replica or another) is refused with 409 and audited,
-/// and nothing else happens. Call after the signature check, before parsing.
-async fn refuse_replay(
-    st: &HttpState,
-    platform: Platform,
-    timestamp_header: &str,
-    window_secs: i64,
-    headers: &HeaderMap,
-    body: &[u8],
-    path: &str,
-) -> Result<(), Response> {
-    // The signature check has parsed this header already; a request without one never gets here.
-    let timestamp = headers
-        .get(timestamp_header)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or_default();
-    let digest = signed_digest(platform, timestamp, body);
-    let expires_at = timestamp
-        .saturating_add(window_secs + REPLAY_MARGIN_SECS)
-        .saturating_mul(1000);
-    let seen = st
-        .service
-        .store
-        .first_sighting(&digest, expires_at, crate::store::now_ms());
-    match tokio::time::timeout(REPLAY_BUDGET, seen).await {
-        Ok(Ok(true)) => Ok(()),
-        Ok(Ok(false)) => Err(refuse_http(
-            st,
-            StatusCode::CONFLICT,
-            "replayed_request",
-            "this signed request was already received; a copy changes nothing".into(),
-            path,
-            headers,
-        )
-        .await),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, path, "replay check: the database did not answer");
-            Err(replay_unchecked(st))
-        }
-        Err(_) => {
-            tracing::error!(path, "replay check took longer than its budget");
-            Err(replay_unchecked(st))
+impl ReplayKey {
+    /// The key of a verified request: SHA-256 of the platform, the signed timestamp (as a
+    /// number, so `" 17…"` and `"17…"` are one request) and the raw body.
+    fn of(
+        platform: Platform,
+        timestamp_header: &str,
+        window_secs: i64,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ReplayKey {
+        // The signature check has parsed this header already.
+        let timestamp = headers
+            .get(timestamp_header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(platform.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(timestamp.to_string().as_bytes());
+        h.update(b"\n");
+        h.update(body);
+        ReplayKey {
+            digest: hex::encode(h.finalize()),
+            expires_at: timestamp
+                .saturating_add(window_secs + REPLAY_MARGIN_SECS)
+                .saturating_mul(1000),
         }
     }
 }
 
-/// The answer when a request could not be checked against the replay cache: nothing was done.
-fn replay_unchecked(st: &HttpState) -> Response {
-    st.metrics.request("unavailable");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "jitbot could not record this right now (its database is not answering). Nothing was changed; please try again in a minute.",
-    )
-        .into_response()
+/// Whether this is the first copy of a signed request. A copy sent again inside the 5-minute
+/// window, to this replica or another, is audited here (`replayed_request`) and must change
+/// nothing: the caller answers [`replayed`]. Runs inside the handler's budget, before the
+/// request's action, so a slow database gets the usual "try again" answer.
+async fn first_copy(
+    st: &HttpState,
+    key: &ReplayKey,
+    path: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let store = &st.service.store;
+    if store
+        .first_sighting(&key.digest, key.expires_at, crate::store::now_ms())
+        .await?
+    {
+        return Ok(true);
+    }
+    tracing::warn!(path, "refused a replayed chat request");
+    let refusal = Refusal::new("replayed_request", REPLAYED);
+    st.service
+        .refuse(None, None, &refusal, json!({ "path": path }))
+        .await?;
+    Ok(false)
+}
+
+const REPLAYED: &str = "this signed request was already received; a copy changes nothing";
+
+/// The answer to a replayed request (409): it is no one's real click or command.
+fn replayed() -> Response {
+    (StatusCode::CONFLICT, REPLAYED).into_response()
 }
 
 fn unavailable() -> Response {
@@ -284,31 +282,26 @@ fn unavailable() -> Response {
     .into_response()
 }
 
-/// Checks the Slack signature over the raw body, then that this signed request is not a replay;
-/// the error is the response to send (404 when Slack is not configured, 401 after auditing a bad
-/// signature, 409 after auditing a replay).
+/// Checks the Slack signature over the raw body and returns the request's replay key; the error
+/// is the response to send (404 when Slack is not configured, 401 after auditing a bad
+/// signature).
 async fn verify_slack(
     st: &HttpState,
     headers: &HeaderMap,
     body: &[u8],
     path: &str,
-) -> Result<(), Response> {
+) -> Result<ReplayKey, Response> {
     let Some(cfg) = st.slack.as_ref() else {
         return Err(StatusCode::NOT_FOUND.into_response());
     };
     match slack::verify_request(cfg.signing_secret.expose(), headers, body, now_unix()) {
-        Ok(()) => {
-            refuse_replay(
-                st,
-                Platform::Slack,
-                "x-slack-request-timestamp",
-                slack::MAX_SIGNATURE_SKEW_SECS,
-                headers,
-                body,
-                path,
-            )
-            .await
-        }
+        Ok(()) => Ok(ReplayKey::of(
+            Platform::Slack,
+            "x-slack-request-timestamp",
+            slack::MAX_SIGNATURE_SKEW_SECS,
+            headers,
+            body,
+        )),
         Err(e) => Err(refuse_http(
             st,
             StatusCode::UNAUTHORIZED,
@@ -323,9 +316,10 @@ async fn verify_slack(
 
 async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/slack/commands";
-    if let Err(refused) = verify_slack(&st, &headers, &body, path).await {
-        return refused;
-    }
+    let key = match verify_slack(&st, &headers, &body, path).await {
+        Ok(key) => key,
+        Err(refused) => return refused,
+    };
     let cmd = match slack::parse_slash_command(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -346,8 +340,15 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
         user_name: cmd.user_name.clone(),
         roles: vec![],
     };
-    match tokio::time::timeout(HANDLER_BUDGET, st.service.command(&user, &cmd.text)).await {
-        Ok(Ok(msg)) => Json(slack::ephemeral_response(&msg)).into_response(),
+    let work = async {
+        if !first_copy(&st, &key, path).await? {
+            return Ok(None);
+        }
+        st.service.command(&user, &cmd.text).await.map(Some)
+    };
+    match tokio::time::timeout(HANDLER_BUDGET, work).await {
+        Ok(Ok(Some(msg))) => Json(slack::ephemeral_response(&msg)).into_response(),
+        Ok(Ok(None)) => replayed(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "command failed");
             st.metrics.request("unavailable");
@@ -367,9 +368,10 @@ async fn slack_interaction(
     body: Bytes,
 ) -> Response {
     let path = "/slack/interactions";
-    if let Err(refused) = verify_slack(&st, &headers, &body, path).await {
-        return refused;
-    }
+    let key = match verify_slack(&st, &headers, &body, path).await {
+        Ok(key) => key,
+        Err(refused) => return refused,
+    };
     let click = match slack::parse_interaction(&body) {
         Ok(Interaction::Button(c)) => c,
         Ok(Interaction::Other { kind }) => {
@@ -396,22 +398,25 @@ async fn slack_interaction(
         roles: vec![],
     };
     let service = st.service.clone();
-    let outcome = tokio::time::timeout(HANDLER_BUDGET, async move {
+    let outcome = tokio::time::timeout(HANDLER_BUDGET, async {
+        if !first_copy(&st, &key, path).await? {
+            return Ok(Err(replayed()));
+        }
         match service.click(&user, &click.action).await? {
-            None => Ok(None),
+            None => Ok(Ok(None)),
             // A person in the policy is told by a durable direct message; anyone else gets the
             // answer in this response (no outbound call per forged click).
-            Some(answer) => {
-                service
-                    .tell_clicker(&user, &click.action.request_id, &answer)
-                    .await
-            }
+            Some(answer) => service
+                .tell_clicker(&user, &click.action.request_id, &answer)
+                .await
+                .map(Ok),
         }
     })
     .await;
     match outcome {
-        Ok(Ok(None)) => StatusCode::OK.into_response(),
-        Ok(Ok(Some(answer))) => Json(click_response(&answer)).into_response(),
+        Ok(Ok(Err(replay))) => replay,
+        Ok(Ok(Ok(None))) => StatusCode::OK.into_response(),
+        Ok(Ok(Ok(Some(answer)))) => Json(click_response(&answer)).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "click failed");
             st.metrics.request("unavailable");
@@ -462,19 +467,13 @@ async fn discord_interaction(
         )
         .await;
     }
-    if let Err(refused) = refuse_replay(
-        &st,
+    let key = ReplayKey::of(
         Platform::Discord,
         "x-signature-timestamp",
         discord::MAX_SKEW_SECS,
         &headers,
         &body,
-        path,
-    )
-    .await
-    {
-        return refused;
-    }
+    );
     let incoming = match discord::parse_interaction(&body) {
         Ok(i) => i,
         Err(e) => {
@@ -504,14 +503,21 @@ async fn discord_interaction(
             token,
         } => {
             let user = chat_user(&user);
-            let service = st.service.clone();
+            let state = st.clone();
             // The command runs to completion in its own task: if it outlasts the budget, Discord
-            // gets a deferred response now and the answer replaces it when it is ready.
-            let mut work = tokio::spawn(async move { service.command(&user, &text).await });
+            // gets a deferred response now and the answer replaces it when it is ready. `None`:
+            // a replay, which changes nothing and gets no follow-up (its token is the original's).
+            let mut work = tokio::spawn(async move {
+                if !first_copy(&state, &key, path).await? {
+                    return Ok(None);
+                }
+                state.service.command(&user, &text).await.map(Some)
+            });
             match tokio::time::timeout(DISCORD_DEFER_AFTER, &mut work).await {
-                Ok(Ok(Ok(msg))) => {
+                Ok(Ok(Ok(Some(msg)))) => {
                     Json(discord::ephemeral(&discord::discord_idiom(msg))).into_response()
                 }
+                Ok(Ok(Ok(None))) => replayed(),
                 Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, "command failed");
                     discord_unavailable(&st, "this")
@@ -527,7 +533,8 @@ async fn discord_interaction(
                         let answer = match tokio::time::timeout(DISCORD_FOLLOW_UP_WITHIN, work)
                             .await
                         {
-                            Ok(Ok(Ok(msg))) => discord::discord_idiom(msg),
+                            Ok(Ok(Ok(Some(msg)))) => discord::discord_idiom(msg),
+                            Ok(Ok(Ok(None))) => return,
                             other => {
                                 tracing::error!(outcome = ?other.map(|r| r.map(|r| r.map(drop))), "deferred command did not finish");
                                 reply(
@@ -558,9 +565,16 @@ async fn discord_interaction(
         }
         Incoming::Button { user, action, .. } => {
             let user = chat_user(&user);
-            match tokio::time::timeout(HANDLER_BUDGET, st.service.click(&user, &action)).await {
-                Ok(Ok(None)) => Json(discord::deferred_update()).into_response(),
-                Ok(Ok(Some(answer))) => Json(discord::ephemeral(&answer)).into_response(),
+            let work = async {
+                if !first_copy(&st, &key, path).await? {
+                    return Ok(Err(replayed()));
+                }
+                st.service.click(&user, &action).await.map(Ok)
+            };
+            match tokio::time::timeout(HANDLER_BUDGET, work).await {
+                Ok(Ok(Err(replay))) => replay,
+                Ok(Ok(Ok(None))) => Json(discord::deferred_update()).into_response(),
+                Ok(Ok(Ok(Some(answer)))) => Json(discord::ephemeral(&answer)).into_response(),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "click failed");
                     discord_unavailable(&st, "your decision")
