@@ -691,6 +691,23 @@ pub mod duration_str {
     }
 }
 
+/// How many characters of text someone else wrote go into one log field or audit field.
+pub const LOGGED_TEXT_MAX: usize = 512;
+
+/// `text` cut to [`LOGGED_TEXT_MAX`] characters on a character boundary and marked with its
+/// full length, so what a sender controls (slash-command text, a reason, a user name, an excerpt
+/// of a refused body) costs a bounded line in the logs and the audit trail, whatever was sent.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(LOGGED_TEXT_MAX) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}… [truncated: {} bytes in all]",
+            &text[..cut],
+            text.len()
+        )),
+    }
+}
+
 /// A secret value: never printed, never logged.
 #[derive(Clone)]
 pub struct Secret(String);

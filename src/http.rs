@@ -2,14 +2,19 @@
 //! endpoint, health and readiness.
 //!
 //! Every chat request is verified (signature and timestamp over the raw body) before a byte of it
-//! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. Handlers
-//! answer within Slack's 3-second limit: they only write to the database.
+//! is parsed. A bad signature gets 401 and an audit event, and nothing else happens. A verified
+//! command or click counts once: a copy of it (same platform, timestamp and body) gets 409 and
+//! an audit event, on any replica ([`crate::store::Store::first_sighting`], checked inside the
+//! handler's budget before the action). PINGs and autocomplete, which change nothing, are not
+//! checked. Handlers answer within Slack's
+//! 3-second limit: they only write to the database. What a sender controls reaches logs and audit
+//! events cut to [`crate::domain::LOGGED_TEXT_MAX`] characters.
 
 use crate::chat::Tone;
 use crate::chat::discord::{self, DiscordApi, Incoming};
 use crate::chat::slack::{self, Interaction};
 use crate::config::SlackSettings;
-use crate::domain::Platform;
+use crate::domain::{Platform, bounded};
 use crate::messages::reply;
 use crate::policy::Refusal;
 use crate::service::{ChatUser, Service};
@@ -21,6 +26,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 use serenity::interactions_endpoint::Verifier;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -242,6 +248,9 @@ async fn refuse_http(
     path: &str,
     headers: &HeaderMap,
 ) -> Response {
+    // `why` may quote the refused body (a JSON error names the value it choked on): bounded
+    // in the log and the audit event, whatever was sent.
+    let why = bounded(&why).into_owned();
     tracing::warn!(path, rule, reason = %why, "refused a chat request");
     let agent = headers
         .get("user-agent")
@@ -270,6 +279,78 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Digests are kept this long past the signature window, for replicas whose clocks differ.
+const REPLAY_MARGIN_SECS: i64 = 60;
+
+/// What identifies one signed request in the replay cache ([`crate::store::Store::first_sighting`]):
+/// the digest of what its signature covers, kept until its timestamp has left the window.
+struct ReplayKey {
+    digest: String,
+    expires_at: i64,
+}
+
+impl ReplayKey {
+    /// The key of a verified request: SHA-256 of the platform, the signed timestamp (as a
+    /// number, so `" 17…"` and `"17…"` are one request) and the raw body.
+    fn of(
+        platform: Platform,
+        timestamp_header: &str,
+        window_secs: i64,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ReplayKey {
+        // The signature check has parsed this header already.
+        let timestamp = headers
+            .get(timestamp_header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(platform.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(timestamp.to_string().as_bytes());
+        h.update(b"\n");
+        h.update(body);
+        ReplayKey {
+            digest: hex::encode(h.finalize()),
+            expires_at: timestamp
+                .saturating_add(window_secs + REPLAY_MARGIN_SECS)
+                .saturating_mul(1000),
+        }
+    }
+}
+
+/// Whether this is the first copy of a signed request. A copy sent again inside the 5-minute
+/// window, to this replica or another, is audited here (`replayed_request`) and must change
+/// nothing: the caller answers [`replayed`]. Runs inside the handler's budget, before the
+/// request's action, so a slow database gets the usual "try again" answer.
+async fn first_copy(
+    st: &HttpState,
+    key: &ReplayKey,
+    path: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let store = &st.service.store;
+    if store
+        .first_sighting(&key.digest, key.expires_at, crate::store::now_ms())
+        .await?
+    {
+        return Ok(true);
+    }
+    tracing::warn!(path, "refused a replayed chat request");
+    let refusal = Refusal::new("replayed_request", REPLAYED);
+    st.service
+        .refuse(None, None, &refusal, json!({ "path": path }))
+        .await?;
+    Ok(false)
+}
+
+const REPLAYED: &str = "this signed request was already received; a copy changes nothing";
+
+/// The answer to a replayed request (409): it is no one's real click or command.
+fn replayed() -> Response {
+    (StatusCode::CONFLICT, REPLAYED).into_response()
+}
+
 fn unavailable() -> Response {
     Json(json!({
         "response_type": "ephemeral",
@@ -278,19 +359,26 @@ fn unavailable() -> Response {
     .into_response()
 }
 
-/// Checks the Slack signature over the raw body; the error is the response to send (404 when
-/// Slack is not configured, 401 after auditing a bad signature).
+/// Checks the Slack signature over the raw body and returns the request's replay key; the error
+/// is the response to send (404 when Slack is not configured, 401 after auditing a bad
+/// signature).
 async fn verify_slack(
     st: &HttpState,
     headers: &HeaderMap,
     body: &[u8],
     path: &str,
-) -> Result<(), Response> {
+) -> Result<ReplayKey, Response> {
     let Some(cfg) = st.slack.as_ref() else {
         return Err(StatusCode::NOT_FOUND.into_response());
     };
     match slack::verify_request(cfg.signing_secret.expose(), headers, body, now_unix()) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(ReplayKey::of(
+            Platform::Slack,
+            "x-slack-request-timestamp",
+            slack::MAX_SIGNATURE_SKEW_SECS,
+            headers,
+            body,
+        )),
         Err(e) => Err(refuse_http(
             st,
             StatusCode::UNAUTHORIZED,
@@ -305,9 +393,10 @@ async fn verify_slack(
 
 async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/slack/commands";
-    if let Err(refused) = verify_slack(&st, &headers, &body, path).await {
-        return refused;
-    }
+    let key = match verify_slack(&st, &headers, &body, path).await {
+        Ok(key) => key,
+        Err(refused) => return refused,
+    };
     let cmd = match slack::parse_slash_command(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -328,8 +417,15 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
         user_name: cmd.user_name.clone(),
         roles: vec![],
     };
-    match tokio::time::timeout(HANDLER_BUDGET, st.service.command(&user, &cmd.text)).await {
-        Ok(Ok(msg)) => Json(slack::ephemeral_response(&msg)).into_response(),
+    let work = async {
+        if !first_copy(&st, &key, path).await? {
+            return Ok(None);
+        }
+        st.service.command(&user, &cmd.text).await.map(Some)
+    };
+    match tokio::time::timeout(HANDLER_BUDGET, work).await {
+        Ok(Ok(Some(msg))) => Json(slack::ephemeral_response(&msg)).into_response(),
+        Ok(Ok(None)) => replayed(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "command failed");
             st.metrics.request("unavailable");
@@ -349,13 +445,15 @@ async fn slack_interaction(
     body: Bytes,
 ) -> Response {
     let path = "/slack/interactions";
-    if let Err(refused) = verify_slack(&st, &headers, &body, path).await {
-        return refused;
-    }
+    let key = match verify_slack(&st, &headers, &body, path).await {
+        Ok(key) => key,
+        Err(refused) => return refused,
+    };
     let click = match slack::parse_interaction(&body) {
         Ok(Interaction::Button(c)) => c,
         Ok(Interaction::Other { kind }) => {
-            tracing::debug!(kind, "ignoring an interaction that is not a jitbot button");
+            let kind = bounded(&kind);
+            tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
             return StatusCode::OK.into_response();
         }
         Err(e) => {
@@ -377,19 +475,25 @@ async fn slack_interaction(
         roles: vec![],
     };
     let service = st.service.clone();
-    let outcome = tokio::time::timeout(HANDLER_BUDGET, async move {
-        let answer = service.click(&user, &click.action).await?;
-        if let Some(answer) = answer {
-            // Tell the clicker privately, durably (a direct message job).
-            service
-                .tell_clicker(&user, &click.action.request_id, &answer)
-                .await?;
+    let outcome = tokio::time::timeout(HANDLER_BUDGET, async {
+        if !first_copy(&st, &key, path).await? {
+            return Ok(Err(replayed()));
         }
-        Ok::<_, crate::store::StoreError>(())
+        match service.click(&user, &click.action).await? {
+            None => Ok(Ok(None)),
+            // A person in the policy is told by a durable direct message; anyone else gets the
+            // answer in this response (no outbound call per forged click).
+            Some(answer) => service
+                .tell_clicker(&user, &click.action.request_id, &answer)
+                .await
+                .map(Ok),
+        }
     })
     .await;
     match outcome {
-        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Ok(Err(replay))) => replay,
+        Ok(Ok(Ok(None))) => StatusCode::OK.into_response(),
+        Ok(Ok(Ok(Some(answer)))) => Json(click_response(&answer)).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "click failed");
             st.metrics.request("unavailable");
@@ -440,6 +544,13 @@ async fn discord_interaction(
         )
         .await;
     }
+    let key = ReplayKey::of(
+        Platform::Discord,
+        "x-signature-timestamp",
+        discord::MAX_SKEW_SECS,
+        &headers,
+        &body,
+    );
     let incoming = match discord::parse_interaction(&body) {
         Ok(i) => i,
         Err(e) => {
@@ -469,14 +580,21 @@ async fn discord_interaction(
             token,
         } => {
             let user = chat_user(&user);
-            let service = st.service.clone();
+            let state = st.clone();
             // The command runs to completion in its own task: if it outlasts the budget, Discord
-            // gets a deferred response now and the answer replaces it when it is ready.
-            let mut work = tokio::spawn(async move { service.command(&user, &text).await });
+            // gets a deferred response now and the answer replaces it when it is ready. `None`:
+            // a replay, which changes nothing and gets no follow-up (its token is the original's).
+            let mut work = tokio::spawn(async move {
+                if !first_copy(&state, &key, path).await? {
+                    return Ok(None);
+                }
+                state.service.command(&user, &text).await.map(Some)
+            });
             match tokio::time::timeout(DISCORD_DEFER_AFTER, &mut work).await {
-                Ok(Ok(Ok(msg))) => {
+                Ok(Ok(Ok(Some(msg)))) => {
                     Json(discord::ephemeral(&discord::discord_idiom(msg))).into_response()
                 }
+                Ok(Ok(Ok(None))) => replayed(),
                 Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, "command failed");
                     discord_unavailable(&st, "this")
@@ -492,7 +610,8 @@ async fn discord_interaction(
                         let answer = match tokio::time::timeout(DISCORD_FOLLOW_UP_WITHIN, work)
                             .await
                         {
-                            Ok(Ok(Ok(msg))) => discord::discord_idiom(msg),
+                            Ok(Ok(Ok(Some(msg)))) => discord::discord_idiom(msg),
+                            Ok(Ok(Ok(None))) => return,
                             other => {
                                 tracing::error!(outcome = ?other.map(|r| r.map(|r| r.map(drop))), "deferred command did not finish");
                                 reply(
@@ -523,9 +642,16 @@ async fn discord_interaction(
         }
         Incoming::Button { user, action, .. } => {
             let user = chat_user(&user);
-            match tokio::time::timeout(HANDLER_BUDGET, st.service.click(&user, &action)).await {
-                Ok(Ok(None)) => Json(discord::deferred_update()).into_response(),
-                Ok(Ok(Some(answer))) => Json(discord::ephemeral(&answer)).into_response(),
+            let work = async {
+                if !first_copy(&st, &key, path).await? {
+                    return Ok(Err(replayed()));
+                }
+                st.service.click(&user, &action).await.map(Ok)
+            };
+            match tokio::time::timeout(HANDLER_BUDGET, work).await {
+                Ok(Ok(Err(replay))) => replay,
+                Ok(Ok(Ok(None))) => Json(discord::deferred_update()).into_response(),
+                Ok(Ok(Ok(Some(answer)))) => Json(discord::ephemeral(&answer)).into_response(),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "click failed");
                     discord_unavailable(&st, "your decision")
@@ -537,7 +663,8 @@ async fn discord_interaction(
             }
         }
         Incoming::Other { kind } => {
-            tracing::debug!(kind, "ignoring a Discord interaction that is not jitbot's");
+            let kind = bounded(&kind);
+            tracing::debug!(%kind, "ignoring a Discord interaction that is not jitbot's");
             Json(discord::deferred_update()).into_response()
         }
     }
@@ -563,6 +690,13 @@ fn discord_targets(st: &HttpState, user: &ChatUser, typed: &str) -> Vec<String> 
     names.sort_by_key(|n| (!n.to_ascii_lowercase().starts_with(&typed), n.clone()));
     names.truncate(25);
     names
+}
+
+/// A click's answer shown to the clicker alone, leaving the card as it is.
+fn click_response(answer: &crate::chat::Message) -> serde_json::Value {
+    let mut response = slack::ephemeral_response(answer);
+    response["replace_original"] = json!(false);
+    response
 }
 
 fn click_unavailable() -> Response {

@@ -313,15 +313,24 @@ impl Service {
     /// Slack, whose interaction response cannot show it to the clicker alone). Its own
     /// transaction after the click's: what the click recorded (a refusal and its audit event)
     /// stands even if this fails.
+    ///
+    /// Only people in the policy get a direct message. Anyone else (a forged or stray click
+    /// from an id jitbot does not know) gets `Some(answer)` back, to be sent in the interaction's
+    /// own response: a click must never make jitbot call Slack on an outsider's behalf, or each
+    /// forged click would cost an outbound call (and a DM to any id the sender picks).
     pub async fn tell_clicker(
         &self,
         user: &ChatUser,
         request_id: &str,
         answer: &Message,
-    ) -> Result<()> {
+    ) -> Result<Option<Message>> {
+        if self.person(user).is_none() {
+            return Ok(Some(answer.clone()));
+        }
         let to = crate::chat::direct_address(user.platform, &user.user_id);
         let mut tx = self.store.begin().await?;
         crate::outbox::post(&mut tx, user.platform, &to, Some(request_id), answer).await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(None)
     }
 }

@@ -21,13 +21,29 @@ mod revoke;
 use crate::chat::{Message, Tone};
 use crate::command::{Command, USAGE};
 use crate::domain::Platform;
-use crate::domain::RequestId;
+use crate::domain::{RequestId, bounded};
 use crate::messages::reply;
 use crate::outbox::{self, Destinations};
 use crate::policy::{Actor, Person, Policy, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Store, Tx};
 use serde_json::json;
 use std::sync::Arc;
+
+/// Every string in `v` cut to [`crate::domain::LOGGED_TEXT_MAX`] characters: a refusal's context
+/// holds what the sender typed, and an audit event must not grow with it.
+fn bound_strings(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(bounded(&s).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(bound_strings).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (bounded(&k).into_owned(), bound_strings(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
 
 /// Who is talking to us, as the chat platform identified them (after signature verification).
 #[derive(Debug, Clone)]
@@ -86,7 +102,11 @@ impl Service {
             AuditKind::Refused,
             request_id,
             actor,
-            json!({ "rule": refusal.rule, "message": refusal.message, "context": extra }),
+            json!({
+                "rule": refusal.rule,
+                "message": bounded(&refusal.message),
+                "context": bound_strings(extra),
+            }),
             self.simulated,
         )
         .await?;

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod jobs;
+mod replay;
 pub mod siem;
 mod singletons;
 mod source_links;

@@ -109,6 +109,7 @@ mod lifecycle;
 mod links;
 mod ops;
 mod reconcile;
+mod replay;
 mod replicas;
 mod restart;
 mod security;

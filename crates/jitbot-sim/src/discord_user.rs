@@ -5,6 +5,18 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh interaction id and token, as Discord gives every interaction its own: two identical
+/// commands are two signed requests with different bodies, never a replay of one.
+fn interaction_id() -> (String, String) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = 1_218_321_500_000_000_010u64 + NEXT.fetch_add(1, Ordering::Relaxed);
+    (
+        n.to_string(),
+        format!("aW50ZXJhY3Rpb246{n}{:016x}", rand::random::<u64>()),
+    )
+}
 
 /// RFC 8032 test 1 secret seed.
 pub const TEST_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -40,6 +52,7 @@ fn member(user_id: &str, roles: &[&str]) -> Value {
 }
 
 fn envelope(kind: u8, user_id: &str, roles: &[&str], channel_id: &str, data: Value) -> Value {
+    let (id, token) = interaction_id();
     json!({
         "app_permissions": "2248473465835073",
         "application_id": APPLICATION_ID,
@@ -55,10 +68,10 @@ fn envelope(kind: u8, user_id: &str, roles: &[&str], channel_id: &str, data: Val
         "guild": { "features": [], "id": GUILD_ID, "locale": "en-US" },
         "guild_id": GUILD_ID,
         "guild_locale": "en-US",
-        "id": "1218321500000000010",
+        "id": id,
         "locale": "en-US",
         "member": member(user_id, roles),
-        "token": "aW50ZXJhY3Rpb246MTIxODMyMTUwMDAwMDAwMDAxMDpFeGFtcGxlVG9rZW4",
+        "token": token,
         "type": kind,
         "version": 1
     })
@@ -66,8 +79,9 @@ fn envelope(kind: u8, user_id: &str, roles: &[&str], channel_id: &str, data: Val
 
 /// PING (type 1), as Discord sends it when the endpoint URL is saved.
 pub fn ping() -> String {
+    let (id, token) = interaction_id();
     json!({"app_permissions":"180224","application_id":APPLICATION_ID,"authorizing_integration_owners":{},
-        "entitlements":[],"id":"1218320751015235605","token":"aW50ZXJhY3Rpb246UElORw","type":1,
+        "entitlements":[],"id":id,"token":token,"type":1,
         "user":{"avatar":null,"avatar_decoration_data":null,"bot":true,"discriminator":"0000",
         "global_name":"Discord","id":"643945264868098049","public_flags":1,"system":true,"username":"discord"},
         "version":1})

@@ -3,6 +3,15 @@
 //! and the black-box tests.
 
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh `trigger_id`, as Slack gives each invocation and click its own: two identical
+/// commands are two signed requests with different bodies, never a replay of one.
+fn trigger_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{n}.1234567890.{:032x}", rand::random::<u128>())
+}
 
 /// The form body Slack posts for a slash command.
 pub fn slash_command(user_id: &str, user_name: &str, channel_id: &str, text: &str) -> String {
@@ -22,7 +31,7 @@ pub fn slash_command(user_id: &str, user_name: &str, channel_id: &str, text: &st
             "response_url",
             "https://hooks.slack.com/commands/T0001/1234567890123/abcdEFGHijklMNOPqrstUVWX",
         ),
-        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
+        ("trigger_id", &trigger_id()),
     ])
     .unwrap_or_default()
 }
@@ -43,7 +52,7 @@ pub fn block_action(
         "api_app_id": "A123456",
         "token": "gIkuvaNzQIHg97ATvDxqgjtO",
         "container": { "type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": false },
-        "trigger_id": "6260451215763.1234567890.6a1f0c0d5c4b4e0e8f1a2b3c4d5e6f70",
+        "trigger_id": trigger_id(),
         "team": { "id": "T0001", "domain": "example" },
         "enterprise": null,
         "is_enterprise_install": false,
