@@ -59,6 +59,22 @@ impl Destinations {
         self.platforms.iter().any(|(p, _)| *p == platform)
     }
 
+    /// Where a direct message reaches someone with these ids, on every configured platform.
+    pub fn direct_addresses(
+        &self,
+        slack: Option<&str>,
+        discord: Option<&str>,
+    ) -> Vec<(Platform, String)> {
+        [(Platform::Slack, slack), (Platform::Discord, discord)]
+            .into_iter()
+            .filter_map(|(platform, id)| {
+                let id = id?;
+                self.has(platform)
+                    .then(|| (platform, crate::chat::direct_address(platform, id)))
+            })
+            .collect()
+    }
+
     pub async fn feed(
         &self,
         tx: &mut Tx,

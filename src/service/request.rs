@@ -152,19 +152,6 @@ impl Service {
         summary: &str,
         now: i64,
     ) -> Result<String> {
-        tx.audit(
-            AuditKind::AutoApproved,
-            Some(&req.id),
-            Some("policy"),
-            json!({ "rule": "auto_approve" }),
-            self.simulated,
-        )
-        .await?;
-        Job::Apply {
-            request_id: req.id.clone(),
-        }
-        .enqueue(tx, now)
-        .await?;
         let requester = who(&self.policy, &req.requester, req.platform);
         let notice = messages::notice(
             req,
@@ -172,7 +159,13 @@ impl Service {
             "Auto-approved",
             format!("{requester} asked for {summary}; policy approved it"),
         );
-        self.out.feed(tx, Some(&req.id), &notice).await?;
+        let audit = (
+            AuditKind::AutoApproved,
+            "policy",
+            json!({ "rule": "auto_approve" }),
+        );
+        self.open_without_round(tx, req, audit, &notice, now)
+            .await?;
         Ok(format!(
             "Request `{}` for {summary} is approved by policy; I am opening it and will tell you when it is open.",
             req.id
@@ -191,19 +184,6 @@ impl Service {
         now: i64,
     ) -> Result<String> {
         let reason = req.reason.clone().unwrap_or_default();
-        tx.audit(
-            AuditKind::BreakGlass,
-            Some(&req.id),
-            Some(&req.requester),
-            json!({ "target": req.target, "reason": reason, "duration_s": req.duration_ms / 1000 }),
-            self.simulated,
-        )
-        .await?;
-        Job::Apply {
-            request_id: req.id.clone(),
-        }
-        .enqueue(tx, now)
-        .await?;
         let requester = who(&self.policy, &req.requester, req.platform);
         let alert = messages::notice(
             req,
@@ -214,24 +194,42 @@ impl Service {
                 req.id
             ),
         );
+        let detail =
+            json!({ "target": req.target, "reason": reason, "duration_s": req.duration_ms / 1000 });
+        let audit = (AuditKind::BreakGlass, req.requester.as_str(), detail);
+        self.open_without_round(tx, req, audit, &alert, now).await?;
         for person in self.policy.approver_people(target) {
-            for (platform, id) in [
-                (Platform::Slack, &person.slack),
-                (Platform::Discord, &person.discord),
-            ] {
-                if let Some(id) = id
-                    && self.out.has(platform)
-                {
-                    let to = crate::chat::direct_address(platform, id);
-                    outbox::post(tx, platform, &to, Some(&req.id), &alert).await?;
-                }
+            let to = self
+                .out
+                .direct_addresses(person.slack.as_deref(), person.discord.as_deref());
+            for (platform, address) in to {
+                outbox::post(tx, platform, &address, Some(&req.id), &alert).await?;
             }
         }
-        self.out.feed(tx, Some(&req.id), &alert).await?;
         Ok(format!(
             "Break-glass: `{}` for {summary} is opening now without approval; every approver has been alerted.",
             req.id
         ))
+    }
+
+    /// Approved without a human round (policy, or break-glass): the audit event saying why, the
+    /// apply job, and `notice` on the audit channel, in the request's transaction.
+    async fn open_without_round(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        (kind, actor, detail): (AuditKind, &str, serde_json::Value),
+        notice: &Message,
+        now: i64,
+    ) -> Result<()> {
+        tx.audit(kind, Some(&req.id), Some(actor), detail, self.simulated)
+            .await?;
+        Job::Apply {
+            request_id: req.id.clone(),
+        }
+        .enqueue(tx, now)
+        .await?;
+        self.out.feed(tx, Some(&req.id), notice).await
     }
 
     /// Waits for people: cards with buttons in the target's approval channels, and an expiry job

@@ -4,7 +4,7 @@
 //! ([`crate::policy::Decidable::escalated`]). Both do nothing once the request is decided.
 
 use super::{Outcome, Worker};
-use crate::chat::{Tone, direct_address};
+use crate::chat::Tone;
 use crate::domain::{Platform, Status};
 use crate::job::Job;
 use crate::messages::{self, who};
@@ -13,21 +13,9 @@ use crate::store::{AuditKind, RequestRow, Result, Tx, now_ms};
 use serde_json::json;
 
 /// Each configured platform on which `person` can be reached, with their address there.
-fn addresses<'a>(
-    w: &'a Worker,
-    person: &'a Person,
-) -> impl Iterator<Item = (Platform, String)> + 'a {
-    [
-        (Platform::Slack, &person.slack),
-        (Platform::Discord, &person.discord),
-    ]
-    .into_iter()
-    .filter_map(move |(platform, id)| {
-        let id = id.as_ref()?;
-        w.out
-            .has(platform)
-            .then(|| (platform, direct_address(platform, id)))
-    })
+fn addresses(w: &Worker, person: &Person) -> Vec<(Platform, String)> {
+    w.out
+        .direct_addresses(person.slack.as_deref(), person.discord.as_deref())
 }
 
 impl Worker {
