@@ -243,7 +243,9 @@ impl Budget {
         });
     }
 
-    /// ARM throttled a request of `method`: its buckets are empty until `retry_after` passes.
+    /// ARM throttled a request of `method`: nothing of its kind goes until `retry_after` has
+    /// passed. (Which bucket ran dry is not said; the `…-remaining-…: 0` header, when ARM sends
+    /// it, empties the right one in [`Budget::observe`].)
     pub(crate) fn throttled(
         &self,
         sub: &str,
@@ -254,8 +256,6 @@ impl Budget {
         let until = now + retry_after.unwrap_or(Duration::from_secs(5));
         self.with(sub, now, |s| {
             for l in s.levels(method) {
-                l.refill(now);
-                l.tokens = 0.0;
                 l.blocked_until = Some(l.blocked_until.map_or(until, |u| u.max(until)));
             }
         });
