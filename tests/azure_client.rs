@@ -604,7 +604,12 @@ async fn concurrent_requests_on_one_nsg_get_different_priorities_one_write_at_a_
 
 #[tokio::test]
 async fn a_removal_goes_ahead_of_queued_puts_on_the_same_nsg() {
-    let (sim, azure) = setup().await;
+    // Rule by rule (`nsg_writes = "per_rule"`); coalesced, the removal shares the next write with
+    // the queued PUTs (tests/nsg_writes.rs).
+    let (sim, azure) = setup_with(ArmSimOptions::default(), |s| {
+        s.nsg_writes = jitbot::azure::NsgWrites::PerRule
+    })
+    .await;
     azure
         .nsgs
         .ensure_rule(NSG, &spec("jitbot-req_old", &[22]))

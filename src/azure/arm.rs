@@ -8,9 +8,20 @@
 //!
 //! Writes are followed to their end: `Azure-AsyncOperation` is polled (always HTTP 200 with
 //! `InProgress|Succeeded|Failed|Canceled`); without it, a DELETE's `Location` is polled, and a PUT
-//! is confirmed by reading the rule until `provisioningState` is `Succeeded`. An operation that
-//! ends `Failed` with a retryable code (another operation in progress, internal error) is
-//! re-issued — PUT and DELETE of a rule are idempotent.
+//! is confirmed by reading the resource until `provisioningState` is `Succeeded`. An operation
+//! that ends `Failed` with a retryable code (another operation in progress, internal error) is
+//! re-issued — PUT and DELETE of a rule are idempotent, and an NSG-level PUT carries `If-Match`,
+//! so a re-issue after someone else's change is refused (412) rather than undoing it.
+//!
+//! Polling: real ARM answers rule PUTs with `Retry-After: 3` and DELETEs with `Retry-After: 10`
+//! while the operation itself typically takes a second or two, so following the hint alone makes
+//! every write take 3–10 s. While the read budget is plentiful ([`Budget::reads_plentiful`]) the
+//! first poll comes after 250 ms and the next ones every second (never later than the hint);
+//! when reads run short, polls follow `Retry-After`.
+//!
+//! Every request first takes a token from the client-side [`Budget`] (fed by ARM's
+//! `x-ms-ratelimit-remaining-*` headers and 429s), so closings go before openings, and openings
+//! before reads that can wait, when the budget runs low.
 
 use std::time::Duration;
 
@@ -20,6 +31,7 @@ use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::budget::{Budget, Limits, Urgency, subscription_of};
 use super::model::{AsyncOperationResult, CloudError, CloudErrorBody, SecurityRule};
 use super::token::TokenSource;
 use super::{AzureError, AzureSettings};
@@ -32,6 +44,10 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Ceiling for any single wait, whatever `Retry-After` says.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// First poll of an operation while reads are plentiful (never later than `Retry-After`).
+const FIRST_POLL: Duration = Duration::from_millis(250);
+/// Later polls while reads are plentiful (never later than `Retry-After`).
+const QUICK_POLL: Duration = Duration::from_secs(1);
 
 /// Error codes that mean "the NSG is busy with another write; try again".
 const BUSY_CODES: &[&str] = &[
@@ -106,11 +122,53 @@ enum WaitError {
     Fatal(AzureError),
 }
 
-/// The kind of rule write being followed.
+/// The kind of write being followed (of a rule, or of the whole NSG for `Put`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum WriteKind {
     Put,
     Delete,
+}
+
+/// What goes with a request besides method and URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    /// JSON body.
+    pub(crate) body: Option<Bytes>,
+    /// `If-Match` (an NSG-level PUT: the etag it was computed from).
+    pub(crate) if_match: Option<String>,
+    /// Its place in the queue for budget when the budget runs low.
+    pub(crate) urgency: Urgency,
+}
+
+impl Outgoing {
+    /// A request without body or precondition.
+    pub(crate) fn plain(urgency: Urgency) -> Self {
+        Outgoing {
+            body: None,
+            if_match: None,
+            urgency,
+        }
+    }
+
+    /// A rule body (serialisation of jitbot's own types cannot fail).
+    fn rule(body: Option<&SecurityRule>, urgency: Urgency) -> Self {
+        Outgoing {
+            body: body
+                .and_then(|b| serde_json::to_vec(b).ok())
+                .map(Bytes::from),
+            if_match: None,
+            urgency,
+        }
+    }
+}
+
+/// What a request of `method` waits behind by default: reads can wait, DELETEs close.
+fn default_urgency(method: &Method) -> Urgency {
+    match *method {
+        Method::DELETE => Urgency::Close,
+        Method::GET => Urgency::Read,
+        _ => Urgency::Open,
+    }
 }
 
 /// ARM REST client.
@@ -123,6 +181,8 @@ pub(crate) struct ArmClient {
     operation_timeout: Duration,
     /// Counts every HTTP attempt by method and status.
     metrics: crate::metrics::Metrics,
+    /// The client-side model of ARM's buckets.
+    budget: Budget,
 }
 
 impl ArmClient {
@@ -141,6 +201,7 @@ impl ArmClient {
             tokens,
             retry_budget: settings.retry_budget,
             operation_timeout: settings.operation_timeout,
+            budget: Budget::new(Limits::default()),
         }
     }
 
@@ -202,11 +263,24 @@ impl ArmClient {
         url: &url::Url,
         body: Option<&SecurityRule>,
     ) -> Result<ArmResponse, AzureError> {
+        let out = Outgoing::rule(body, default_urgency(&method));
+        self.send_with(method, url, &out).await
+    }
+
+    /// [`ArmClient::send`] with a raw body, `If-Match` and an urgency.
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        url: &url::Url,
+        out: &Outgoing,
+    ) -> Result<ArmResponse, AzureError> {
         let deadline = Instant::now() + self.retry_budget;
         let mut attempts: u32 = 0;
         let mut refreshed = false;
+        let sub = subscription_of(url.path());
         loop {
             attempts += 1;
+            self.budget.acquire(sub, &method, out.urgency).await;
             let bearer = self.tokens.token().await?;
             let client_request_id = random_request_id();
             let mut req = self
@@ -215,8 +289,13 @@ impl ArmClient {
                 .bearer_auth(&bearer.token)
                 .header("x-ms-client-request-id", &client_request_id)
                 .header(reqwest::header::ACCEPT, "application/json");
-            if let Some(body) = body {
-                req = req.json(body);
+            if let Some(body) = &out.body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            if let Some(tag) = &out.if_match {
+                req = req.header(reqwest::header::IF_MATCH, tag);
             }
             let attempt = match req.send().await {
                 Err(e) => {
@@ -231,6 +310,7 @@ impl ArmClient {
                     self.metrics
                         .arm_call(method.as_str(), Some(status.as_u16()));
                     let headers = resp.headers().clone();
+                    self.budget.observe(sub, &headers, Instant::now());
                     match resp.bytes().await {
                         Err(e) => Attempt::Retry {
                             reason: describe_reqwest_error(&e),
@@ -249,15 +329,18 @@ impl ArmClient {
                                 arm_request_id,
                                 "ARM call"
                             );
-                            classify(
-                                &method,
-                                url,
-                                ArmResponse {
-                                    status,
-                                    headers,
-                                    body,
-                                },
-                            )
+                            let resp = ArmResponse {
+                                status,
+                                headers,
+                                body,
+                            };
+                            if status == StatusCode::TOO_MANY_REQUESTS
+                                && !is_busy(&parse_error(&resp))
+                            {
+                                let after = retry_after(&resp.headers);
+                                self.budget.throttled(sub, &method, after, Instant::now());
+                            }
+                            classify(&method, url, resp)
                         }
                     }
                 }
@@ -304,6 +387,22 @@ impl ArmClient {
         rule_url: &url::Url,
         body: Option<&SecurityRule>,
     ) -> Result<(), AzureError> {
+        let urgency = match kind {
+            WriteKind::Put => Urgency::Open,
+            WriteKind::Delete => Urgency::Close,
+        };
+        self.write_and_wait_with(kind, rule_url, &Outgoing::rule(body, urgency))
+            .await
+    }
+
+    /// [`ArmClient::write_and_wait`] with a raw body (an NSG-level PUT), `If-Match` and an
+    /// urgency that its polls share.
+    pub(crate) async fn write_and_wait_with(
+        &self,
+        kind: WriteKind,
+        rule_url: &url::Url,
+        out: &Outgoing,
+    ) -> Result<(), AzureError> {
         let deadline = Instant::now() + self.retry_budget;
         let mut attempts: u32 = 0;
         loop {
@@ -312,8 +411,8 @@ impl ArmClient {
                 WriteKind::Put => Method::PUT,
                 WriteKind::Delete => Method::DELETE,
             };
-            let resp = self.send(method, rule_url, body).await?;
-            match self.wait(kind, rule_url, resp).await {
+            let resp = self.send_with(method, rule_url, out).await?;
+            match self.wait(kind, rule_url, resp, out.urgency).await {
                 Ok(()) => return Ok(()),
                 Err(WaitError::Fatal(e)) => return Err(e),
                 Err(WaitError::Reissue(reason)) => {
@@ -338,8 +437,9 @@ impl ArmClient {
     async fn wait(
         &self,
         kind: WriteKind,
-        rule_url: &url::Url,
+        url: &url::Url,
         resp: ArmResponse,
+        urgency: Urgency,
     ) -> Result<(), WaitError> {
         let status = resp.status;
         if kind == WriteKind::Delete
@@ -351,16 +451,20 @@ impl ArmClient {
             // PUT of a rule into an NSG that does not exist.
             return Err(WaitError::Fatal(AzureError::NsgNotFound(format!(
                 "{} ({})",
-                rule_url.path(),
+                url.path(),
                 resp.error_code()
             ))));
         }
-        let deadline = Instant::now() + self.operation_timeout;
-        let mut interval = poll_interval(&resp);
+        let mut polls = Polls {
+            urgency,
+            sub: subscription_of(url.path()).to_string(),
+            done: 0,
+            deadline: Instant::now() + self.operation_timeout,
+        };
         if let Some(op) = resp.header("azure-asyncoperation") {
             let op_url = parse_url(op).map_err(WaitError::Fatal)?;
             self.check_same_origin(&op_url).map_err(WaitError::Fatal)?;
-            return self.poll_async_operation(&op_url, interval, deadline).await;
+            return self.poll_async_operation(&op_url, &resp, &mut polls).await;
         }
         match kind {
             WriteKind::Delete => {
@@ -370,60 +474,69 @@ impl ArmClient {
                 if let Some(loc) = resp.header("location") {
                     let loc_url = parse_url(loc).map_err(WaitError::Fatal)?;
                     self.check_same_origin(&loc_url).map_err(WaitError::Fatal)?;
-                    return self.poll_location(&loc_url, interval, deadline).await;
+                    return self.poll_location(&loc_url, &resp, &mut polls).await;
                 }
                 // 202 with no way to follow it: read the rule until it is gone.
+                let mut last = resp;
                 loop {
-                    self.sleep_until_next_poll(interval, deadline, rule_url)
-                        .await?;
-                    let r = self
-                        .send(Method::GET, rule_url, None)
-                        .await
-                        .map_err(WaitError::Fatal)?;
-                    if r.status == StatusCode::NOT_FOUND {
+                    self.sleep_until_next_poll(&mut polls, &last, url).await?;
+                    last = self.poll(url, &polls).await?;
+                    if last.status == StatusCode::NOT_FOUND {
                         return Ok(());
                     }
-                    interval = poll_interval(&r);
                 }
             }
-            WriteKind::Put => {
-                // No async header: confirm by reading the rule.
-                let mut current = resp;
-                loop {
-                    if current.status == StatusCode::NOT_FOUND {
-                        return Err(WaitError::Reissue(
-                            "the rule vanished while it was being created".into(),
-                        ));
-                    }
-                    let rule: SecurityRule = current.json("the rule").map_err(WaitError::Fatal)?;
-                    match rule.properties.provisioning_state.as_deref() {
-                        None | Some("Succeeded") => return Ok(()),
-                        Some("Failed") => {
-                            return Err(WaitError::Reissue(
-                                "the rule's provisioningState is Failed".into(),
-                            ));
-                        }
-                        Some(_) => {}
-                    }
-                    self.sleep_until_next_poll(interval, deadline, rule_url)
-                        .await?;
-                    current = self
-                        .send(Method::GET, rule_url, None)
-                        .await
-                        .map_err(WaitError::Fatal)?;
-                    interval = poll_interval(&current);
-                }
-            }
+            WriteKind::Put => self.confirm_put(url, resp, &mut polls).await,
         }
+    }
+
+    /// A PUT without an async header: read the resource (rule or NSG) until it is provisioned.
+    async fn confirm_put(
+        &self,
+        url: &url::Url,
+        mut current: ArmResponse,
+        polls: &mut Polls,
+    ) -> Result<(), WaitError> {
+        loop {
+            if current.status == StatusCode::NOT_FOUND {
+                return Err(WaitError::Reissue(
+                    "the resource vanished while it was being written".into(),
+                ));
+            }
+            let value: serde_json::Value =
+                current.json("the resource").map_err(WaitError::Fatal)?;
+            match value
+                .pointer("/properties/provisioningState")
+                .and_then(|s| s.as_str())
+            {
+                None | Some("Succeeded") => return Ok(()),
+                Some("Failed") => {
+                    return Err(WaitError::Reissue("the provisioningState is Failed".into()));
+                }
+                Some(_) => {}
+            }
+            self.sleep_until_next_poll(polls, &current, url).await?;
+            current = self.poll(url, polls).await?;
+        }
+    }
+
+    /// One poll: a GET with the urgency of the write it follows.
+    async fn poll(&self, url: &url::Url, polls: &Polls) -> Result<ArmResponse, WaitError> {
+        self.send_with(Method::GET, url, &Outgoing::plain(polls.urgency))
+            .await
+            .map_err(WaitError::Fatal)
     }
 
     async fn sleep_until_next_poll(
         &self,
-        interval: Duration,
-        deadline: Instant,
+        polls: &mut Polls,
+        last: &ArmResponse,
         what: &url::Url,
     ) -> Result<(), WaitError> {
-        if Instant::now() + interval > deadline {
+        let plentiful = self.budget.reads_plentiful(&polls.sub, Instant::now());
+        let interval = next_poll(poll_hint(last), polls.done, plentiful);
+        polls.done += 1;
+        if Instant::now() + interval > polls.deadline {
             return Err(WaitError::Fatal(AzureError::Transient(format!(
                 "the operation on {} did not finish within {}; it may still complete — the job \
                  will check again",
@@ -438,16 +551,12 @@ impl ArmClient {
     async fn poll_async_operation(
         &self,
         op_url: &url::Url,
-        mut interval: Duration,
-        deadline: Instant,
+        accepted: &ArmResponse,
+        polls: &mut Polls,
     ) -> Result<(), WaitError> {
+        self.sleep_until_next_poll(polls, accepted, op_url).await?;
         loop {
-            self.sleep_until_next_poll(interval, deadline, op_url)
-                .await?;
-            let r = self
-                .send(Method::GET, op_url, None)
-                .await
-                .map_err(WaitError::Fatal)?;
+            let r = self.poll(op_url, polls).await?;
             if r.status == StatusCode::NOT_FOUND {
                 return Err(WaitError::Reissue(
                     "ARM no longer knows the asynchronous operation".into(),
@@ -455,7 +564,6 @@ impl ArmClient {
             }
             let op: AsyncOperationResult =
                 r.json("the operation status").map_err(WaitError::Fatal)?;
-            interval = poll_interval(&r);
             match op.status.as_str() {
                 "Succeeded" => return Ok(()),
                 "Failed" | "Canceled" => {
@@ -468,29 +576,48 @@ impl ArmClient {
                 }
                 _ => {} // InProgress (or a status this version does not know): keep polling.
             }
+            self.sleep_until_next_poll(polls, &r, op_url).await?;
         }
     }
 
     async fn poll_location(
         &self,
         loc_url: &url::Url,
-        mut interval: Duration,
-        deadline: Instant,
+        accepted: &ArmResponse,
+        polls: &mut Polls,
     ) -> Result<(), WaitError> {
+        let mut last_hint = poll_hint(accepted);
         loop {
-            self.sleep_until_next_poll(interval, deadline, loc_url)
-                .await?;
-            let r = self
-                .send(Method::GET, loc_url, None)
-                .await
-                .map_err(WaitError::Fatal)?;
+            let interval = next_poll(
+                last_hint,
+                polls.done,
+                self.budget.reads_plentiful(&polls.sub, Instant::now()),
+            );
+            polls.done += 1;
+            if Instant::now() + interval > polls.deadline {
+                return Err(WaitError::Fatal(AzureError::Transient(format!(
+                    "the operation on {} did not finish within {}",
+                    loc_url.path(),
+                    humantime::format_duration(self.operation_timeout)
+                ))));
+            }
+            tokio::time::sleep(interval).await;
+            let r = self.poll(loc_url, polls).await?;
             if r.status == StatusCode::ACCEPTED {
-                interval = poll_interval(&r);
+                last_hint = poll_hint(&r);
                 continue;
             }
             return Ok(());
         }
     }
+}
+
+/// Where a write's polling stands.
+struct Polls {
+    urgency: Urgency,
+    sub: String,
+    done: u32,
+    deadline: Instant,
 }
 
 /// Map a Failed/Canceled operation to a re-issue or a final error.
@@ -597,13 +724,25 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
-/// How long to wait before the next poll of an operation.
-fn poll_interval(resp: &ArmResponse) -> Duration {
+/// ARM's hint for the next poll: `retry-after-ms` or `Retry-After`; `None` when absent.
+fn poll_hint(resp: &ArmResponse) -> Option<Duration> {
     let get = |name: &str| resp.header(name).and_then(|v| v.trim().parse::<u64>().ok());
-    let d = get("retry-after-ms")
+    get("retry-after-ms")
         .map(Duration::from_millis)
         .or_else(|| get("retry-after").map(Duration::from_secs))
-        .unwrap_or(DEFAULT_POLL_INTERVAL);
+}
+
+/// How long to wait before poll number `done` (0 = the first): the hint (1 s without one), or
+/// sooner — 250 ms for the first, then every second — while reads are plentiful. Never below
+/// 100 ms (`Retry-After: 0`) nor above 60 s.
+fn next_poll(hint: Option<Duration>, done: u32, reads_plentiful: bool) -> Duration {
+    let hinted = hint.unwrap_or(DEFAULT_POLL_INTERVAL);
+    let quick = if done == 0 { FIRST_POLL } else { QUICK_POLL };
+    let d = if reads_plentiful {
+        hinted.min(quick)
+    } else {
+        hinted
+    };
     d.clamp(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL)
 }
 

@@ -14,6 +14,7 @@
 //!   it: without, the config check and [`connect`] refuse it ([`SimulatedUnavailable`]).
 
 mod arm;
+mod budget;
 pub mod inventory;
 mod model;
 mod nsg;
@@ -32,6 +33,19 @@ pub use model::{
 };
 pub use nsg::{Access, AppliedRule, NsgManager, RuleSpec};
 pub use token::ResourceTokens;
+
+/// How jitbot writes an NSG when several changes to it are due at once (`azure.nsg_writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NsgWrites {
+    /// Coalesce: one NSG-level PUT (`If-Match`) for all changes due on an NSG, one rule-level
+    /// PUT/DELETE for a lone change. Needs `Microsoft.Network/networkSecurityGroups/write`;
+    /// without it (a 403) jitbot switches to `per_rule` for good, with one warning.
+    #[default]
+    Auto,
+    /// One rule-level PUT or DELETE per change (least privilege: no NSG write permission).
+    PerRule,
+}
 
 /// ARM api-version jitbot speaks by default (the swagger extract in `shared/reference`).
 pub const API_VERSION_DEFAULT: &str = "2024-05-01";
@@ -134,6 +148,10 @@ pub struct AzureSettings {
     /// `rule_prefix` that overlaps one of them (one would remove the other's rules).
     #[serde(default)]
     pub other_prefixes: Vec<RulePrefix>,
+    /// `"auto"` (default: coalesce the changes due on one NSG into one NSG-level write, falling
+    /// back to per-rule writes on a 403) or `"per_rule"`. See [`NsgWrites`].
+    #[serde(default)]
+    pub nsg_writes: NsgWrites,
 }
 
 impl AzureSettings {
@@ -152,6 +170,7 @@ impl AzureSettings {
             retry_budget: default_retry_budget(),
             rule_prefix: RulePrefix::default(),
             other_prefixes: Vec::new(),
+            nsg_writes: NsgWrites::default(),
         }
     }
 
@@ -230,10 +249,10 @@ pub struct Azure {
 
 impl Azure {
     /// Both halves over one client.
-    fn over(client: arm::ArmClient, simulated: bool) -> Azure {
+    fn over(client: arm::ArmClient, simulated: bool, writes: NsgWrites) -> Azure {
         let client = Arc::new(client);
         Azure {
-            nsgs: NsgManager::new(client.clone()),
+            nsgs: NsgManager::new(client.clone(), writes),
             inventory: Inventory::new(client),
             simulated,
         }
@@ -267,7 +286,7 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             let tokens = token::TokenSource::new(&endpoint, factory)?;
             let client =
                 arm::ArmClient::new(http, endpoint, settings, tokens, overrides.metrics.clone());
-            Ok(Azure::over(client, true))
+            Ok(Azure::over(client, true, settings.nsg_writes))
         }
         Backend::Arm => {
             let factory = match overrides.credential_factory {
@@ -284,7 +303,7 @@ pub async fn connect(settings: &AzureSettings, overrides: AzureOverrides) -> any
             );
             let client =
                 arm::ArmClient::new(http, endpoint, settings, tokens, overrides.metrics.clone());
-            Ok(Azure::over(client, false))
+            Ok(Azure::over(client, false, settings.nsg_writes))
         }
     }
 }

@@ -1,27 +1,40 @@
-//! NSG rule operations under a per-NSG lane.
+//! NSG rule operations under a per-NSG lane, coalesced per NSG.
 //!
 //! Azure processes one write at a time per NSG, and two writers choosing priorities from the same
 //! read would collide. So every write to an NSG from this process runs under that NSG's lane (a
 //! tokio mutex keyed by the lower-cased NSG id): read the NSG fresh, choose, write, wait for the
 //! operation to finish, release. Other processes (replicas, people in the portal) are handled by
-//! the retries: `AnotherOperationInProgress` is retried and `SecurityRuleConflict` moves on to the
-//! next free priority.
+//! the retries: `AnotherOperationInProgress` is retried, `SecurityRuleConflict` moves on to the
+//! next free priority, and an NSG-level write carries `If-Match` (412 → read again, plan again).
 //!
-//! Removals go first: a PUT that gets the lane while a removal is waiting for it steps aside, so
-//! a burst of openings on one NSG cannot hold up a grant that has to close.
+//! **Coalescing.** Each call ([`NsgManager::ensure_rule`], [`NsgManager::restore_rule`],
+//! [`NsgManager::remove_rule`], [`NsgManager::relabel_rule`]) queues its change on the NSG's lane
+//! and waits for its own answer. Whoever holds the lane takes what is queued: with
+//! `azure.nsg_writes = "auto"`, *all* of it — two or more changes become one NSG-level PUT (GET
+//! the NSG as JSON, edit only the named rules inside `properties.securityRules`, keep everything
+//! else as read, PUT with `If-Match`, follow the operation; see `plan.rs`), a lone change stays a
+//! rule-level PUT or DELETE (cheaper, and what the least-privilege role allows). A 403 on the
+//! NSG-level PUT switches this process to per-rule writes for good ([`NsgManager::fell_back`]).
+//! With `"per_rule"` (or after the fallback) the holder takes one change at a time.
+//!
+//! Removals go first: per rule, a waiting removal is taken before every PUT that has not started;
+//! in a coalesced write they are applied together with the openings, in the same operation.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod plan;
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use super::AzureError;
-use super::arm::{ArmClient, WriteKind};
-use super::model::{
-    NetworkSecurityGroup, SecurityRule, SecurityRuleListResult, SecurityRuleProperties,
-};
+use super::arm::{ArmClient, Outgoing, WriteKind};
+use super::budget::Urgency;
+use super::model::{SecurityRule, SecurityRuleListResult, SecurityRuleProperties};
+use super::{AzureError, NsgWrites};
 use crate::domain::{NsgId, nsg_name};
 
 /// Lowest and highest priority ARM accepts for user rules.
@@ -32,6 +45,9 @@ const NAME_MAX: usize = 80;
 const DESCRIPTION_MAX: usize = 140;
 /// Safety stop for `nextLink` paging.
 const MAX_PAGES: usize = 1000;
+/// How often a coalesced write is re-planned after 412 (the NSG changed under it) before the
+/// changes are answered with a retryable error.
+const MAX_PRECONDITION_RETRIES: usize = 8;
 
 /// Whether a rule lets traffic through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +98,43 @@ pub struct AppliedRule {
     pub priority: u16,
 }
 
+/// One change to an NSG, as queued on its lane.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Create or confirm a rule; `preferred` is a recorded priority to keep when free.
+    Put {
+        spec: RuleSpec,
+        preferred: Option<u16>,
+    },
+    /// Remove a rule (absent counts as done).
+    Remove { name: String },
+    /// Rewrite a rule's description only; never creates it.
+    Relabel { name: String, description: String },
+}
+
+impl Change {
+    fn is_removal(&self) -> bool {
+        matches!(self, Change::Remove { .. })
+    }
+}
+
+/// What a change came to.
+#[derive(Debug)]
+enum Done {
+    Applied(AppliedRule),
+    Removed,
+    Relabeled(bool),
+}
+
+type Answer = Result<Done, AzureError>;
+
+/// A change waiting on a lane, with where its answer goes.
+struct Queued {
+    id: u64,
+    change: Change,
+    reply: oneshot::Sender<Answer>,
+}
+
 /// Everything the worker needs from Azure. Cheap to clone.
 #[derive(Clone)]
 pub struct NsgManager {
@@ -92,82 +145,78 @@ struct Inner {
     /// Shared with [`super::Inventory`]: one client, one token source, one set of metrics.
     arm: Arc<ArmClient>,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    /// `azure.nsg_writes`.
+    writes: NsgWrites,
+    /// Turns true (once) when ARM refused an NSG-level write and this process went per-rule.
+    fell_back: watch::Sender<bool>,
+    next_id: AtomicU64,
 }
 
-/// One NSG's lane: one write at a time, removals before PUTs.
+/// One NSG's lane: one write at a time, and the changes waiting for it.
 #[derive(Default)]
 struct Lane {
     write: tokio::sync::Mutex<()>,
-    /// Removals waiting for `write`.
-    removals_waiting: AtomicUsize,
-    /// Signalled whenever a removal leaves the lane.
-    removal_done: tokio::sync::Notify,
-}
-
-/// Counts a removal as waiting while it exists (also when its future is dropped mid-wait).
-struct WaitingRemoval<'a>(&'a Lane);
-
-impl<'a> WaitingRemoval<'a> {
-    fn new(lane: &'a Lane) -> Self {
-        lane.removals_waiting.fetch_add(1, Ordering::SeqCst);
-        WaitingRemoval(lane)
-    }
-}
-
-impl Drop for WaitingRemoval<'_> {
-    fn drop(&mut self) {
-        self.0.removals_waiting.fetch_sub(1, Ordering::SeqCst);
-        // A removal given up while waiting must not leave the PUTs it held back asleep.
-        self.0.removal_done.notify_waiters();
-    }
-}
-
-/// Wakes the PUTs that stepped aside when a removal leaves the lane.
-struct RemovalTurn<'a> {
-    lane: &'a Lane,
-    _write: tokio::sync::MutexGuard<'a, ()>,
-}
-
-impl Drop for RemovalTurn<'_> {
-    fn drop(&mut self) {
-        self.lane.removal_done.notify_waiters();
-    }
+    queue: Mutex<Vec<Queued>>,
 }
 
 impl Lane {
-    /// The lane for a PUT: waits until no removal is waiting.
-    async fn put_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        loop {
-            let done = self.removal_done.notified();
-            let guard = self.write.lock().await;
-            if self.removals_waiting.load(Ordering::SeqCst) == 0 {
-                return guard;
-            }
-            drop(guard);
-            done.await;
+    /// What the lane's holder takes: everything when coalescing, else the first removal or, if
+    /// none waits, the oldest change.
+    fn take(&self, coalesce: bool) -> Vec<Queued> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if coalesce {
+            let mut all = std::mem::take(&mut *queue);
+            all.sort_by_key(|q| !q.change.is_removal());
+            return all;
         }
+        let next = queue
+            .iter()
+            .position(|q| q.change.is_removal())
+            .or((!queue.is_empty()).then_some(0));
+        next.map(|i| vec![queue.remove(i)]).unwrap_or_default()
     }
+}
 
-    /// The lane for a removal, ahead of every PUT that has not started.
-    async fn removal_turn(&self) -> RemovalTurn<'_> {
-        let waiting = WaitingRemoval::new(self);
-        let write = self.write.lock().await;
-        drop(waiting);
-        RemovalTurn {
-            lane: self,
-            _write: write,
-        }
+/// Takes a change back off the queue when its caller stops waiting before anyone took it, so a
+/// cancelled opening is never applied later behind its caller's back.
+struct Withdraw<'a> {
+    lane: &'a Lane,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.lane.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.retain(|q| q.id != self.id);
     }
 }
 
 impl NsgManager {
-    pub(crate) fn new(arm: Arc<ArmClient>) -> Self {
+    pub(crate) fn new(arm: Arc<ArmClient>, writes: NsgWrites) -> Self {
         NsgManager {
             inner: Arc::new(Inner {
                 arm,
                 lanes: Mutex::new(HashMap::new()),
+                writes,
+                fell_back: watch::Sender::new(false),
+                next_id: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Whether ARM refused an NSG-level write (403) and this process now writes rule by rule.
+    pub fn fell_back(&self) -> bool {
+        *self.inner.fell_back.borrow()
+    }
+
+    /// Turns true once, when this process falls back to per-rule writes after a 403 on an
+    /// NSG-level write: `changed().await` on it to record an audit event.
+    pub fn fallback_watch(&self) -> watch::Receiver<bool> {
+        self.inner.fell_back.subscribe()
+    }
+
+    fn coalescing(&self) -> bool {
+        self.inner.writes == NsgWrites::Auto && !self.fell_back()
     }
 
     /// The lane of one NSG: at most one write in flight per NSG in this process.
@@ -179,13 +228,86 @@ impl NsgManager {
             .clone()
     }
 
+    /// Queues `change` on the NSG's lane and waits for its answer, doing the lane's work (its own
+    /// change and whatever else is queued) whenever it holds the lane.
+    async fn submit(&self, nsg_id: &str, change: Change) -> Answer {
+        let lane = self.lane(nsg_id);
+        let (reply, mut answer) = oneshot::channel();
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        lane.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Queued { id, change, reply });
+        let _withdraw = Withdraw { lane: &lane, id };
+        let _in_lane = tokio::select! {
+            biased;
+            done = &mut answer => return done.unwrap_or_else(|_| Err(dropped())),
+            guard = lane.write.lock() => guard,
+        };
+        loop {
+            match answer.try_recv() {
+                Ok(done) => return done,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(dropped()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch = lane.take(self.coalescing());
+            if batch.is_empty() {
+                // Someone else took it; their answer is on the way.
+                return answer.await.unwrap_or_else(|_| Err(dropped()));
+            }
+            self.run(nsg_id, batch).await;
+        }
+    }
+
+    /// Applies a batch taken from the lane and answers each change.
+    async fn run(&self, nsg_id: &str, batch: Vec<Queued>) {
+        if batch.len() > 1 && self.coalescing() {
+            let changes: Vec<Change> = batch.iter().map(|q| q.change.clone()).collect();
+            match self.write_together(nsg_id, &changes).await {
+                Together::Done(answers) => {
+                    for (q, a) in batch.into_iter().zip(answers) {
+                        let _ = q.reply.send(a);
+                    }
+                    return;
+                }
+                Together::Failed(e) => {
+                    for q in batch {
+                        let _ = q.reply.send(Err(duplicate(&e)));
+                    }
+                    return;
+                }
+                Together::PerRule => {}
+            }
+        }
+        for q in batch {
+            let answer = self.apply_one(nsg_id, &q.change).await;
+            let _ = q.reply.send(answer);
+        }
+    }
+
+    /// One change by itself: a rule-level PUT or DELETE.
+    async fn apply_one(&self, nsg_id: &str, change: &Change) -> Answer {
+        match change {
+            Change::Put { spec, preferred } => self
+                .put_one(nsg_id, spec, *preferred)
+                .await
+                .map(Done::Applied),
+            Change::Remove { name } => self.remove_one(nsg_id, name).await.map(|()| Done::Removed),
+            Change::Relabel { name, description } => self
+                .relabel_one(nsg_id, name, description)
+                .await
+                .map(Done::Relabeled),
+        }
+    }
+
     /// Create or confirm the rule and wait until it is provisioned.
     ///
     /// Under the NSG's lane: read the NSG; if a rule named `spec.name` exists keep its priority
     /// (and skip the write if it already matches and is `Succeeded`), else take the lowest
     /// priority in `spec.band` that no inbound rule uses; PUT; follow the operation. A
     /// `SecurityRuleConflict` (someone else took the number meanwhile) re-reads and tries the next
-    /// free number; an exhausted band is [`AzureError::BandFull`].
+    /// free number; an exhausted band is [`AzureError::BandFull`]. Other changes due on the same
+    /// NSG may go in the same NSG-level write.
     #[tracing::instrument(skip_all, fields(nsg = %nsg_name(nsg_id), rule = %spec.name))]
     pub async fn ensure_rule(
         &self,
@@ -217,41 +339,38 @@ impl NsgManager {
     ) -> Result<AppliedRule, AzureError> {
         validate_nsg_id(nsg_id)?;
         validate_spec(spec)?;
-        let lane = self.lane(nsg_id);
-        let _in_lane = lane.put_turn().await;
+        let change = Change::Put {
+            spec: spec.clone(),
+            preferred,
+        };
+        match self.submit(nsg_id, change).await? {
+            Done::Applied(applied) => Ok(applied),
+            other => Err(unexpected(other)),
+        }
+    }
 
+    /// The per-rule PUT path of one change (under the lane).
+    async fn put_one(
+        &self,
+        nsg_id: &str,
+        spec: &RuleSpec,
+        preferred: Option<u16>,
+    ) -> Result<AppliedRule, AzureError> {
         let arm = &self.inner.arm;
         let rule_url = arm.url(&format!("{nsg_id}/securityRules/{}", spec.name))?;
         let mut conflicted: BTreeSet<u16> = BTreeSet::new();
         let attempts = usize::from(spec.band.1 - spec.band.0) + 3;
         for _ in 0..attempts {
-            let nsg = self.get_nsg(nsg_id).await?;
-            let existing = nsg
-                .properties
-                .security_rules
-                .iter()
-                .find(|r| r.name.eq_ignore_ascii_case(&spec.name));
-            let reuse = match preferred {
-                Some(p) => Some(p).filter(|p| is_free(&nsg, spec, &conflicted, *p)),
-                None => existing
-                    .and_then(|r| u16::try_from(r.properties.priority).ok())
-                    .filter(|p| !conflicted.contains(p)),
-            };
-            let priority = match reuse {
-                Some(p) => p,
-                None => lowest_free(&nsg, spec, &conflicted)?,
-            };
-            let desired = desired_rule(spec, priority);
-            if let Some(existing) = existing
-                && existing.properties.provisioning_state.as_deref() == Some("Succeeded")
-                && same_rule(&existing.properties, &desired.properties)
-            {
+            let rules = self.get_rules(nsg_id, Urgency::Open).await?;
+            let (priority, in_place) = choose_priority(&rules, spec, preferred, &conflicted)?;
+            if in_place {
                 info!(priority, "rule already in place");
                 return Ok(AppliedRule {
                     name: spec.name.clone(),
                     priority,
                 });
             }
+            let desired = desired_rule(spec, priority);
             match arm
                 .write_and_wait(WriteKind::Put, &rule_url, Some(&desired))
                 .await
@@ -291,12 +410,25 @@ impl NsgManager {
                 format!("rule description is longer than {DESCRIPTION_MAX} characters"),
             ));
         }
-        let lane = self.lane(nsg_id);
-        let _in_lane = lane.put_turn().await;
-        let nsg = self.get_nsg(nsg_id).await?;
-        let Some(existing) = nsg
-            .properties
-            .security_rules
+        let change = Change::Relabel {
+            name: rule_name.to_string(),
+            description: description.to_string(),
+        };
+        match self.submit(nsg_id, change).await? {
+            Done::Relabeled(found) => Ok(found),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The per-rule path of a relabel (under the lane).
+    async fn relabel_one(
+        &self,
+        nsg_id: &str,
+        rule_name: &str,
+        description: &str,
+    ) -> Result<bool, AzureError> {
+        let rules = self.get_rules(nsg_id, Urgency::Open).await?;
+        let Some(existing) = rules
             .into_iter()
             .find(|r| r.name.eq_ignore_ascii_case(rule_name))
         else {
@@ -329,8 +461,17 @@ impl NsgManager {
     pub async fn remove_rule(&self, nsg_id: &str, rule_name: &str) -> Result<(), AzureError> {
         validate_nsg_id(nsg_id)?;
         validate_rule_name(rule_name)?;
-        let lane = self.lane(nsg_id);
-        let _in_lane = lane.removal_turn().await;
+        let change = Change::Remove {
+            name: rule_name.to_string(),
+        };
+        match self.submit(nsg_id, change).await? {
+            Done::Removed => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The per-rule DELETE of one removal (under the lane).
+    async fn remove_one(&self, nsg_id: &str, rule_name: &str) -> Result<(), AzureError> {
         let rule_url = self
             .inner
             .arm
@@ -374,27 +515,178 @@ impl NsgManager {
         )))
     }
 
-    /// GET the NSG with all its rules.
-    async fn get_nsg(&self, nsg_id: &str) -> Result<NetworkSecurityGroup, AzureError> {
+    /// GET the NSG as JSON (everything in it, to be sent back as read).
+    async fn get_nsg_value(
+        &self,
+        nsg_id: &str,
+        urgency: Urgency,
+    ) -> Result<serde_json::Value, AzureError> {
         let arm = &self.inner.arm;
-        let resp = arm.send(Method::GET, &arm.url(nsg_id)?, None).await?;
+        let resp = arm
+            .send_with(Method::GET, &arm.url(nsg_id)?, &Outgoing::plain(urgency))
+            .await?;
         if resp.status == StatusCode::NOT_FOUND {
             return Err(AzureError::NsgNotFound(nsg_id.to_string()));
         }
         resp.json("the network security group")
     }
+
+    /// The NSG's security rules, freshly read.
+    async fn get_rules(
+        &self,
+        nsg_id: &str,
+        urgency: Urgency,
+    ) -> Result<Vec<SecurityRule>, AzureError> {
+        let nsg = self.get_nsg_value(nsg_id, urgency).await?;
+        plan::rules_of(&nsg)
+    }
+}
+
+/// How a coalesced write ended.
+enum Together {
+    /// Each change's answer, in batch order.
+    Done(Vec<Answer>),
+    /// Every change gets this error.
+    Failed(AzureError),
+    /// Do the batch rule by rule (a 403 fallback or a conflict the plan could not avoid).
+    PerRule,
+}
+
+impl NsgManager {
+    /// Two or more changes in one NSG-level PUT: read, plan, PUT with `If-Match`, follow the
+    /// operation; a 412 (the NSG changed since the read) reads and plans again.
+    #[tracing::instrument(skip_all, fields(nsg = %nsg_name(nsg_id), changes = changes.len()))]
+    async fn write_together(&self, nsg_id: &str, changes: &[Change]) -> Together {
+        let urgency = if changes.iter().any(Change::is_removal) {
+            Urgency::Close
+        } else {
+            Urgency::Open
+        };
+        let arm = &self.inner.arm;
+        let url = match arm.url(nsg_id) {
+            Ok(u) => u,
+            Err(e) => return Together::Failed(e),
+        };
+        for _ in 0..MAX_PRECONDITION_RETRIES {
+            let nsg = match self.get_nsg_value(nsg_id, urgency).await {
+                Ok(n) => n,
+                Err(e) => return Together::Failed(e),
+            };
+            let plan = match plan::plan(&nsg, changes) {
+                Ok(p) => p,
+                Err(e) => return Together::Failed(e),
+            };
+            let Some((body, etag)) = plan.write else {
+                return Together::Done(plan.answers);
+            };
+            let out = Outgoing {
+                body: Some(body.into()),
+                if_match: Some(etag),
+                urgency,
+            };
+            match arm.write_and_wait_with(WriteKind::Put, &url, &out).await {
+                Ok(()) => {
+                    info!("changes applied in one NSG write");
+                    return Together::Done(plan.answers);
+                }
+                Err(AzureError::Invalid { code, .. }) if code == "PreconditionFailed" => {
+                    info!("the NSG changed since it was read; reading it again");
+                }
+                Err(AzureError::Forbidden(message)) => {
+                    self.fall_back(&message);
+                    return Together::PerRule;
+                }
+                Err(AzureError::Invalid { code, message }) if code == "SecurityRuleConflict" => {
+                    warn!(%message, "the NSG write conflicted; applying the changes one by one");
+                    return Together::PerRule;
+                }
+                Err(e) => return Together::Failed(e),
+            }
+        }
+        Together::Failed(AzureError::Transient(format!(
+            "{nsg_id} kept changing while jitbot tried to write it ({MAX_PRECONDITION_RETRIES}              412 PreconditionFailed answers in a row)"
+        )))
+    }
+
+    /// ARM refused the NSG-level write: per-rule writes from now on, said once.
+    fn fall_back(&self, message: &str) {
+        let first = self.inner.fell_back.send_if_modified(|fell| {
+            let first = !*fell;
+            *fell = true;
+            first
+        });
+        if first {
+            warn!(%message, "Azure refused an NSG-level write (403); jitbot writes rule by rule \
+                from now on. Grant Microsoft.Network/networkSecurityGroups/write to coalesce \
+                changes, or set azure.nsg_writes = \"per_rule\" to silence this");
+        }
+    }
+}
+
+/// The priority for `spec` in `rules`, and whether the rule is already in place as wanted.
+fn choose_priority(
+    rules: &[SecurityRule],
+    spec: &RuleSpec,
+    preferred: Option<u16>,
+    conflicted: &BTreeSet<u16>,
+) -> Result<(u16, bool), AzureError> {
+    let existing = rules
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(&spec.name));
+    let reuse = match preferred {
+        Some(p) => Some(p).filter(|p| is_free(rules, spec, conflicted, *p)),
+        None => existing
+            .and_then(|r| u16::try_from(r.properties.priority).ok())
+            .filter(|p| !conflicted.contains(p)),
+    };
+    let priority = match reuse {
+        Some(p) => p,
+        None => lowest_free(rules, spec, conflicted)?,
+    };
+    let desired = desired_rule(spec, priority);
+    let in_place = existing.is_some_and(|e| {
+        e.properties.provisioning_state.as_deref() == Some("Succeeded")
+            && same_rule(&e.properties, &desired.properties)
+    });
+    Ok((priority, in_place))
+}
+
+/// A copy of an error for each change of a batch that failed as a whole.
+fn duplicate(e: &AzureError) -> AzureError {
+    match e {
+        AzureError::Forbidden(m) => AzureError::Forbidden(m.clone()),
+        AzureError::NsgNotFound(m) => AzureError::NsgNotFound(m.clone()),
+        AzureError::Invalid { code, message } => AzureError::Invalid {
+            code: code.clone(),
+            message: message.clone(),
+        },
+        AzureError::BandFull { band } => AzureError::BandFull { band: *band },
+        AzureError::Auth(m) => AzureError::Auth(m.clone()),
+        AzureError::Transient(m) => AzureError::Transient(m.clone()),
+        AzureError::OperationFailed { code, message } => AzureError::OperationFailed {
+            code: code.clone(),
+            message: message.clone(),
+        },
+    }
+}
+
+/// The lane's holder went away without answering (its task was cancelled): retryable.
+fn dropped() -> AzureError {
+    AzureError::Transient("the NSG write carrying this change was interrupted".into())
+}
+
+fn unexpected(done: Done) -> AzureError {
+    AzureError::Transient(format!("internal: unexpected answer {done:?}"))
 }
 
 /// The lowest priority in the band not used by an inbound rule (other than `spec.name`) and not
 /// known to conflict.
 fn lowest_free(
-    nsg: &NetworkSecurityGroup,
+    rules: &[SecurityRule],
     spec: &RuleSpec,
     conflicted: &BTreeSet<u16>,
 ) -> Result<u16, AzureError> {
-    let used: BTreeSet<i32> = nsg
-        .properties
-        .security_rules
+    let used: BTreeSet<i32> = rules
         .iter()
         .filter(|r| r.properties.is_inbound() && !r.name.eq_ignore_ascii_case(&spec.name))
         .map(|r| r.properties.priority)
@@ -407,14 +699,14 @@ fn lowest_free(
 /// Whether `priority` lies in the band, is not known to conflict and no inbound rule other than
 /// `spec.name` uses it.
 fn is_free(
-    nsg: &NetworkSecurityGroup,
+    rules: &[SecurityRule],
     spec: &RuleSpec,
     conflicted: &BTreeSet<u16>,
     priority: u16,
 ) -> bool {
     (spec.band.0..=spec.band.1).contains(&priority)
         && !conflicted.contains(&priority)
-        && !nsg.properties.security_rules.iter().any(|r| {
+        && !rules.iter().any(|r| {
             r.properties.is_inbound()
                 && !r.name.eq_ignore_ascii_case(&spec.name)
                 && r.properties.priority == i32::from(priority)
@@ -422,7 +714,7 @@ fn is_free(
 }
 
 /// The rule body jitbot PUTs: exactly the fields it means, singular or plural ports, never both.
-fn desired_rule(spec: &RuleSpec, priority: u16) -> SecurityRule {
+pub(super) fn desired_rule(spec: &RuleSpec, priority: u16) -> SecurityRule {
     let mut ports: Vec<u16> = spec.ports.clone();
     ports.sort_unstable();
     ports.dedup();

@@ -31,6 +31,9 @@ use serde_json::{Value, json};
 
 mod inventory;
 mod model;
+mod nsg_put;
+
+use nsg_put::{Credentials, nsg_put_done, rule_event};
 
 pub use inventory::{IpConfigSpec, NicRef, NicSpec, PermissionSet, SubnetSpec, VmSpec, VnetSpec};
 pub use model::{SecurityRule, SecurityRuleProperties};
@@ -57,6 +60,47 @@ pub struct ArmSimOptions {
     pub auto_create_nsgs: Option<String>,
     /// Log each completed rule change as a person would read it (`tracing` target `jitbot_sim::arm`).
     pub printer: bool,
+    /// `Retry-After` on an accepted PUT (rule or NSG) and its polls, instead of
+    /// `retry_after_secs` (real ARM: 3).
+    pub put_retry_after_secs: Option<u64>,
+    /// `Retry-After` on an accepted DELETE and its polls, instead of `retry_after_secs` (real
+    /// ARM: 10).
+    pub delete_retry_after_secs: Option<u64>,
+    /// Microsoft.Network's own cap on PUT/DELETE per subscription (about 1,000 per 5 minutes),
+    /// or `None` for none.
+    pub network_write_cap: Option<WriteCap>,
+    /// Answer NSG-level PUTs with 403 `AuthorizationFailed` (a role without
+    /// `Microsoft.Network/networkSecurityGroups/write`).
+    pub nsg_writes_forbidden: bool,
+}
+
+/// Microsoft.Network's sliding-window cap on writes (PUT and DELETE together) per subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteCap {
+    /// Writes allowed per window.
+    pub writes: usize,
+    /// The window.
+    pub window: Duration,
+}
+
+impl ArmSimOptions {
+    /// The emulator configured like real ARM (PROTOCOLS.md, "Limits"): operations take
+    /// `latency`, `Retry-After` 3 on PUT and 10 on DELETE, ARM's buckets (writes and deletes 200
+    /// burst refilling 10/s, reads 250/25 s) and Microsoft.Network's 1,000 writes per 5 minutes.
+    pub fn like_azure(latency: Duration) -> Self {
+        ArmSimOptions {
+            operation_delay: latency,
+            retry_after_secs: 1,
+            put_retry_after_secs: Some(3),
+            delete_retry_after_secs: Some(10),
+            throttling: Some(Throttling::default()),
+            network_write_cap: Some(WriteCap {
+                writes: 1000,
+                window: Duration::from_secs(300),
+            }),
+            ..ArmSimOptions::default()
+        }
+    }
 }
 
 impl Default for ArmSimOptions {
@@ -70,6 +114,10 @@ impl Default for ArmSimOptions {
             throttling: Some(Throttling::default()),
             auto_create_nsgs: None,
             printer: false,
+            put_retry_after_secs: None,
+            delete_retry_after_secs: None,
+            network_write_cap: None,
+            nsg_writes_forbidden: false,
         }
     }
 }
@@ -242,6 +290,21 @@ pub enum OperationKind {
     Put,
     /// Rule delete.
     Delete,
+    /// NSG-level PUT (the whole rule list replaced); `rule` names the first rule it changed.
+    NsgPut,
+}
+
+/// A rule becoming live (provisioned) or gone, at the logical time its operation finished.
+#[derive(Debug, Clone)]
+pub struct RuleEvent {
+    /// NSG resource id.
+    pub nsg_id: String,
+    /// Rule name.
+    pub rule: String,
+    /// True when the rule became live, false when it was removed.
+    pub live: bool,
+    /// When (operation start + delay).
+    pub at: SystemTime,
 }
 
 /// An asynchronous operation as the emulator ran it.
@@ -354,6 +417,43 @@ impl ArmSim {
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state).requests.clone()
+    }
+
+    /// Every rule that became live or went away through an operation, in completion order.
+    pub fn rule_events(&self) -> Vec<RuleEvent> {
+        let mut st = lock(&self.state);
+        st.advance();
+        st.rule_events.clone()
+    }
+
+    /// Set what the NSG carries besides its rules, as someone else would have: `tags`, and
+    /// properties jitbot does not manage (`flushConnection`, fields of newer API versions), and
+    /// top-level fields. An NSG-level PUT must send them back unchanged.
+    pub fn set_nsg_extras(&self, nsg_id: &str, tags: Value, properties: Value, top_level: Value) {
+        let mut st = lock(&self.state);
+        let Some(nsg) = st.nsgs.get_mut(&nsg_id.to_ascii_lowercase()) else {
+            return;
+        };
+        nsg.tags = Some(tags);
+        if let Value::Object(m) = properties {
+            nsg.extra_props = m;
+        }
+        if let Value::Object(m) = top_level {
+            nsg.extra = m;
+        }
+        nsg.touch();
+    }
+
+    /// The NSG as GET returns it (without attachments), for tests.
+    pub fn nsg_json(&self, nsg_id: &str) -> Option<Value> {
+        let mut st = lock(&self.state);
+        st.advance();
+        st.nsgs.get(&nsg_id.to_ascii_lowercase()).map(Nsg::to_json)
+    }
+
+    /// Answer NSG-level PUTs with 403 from now on (or stop).
+    pub fn set_nsg_writes_forbidden(&self, forbidden: bool) {
+        lock(&self.state).opts.nsg_writes_forbidden = forbidden;
     }
 
     /// Every asynchronous operation so far, in start order.
@@ -674,6 +774,12 @@ struct Nsg {
     etag: String,
     guid: String,
     rules: Vec<SecurityRule>,
+    /// `tags`, if any.
+    tags: Option<Value>,
+    /// Properties the emulator does not manage (`flushConnection`, newer fields), kept as sent.
+    extra_props: serde_json::Map<String, Value>,
+    /// Top-level fields the emulator does not manage, kept as sent.
+    extra: serde_json::Map<String, Value>,
 }
 
 impl Nsg {
@@ -702,19 +808,29 @@ impl Nsg {
         }
     }
     fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "id": self.id,
-            "etag": self.etag,
-            "type": NSG_TYPE,
-            "location": self.location,
-            "properties": {
-                "provisioningState": "Succeeded",
-                "resourceGuid": self.guid,
-                "securityRules": self.rules,
-                "defaultSecurityRules": default_rules(&self.id, &self.etag),
-            }
-        })
+        let mut props = self.extra_props.clone();
+        props.insert("provisioningState".into(), json!("Succeeded"));
+        props.insert("resourceGuid".into(), json!(self.guid));
+        props.insert("securityRules".into(), json!(self.rules));
+        props.insert(
+            "defaultSecurityRules".into(),
+            json!(default_rules(&self.id, &self.etag)),
+        );
+        let mut top = self.extra.clone();
+        for (k, v) in [
+            ("name", json!(self.name)),
+            ("id", json!(self.id)),
+            ("etag", json!(self.etag)),
+            ("type", json!(NSG_TYPE)),
+            ("location", json!(self.location)),
+            ("properties", Value::Object(props)),
+        ] {
+            top.insert(k.into(), v);
+        }
+        if let Some(tags) = &self.tags {
+            top.insert("tags".into(), tags.clone());
+        }
+        Value::Object(top)
     }
 }
 
@@ -834,6 +950,9 @@ struct Op {
     delay: Duration,
     fail: Option<String>,
     status: OpStatus,
+    /// NSG-level PUT: the rules it creates or changes, and the rules it removes.
+    changed: Vec<String>,
+    removed: Vec<String>,
 }
 
 impl Op {
@@ -946,6 +1065,9 @@ struct SimState {
     busy_flip: bool,
     busy_rejections: usize,
     buckets: HashMap<(String, &'static str), Bucket>,
+    /// When each PUT/DELETE within the cap's window arrived, per subscription.
+    network_writes: HashMap<String, VecDeque<Instant>>,
+    rule_events: Vec<RuleEvent>,
 }
 
 async fn handle(
@@ -978,6 +1100,8 @@ impl SimState {
             busy_flip: false,
             busy_rejections: 0,
             buckets: HashMap::new(),
+            network_writes: HashMap::new(),
+            rule_events: Vec::new(),
         }
     }
 
@@ -989,6 +1113,9 @@ impl SimState {
             etag: String::new(),
             guid: guid(),
             rules: Vec::new(),
+            tags: None,
+            extra_props: serde_json::Map::new(),
+            extra: serde_json::Map::new(),
         };
         nsg.touch();
         self.nsgs.insert(p.key(), nsg);
@@ -1011,18 +1138,28 @@ impl SimState {
             let Some(nsg) = self.nsgs.get_mut(&op.nsg_key) else {
                 continue;
             };
+            let at = op.started_at + op.delay;
+            if op.kind == OperationKind::NsgPut {
+                nsg_put_done(nsg, op, at, printer, &mut self.rule_events);
+                nsg.touch();
+                continue;
+            }
             let Some(i) = nsg.find(&op.rule) else {
                 continue;
             };
             match (op.kind, op.status) {
                 (OperationKind::Put, OpStatus::Succeeded) => {
                     nsg.rules[i].properties.provisioning_state = Some("Succeeded".into());
+                    self.rule_events
+                        .push(rule_event(&nsg.id, &op.rule, true, at));
                     if printer {
                         print_put(&nsg.name, &nsg.rules[i], op.created);
                     }
                 }
                 (OperationKind::Delete, OpStatus::Succeeded) => {
                     let gone = nsg.rules.remove(i);
+                    self.rule_events
+                        .push(rule_event(&nsg.id, &gone.name, false, at));
                     if printer {
                         tracing::info!(target: "jitbot_sim::arm",
                             "[simulated Azure] {}: closed {} (priority {})",
@@ -1063,11 +1200,15 @@ impl SimState {
             .map(|t| t.trim().to_string());
         let body_json = (!body.is_empty()).then(|| serde_json::from_slice::<Value>(body));
         let mut delay = None;
+        let if_match = headers.get("if-match").and_then(|v| v.to_str().ok());
         let mut reply = self.dispatch(
             method,
             &path,
             query.as_deref(),
-            bearer.as_deref(),
+            Credentials {
+                bearer: bearer.as_deref(),
+                if_match,
+            },
             body_json.as_ref(),
             &mut delay,
         );
@@ -1094,12 +1235,12 @@ impl SimState {
         method: &Method,
         path: &str,
         query: Option<&str>,
-        bearer: Option<&str>,
+        creds: Credentials<'_>,
         body: Option<&Result<Value, serde_json::Error>>,
         delay: &mut Option<Duration>,
     ) -> Reply {
         // Authentication comes first, as in ARM.
-        let token = match bearer {
+        let token = match creds.bearer {
             Some(t) if !t.is_empty() => t,
             _ => {
                 return Reply::error(
@@ -1205,6 +1346,11 @@ impl SimState {
                     .header(ratelimit_header(bucket_kind), "0");
             }
         };
+        if bucket_kind != "reads"
+            && let Err(wait) = self.take_network_write(route.subscription())
+        {
+            return throttled_reply("Microsoft.Network write", wait);
+        }
 
         let reply = match (method.clone(), route) {
             (Method::GET, Route::Nsg(p)) => match self.nsg(&p).map(|n| n.to_json()) {
@@ -1222,6 +1368,9 @@ impl SimState {
             },
             (Method::PUT, Route::Rule(p, name)) => {
                 self.put_rule(method, path, &p, &name, body, &api_version)
+            }
+            (Method::PUT, Route::Nsg(p)) => {
+                self.put_nsg(method, path, &p, body, creds.if_match, &api_version)
             }
             (Method::DELETE, Route::Rule(p, name)) => {
                 self.delete_rule(method, path, &p, &name, &api_version)
@@ -1388,6 +1537,8 @@ impl SimState {
             delay: self.opts.operation_delay,
             fail,
             status: OpStatus::InProgress,
+            changed: Vec::new(),
+            removed: Vec::new(),
         });
         id
     }
@@ -1514,7 +1665,10 @@ impl SimState {
         };
         Reply::json(status, body)
             .header("azure-asyncoperation", async_url)
-            .header("retry-after", self.opts.retry_after_secs.to_string())
+            .header(
+                "retry-after",
+                self.retry_after(OperationKind::Put).to_string(),
+            )
     }
 
     fn delete_rule(
@@ -1556,7 +1710,10 @@ impl SimState {
         Reply::empty(StatusCode::ACCEPTED)
             .header("azure-asyncoperation", async_url)
             .header("location", location_url)
-            .header("retry-after", self.opts.retry_after_secs.to_string())
+            .header(
+                "retry-after",
+                self.retry_after(OperationKind::Delete).to_string(),
+            )
     }
 
     fn operation_status(&self, id: &str) -> Reply {
@@ -1578,7 +1735,7 @@ impl SimState {
         }
         let mut reply = Reply::json(StatusCode::OK, body);
         if op.status == OpStatus::InProgress {
-            reply = reply.header("retry-after", self.opts.retry_after_secs.to_string());
+            reply = reply.header("retry-after", self.retry_after(op.kind).to_string());
         }
         reply
     }
@@ -1603,10 +1760,10 @@ impl SimState {
                         op.id
                     ),
                 )
-                .header("retry-after", self.opts.retry_after_secs.to_string()),
+                .header("retry-after", self.retry_after(op.kind).to_string()),
             OpStatus::Succeeded => match op.kind {
                 OperationKind::Delete => Reply::empty(StatusCode::NO_CONTENT),
-                OperationKind::Put => Reply::empty(StatusCode::OK),
+                OperationKind::Put | OperationKind::NsgPut => Reply::empty(StatusCode::OK),
             },
             OpStatus::Failed => {
                 let code = op.fail.clone().unwrap_or_default();
