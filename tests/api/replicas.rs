@@ -10,14 +10,42 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Successful (2xx) writes of `method` to the request's rule.
+/// How often the request's rule was created (`PUT`) and removed (`DELETE`) in the NSG, whether
+/// by a rule-level write or inside a coalesced NSG-level PUT (which replaces the rule list):
+/// replayed from everything ARM accepted, in order.
 fn ok_writes(app: &TestApp, id: &str, method: &str) -> usize {
-    app.writes(id)
-        .iter()
-        .filter(|w| {
-            w.split_once(' ')
-                .is_some_and(|(m, status)| m == method && status.starts_with('2'))
-        })
-        .count()
+    let rule = format!("jitbot-{id}");
+    let (mut present, mut created, mut removed) = (false, 0, 0);
+    for r in app.arm.requests() {
+        if !(200..300).contains(&r.status) {
+            continue;
+        }
+        let now = if r.path.ends_with(&rule) {
+            match r.method.as_str() {
+                "PUT" => true,
+                "DELETE" => false,
+                _ => continue,
+            }
+        } else if r.method == "PUT" && r.path.ends_with(NSG.rsplit('/').next().unwrap()) {
+            let rules = r
+                .body
+                .as_ref()
+                .and_then(|b| b["properties"]["securityRules"].as_array().cloned());
+            rules
+                .unwrap_or_default()
+                .iter()
+                .any(|x| x["name"] == rule.as_str())
+        } else {
+            continue;
+        };
+        match (present, now) {
+            (false, true) => created += 1,
+            (true, false) => removed += 1,
+            _ => {}
+        }
+        present = now;
+    }
+    if method == "PUT" { created } else { removed }
 }
 
 fn count(kinds: &[String], kind: &str) -> usize {
