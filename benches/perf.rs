@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench perf                          # everything, a few minutes
 //! JITBOT_PERF_ONLY=ack,open,wave,footprint cargo bench --bench perf
+//! JITBOT_PERF_WRITES=auto JITBOT_PERF_ONLY=wave cargo bench --bench perf
 //! ```
 //!
 //! 1. **ack**: signed `/jit` commands, then deny clicks, offered open-loop at
@@ -54,6 +55,15 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 fn wanted(phase: &str) -> bool {
     std::env::var("JITBOT_PERF_ONLY").map_or(true, |only| only.split(',').any(|p| p == phase))
+}
+
+/// The `nsg_writes` modes to run (`JITBOT_PERF_WRITES`, default both).
+fn modes() -> Vec<&'static str> {
+    let only = std::env::var("JITBOT_PERF_WRITES").unwrap_or_else(|_| "auto,per_rule".into());
+    ["auto", "per_rule"]
+        .into_iter()
+        .filter(|m| only.split(',').any(|o| o == *m))
+        .collect()
 }
 
 fn nsg_id(i: u64) -> String {
@@ -584,9 +594,10 @@ async fn seed(
             nsg: nsg_id(i),
             priority: Some(i64::from(priority)),
         }];
+        // Activated now, after its rule is in ARM: the reconciler judges only grants activated
+        // before its read, as with a grant really opened now.
         anyhow::ensure!(
-            tx.activate(&id, &grant, started.min(now), expires_at)
-                .await?,
+            tx.activate(&id, &grant, now_ms(), expires_at).await?,
             "activate {id}"
         );
         Job::Revoke {
@@ -663,6 +674,29 @@ async fn phase_wave(
     let lost = (0..nsgs)
         .map(|i| env.arm.rules(&nsg_id(i)).len())
         .sum::<usize>();
+    if lost > 0 {
+        for i in 0..nsgs {
+            for r in env.arm.rules(&nsg_id(i)) {
+                let id = r.name.trim_start_matches("jitbot-");
+                let row = app.store.request(id).await?;
+                println!(
+                    "left: {} {:?} status {:?} detail {:?}",
+                    r.name,
+                    r.properties.provisioning_state,
+                    row.as_ref().map(|r| r.status),
+                    row.as_ref().and_then(|r| r.detail.clone())
+                );
+                for q in env
+                    .arm
+                    .requests()
+                    .iter()
+                    .filter(|q| q.path.contains(&r.name))
+                {
+                    println!("  {} {} {}", q.method, q.path, q.status);
+                }
+            }
+        }
+    }
     let reqs = &env.arm.requests()[requests_before..];
     let writes_n = reqs
         .iter()
@@ -835,11 +869,12 @@ async fn main() -> anyhow::Result<()> {
         phase_ack(&mut report).await?;
     }
     if wanted("open") {
-        phase_open(&mut report, "auto").await?;
-        phase_open(&mut report, "per_rule").await?;
+        for writes in modes() {
+            phase_open(&mut report, writes).await?;
+        }
     }
     if wanted("wave") {
-        for writes in ["auto", "per_rule"] {
+        for writes in modes() {
             phase_wave(&mut report, writes, false).await?;
             phase_wave(&mut report, writes, true).await?;
         }
