@@ -11,6 +11,11 @@
 //!   with `Location` too (204 when the rule is absent); the operation stays `InProgress` for the
 //!   configured delay. Only one operation per NSG at a time: a write meanwhile gets 429
 //!   `RetryableError` or 409 `AnotherOperationInProgress`.
+//! * NSG-level PUT (`arm/nsg_put.rs`): replaces the rule list as one operation, `If-Match`/412,
+//!   keeps `tags`, `flushConnection` and unknown fields; 403 when `nsg_writes_forbidden`.
+//!   `ArmSimOptions::like_azure` sets real ARM's latency, `Retry-After` 3 on PUT / 10 on DELETE,
+//!   buckets and Microsoft.Network's 1,000 writes per 5 minutes; `ArmSim::rule_events` says when
+//!   each rule went live or away.
 //! * Bearer tokens (401 `InvalidAuthenticationToken`/`ExpiredAuthenticationToken`), a token bucket
 //!   per subscription with `x-ms-ratelimit-remaining-subscription-*` headers, injectable faults,
 //!   and a log of every request received for tests to assert on.
