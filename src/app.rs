@@ -100,6 +100,7 @@ impl Application {
             ),
             heartbeat: heartbeat.clone(),
             metrics: metrics.clone(),
+            fallback_audited: Default::default(),
             siem,
         });
         let (shutdown, rx) = watch::channel(false);

@@ -197,6 +197,9 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
+    /// Jobs at once: most wait on ARM's asynchronous operations or a chat API, so many are
+    /// cheap, and few make a burst of openings wait behind each other (see README, Performance).
+    pub const DEFAULT_CONCURRENCY: usize = 64;
     pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
     pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
     pub const DEFAULT_REMINDER_BEFORE: Duration = Duration::from_secs(600);
@@ -523,7 +526,11 @@ impl Settings {
             server: file.server,
             database_url,
             worker: WorkerSettings {
-                concurrency: file.worker.concurrency.unwrap_or(8).max(1),
+                concurrency: file
+                    .worker
+                    .concurrency
+                    .unwrap_or(WorkerSettings::DEFAULT_CONCURRENCY)
+                    .max(1),
                 apply_deadline,
                 lease,
                 reconcile_interval,

@@ -67,6 +67,8 @@ pub enum AuditKind {
     BreakGlass,
     /// An undecided request went to the target's escalation approvers.
     Escalated,
+    /// `azure.nsg_writes = "auto"` fell back to per-rule writes after a 403 (once per process).
+    NsgWritesFallback,
 }
 
 impl AuditKind {
@@ -105,6 +107,7 @@ impl AuditKind {
             AuditKind::SourceLinkIssued => "source_link_issued",
             AuditKind::BreakGlass => "break_glass",
             AuditKind::Escalated => "escalated",
+            AuditKind::NsgWritesFallback => "nsg_writes_fallback",
         }
     }
 }

@@ -22,6 +22,31 @@ impl Worker {
             Ok(j) => j,
             Err(e) => return Ok(Outcome::Dead(format!("unreadable job payload: {e}"))),
         };
+        let outcome = self.dispatch(claimed, job).await;
+        self.audit_fallback().await?;
+        outcome
+    }
+
+    /// Once per process: ARM refused an NSG-level write (403) and `azure.nsg_writes = "auto"`
+    /// fell back to per-rule writes for good; the audit trail says so.
+    async fn audit_fallback(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.nsgs.fell_back() || self.fallback_audited.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        tx.audit(
+            AuditKind::NsgWritesFallback,
+            None,
+            Some("jitbot"),
+            json!({ "reason": "403 on an NSG-level write: the identity lacks Microsoft.Network/networkSecurityGroups/write; per-rule writes from now on" }),
+            self.simulated,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn dispatch(&self, claimed: &ClaimedJob, job: Job) -> Result<Outcome> {
         match job {
             Job::Apply { request_id } => self.apply(claimed, &request_id).await,
             Job::Revoke { request_id } => self.revoke(claimed, &request_id).await,

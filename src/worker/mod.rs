@@ -65,6 +65,8 @@ pub struct Worker {
     pub heartbeat: Arc<AtomicI64>,
     /// Chat API errors and revocation lateness.
     pub metrics: crate::metrics::Metrics,
+    /// Whether this process has audited its fall back to per-rule NSG writes (once).
+    pub fallback_audited: std::sync::atomic::AtomicBool,
     /// Where audit events are pushed (`[siem]`); one delivery job per sink.
     pub siem: crate::siem::Sinks,
 }

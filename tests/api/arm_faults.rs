@@ -114,3 +114,43 @@ async fn forbidden_fails_the_request_clearly() {
     assert!(kinds.contains(&"failed".to_string()), "{kinds:?}");
 }
 }
+
+#[tokio::test]
+async fn a_403_on_coalesced_nsg_writes_falls_back_to_per_rule_writes_once_and_is_audited() {
+    let app = spawn_app().await;
+    // The identity lacks networkSecurityGroups/write: every NSG-level PUT is refused.
+    app.arm.set_nsg_writes_forbidden(true);
+    app.arm
+        .set_operation_delay(std::time::Duration::from_millis(500));
+    let ids: Vec<String> = futures::future::join_all((0..4).map(|i| {
+        let app = &app;
+        async move {
+            app.submit(STEVE, &format!("web1 22 1h from 203.0.113.{}", 40 + i))
+                .await
+        }
+    }))
+    .await;
+    for id in &ids {
+        app.click(ALICE, id, true).await;
+    }
+    for id in &ids {
+        app.wait_status(
+            id,
+            jitbot::domain::Status::Active,
+            std::time::Duration::from_secs(15),
+        )
+        .await;
+        assert!(app.rule(id).is_some());
+    }
+    // Opening four grants on one NSG at once coalesced some into an NSG-level PUT, which ARM
+    // refused: from then on per-rule writes, and one audit event.
+    assert!(
+        app.arm
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.status == 403),
+        "no NSG-level write was tried"
+    );
+    let fallback = app.events_of("nsg_writes_fallback").await;
+    assert_eq!(fallback.len(), 1, "audited once: {fallback:?}");
+}
