@@ -69,7 +69,7 @@ impl RulePrefix {
     /// Longest prefix: leaves room for `lockdown-` and a target name within ARM's 80 characters.
     const MAX: usize = 32;
     /// What follows the prefix in a lockdown baseline's name.
-    const BASELINE: &'static str = "lockdown-";
+    pub const BASELINE: &'static str = "lockdown-";
 
     pub fn parse(s: &str) -> Result<RulePrefix, String> {
         let ok_chars = s

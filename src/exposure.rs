@@ -50,7 +50,7 @@ impl ScanSettings {
 /// The name of the Deny rule that locks a target's ports down in an NSG: `<prefix>lockdown-<target>`.
 /// The one place this name is made, so the scan, the check and the lockdown agree.
 pub fn baseline_rule_name(prefix: &str, target: &str) -> String {
-    format!("{prefix}lockdown-{target}")
+    format!("{prefix}{}{target}", crate::domain::RulePrefix::BASELINE)
 }
 
 /// Defender for Cloud's label for a rule it owns, if it is one of its JIT rules.
