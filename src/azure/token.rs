@@ -79,14 +79,16 @@ impl TokenSource {
         }
         let credential = (self.factory)().map_err(|e| {
             AzureError::Auth(format!(
-                "could not rebuild the Azure credential after ARM rejected its token: {e:#}"
+                "could not rebuild the Azure credential after its token for {} was rejected: {e:#}",
+                self.scope
             ))
         })?;
         cur.credential = credential;
         cur.generation += 1;
         tracing::info!(
             generation = cur.generation,
-            "ARM rejected the access token; built a fresh credential to get a new one"
+            scope = %self.scope,
+            "the access token was rejected; built a fresh credential to get a new one"
         );
         Ok(())
     }
