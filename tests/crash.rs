@@ -169,6 +169,8 @@ struct World {
     observer_db: String,
     /// Soft and hard open-files limit of the jitbot process, when a test sets one.
     nofile: Option<u64>,
+    /// `RUST_LOG` of the jitbot process.
+    log_level: &'static str,
 }
 
 impl World {
@@ -221,6 +223,7 @@ impl World {
             starts: 0,
             observer_db: db,
             nofile: None,
+            log_level: "info",
         }
     }
 
@@ -234,7 +237,7 @@ impl World {
         cmd.env("PATH", path)
             .env("SLACK_SIGNING_SECRET", SECRET)
             .env("SLACK_BOT_TOKEN", BOT_TOKEN)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.log_level)
             .env_remove("JITBOT_CRASH_AT")
             .env_remove("JITBOT_DATABASE_URL")
             .stdin(Stdio::null());
@@ -1365,4 +1368,79 @@ async fn the_sweeper_closes_expired_grants_when_jitbot_and_its_database_are_gone
     assert!(!ok && out.contains("nor an NSG resource id"), "{out}");
     // A sweep writes nothing but deletions.
     assert_eq!(puts(&w), puts_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_reaches_a_log_line_a_message_or_the_audit_trail() {
+    jitbot::install_crypto();
+    let mut w = World::new("5s", None).await;
+    w.log_level = "trace";
+    w.start(None).await;
+    let id = w.ask_and_approve("web1 22 3s").await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            w.arm.rule(NSG, &format!("jitbot-{id}")).is_some()
+        })
+        .await,
+        "never opened"
+    );
+    // ARM now refuses the token in use: jitbot must fetch a new one (a 401 and a refresh).
+    let first: Vec<String> = w
+        .arm
+        .requests()
+        .iter()
+        .filter_map(|r| r.bearer.clone())
+        .collect();
+    for token in &first {
+        w.arm.expire_token(token);
+    }
+    assert!(
+        wait_for(Duration::from_secs(15), || async {
+            w.the_request()
+                .await
+                .is_some_and(|(_, s, _)| s == "revoked")
+        })
+        .await,
+        "never closed"
+    );
+    w.terminate().await;
+    let tokens: std::collections::BTreeSet<String> = w
+        .arm
+        .requests()
+        .iter()
+        .filter_map(|r| r.bearer.clone())
+        .collect();
+    assert!(
+        tokens.len() >= 2,
+        "a fresh token was fetched after the 401: {tokens:?}"
+    );
+    let log = std::fs::read_to_string(w.dir.join("jitbot.log")).unwrap();
+    assert!(log.lines().count() > 100, "a trace log was written");
+    let audit: Vec<String> = sqlx::query_scalar("SELECT detail FROM audit_events")
+        .fetch_all(w.sql())
+        .await
+        .unwrap();
+    let chat: Vec<String> = [APPROVALS, AUDIT, STEVE, ALICE]
+        .iter()
+        .flat_map(|c| w.slack.messages(c))
+        .map(|m| format!("{} {}", m.text, m.blocks))
+        .collect();
+    let secrets = [SECRET.to_string(), BOT_TOKEN.to_string()]
+        .into_iter()
+        .chain(tokens);
+    for secret in secrets {
+        assert!(
+            !log.contains(&secret),
+            "the log shows a secret ({} chars)",
+            secret.len()
+        );
+        assert!(
+            !audit.iter().any(|a| a.contains(&secret)),
+            "an audit event shows a secret"
+        );
+        assert!(
+            !chat.iter().any(|m| m.contains(&secret)),
+            "a chat message shows a secret"
+        );
+    }
 }
