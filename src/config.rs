@@ -434,80 +434,7 @@ impl Settings {
                 errors.push("no [targets.*] are defined, so nothing can be requested".into());
             }
         }
-        let apply_deadline = match &file.worker.apply_deadline {
-            None => Duration::from_secs(600),
-            Some(s) => match GrantDuration::parse(s) {
-                Ok(d) => d.as_duration(),
-                Err(e) => {
-                    errors.push(format!("worker.apply_deadline: {e}"));
-                    Duration::from_secs(600)
-                }
-            },
-        };
-        let reconcile_interval = period(
-            "reconcile_interval",
-            &file.worker.reconcile_interval,
-            WorkerSettings::DEFAULT_RECONCILE_INTERVAL,
-            &mut errors,
-        );
-        let revocation_alert_after = period(
-            "revocation_alert_after",
-            &file.worker.revocation_alert_after,
-            WorkerSettings::DEFAULT_REVOCATION_ALERT_AFTER,
-            &mut errors,
-        );
-        let digest_at = match file
-            .digest
-            .at
-            .as_deref()
-            .map(crate::digest::DigestAt::parse)
-        {
-            Some(Ok(at)) => Some(at),
-            Some(Err(e)) => {
-                errors.push(e);
-                None
-            }
-            None => None,
-        };
-        let reminder_before = match &file.worker.reminder_before {
-            None => WorkerSettings::DEFAULT_REMINDER_BEFORE,
-            Some(s) if s.trim() == "0s" || s.trim() == "0" => Duration::ZERO,
-            Some(s) => match GrantDuration::parse(s) {
-                Ok(d) => d.as_duration(),
-                Err(e) => {
-                    errors.push(format!("worker.reminder_before: {e}"));
-                    Duration::ZERO
-                }
-            },
-        };
-        let resolve_interval = period(
-            "resolve_interval",
-            &file.worker.resolve_interval,
-            WorkerSettings::DEFAULT_RESOLVE_INTERVAL,
-            &mut errors,
-        );
-        let checkpoint_interval = period(
-            "checkpoint_interval",
-            &file.worker.checkpoint_interval,
-            WorkerSettings::DEFAULT_CHECKPOINT_INTERVAL,
-            &mut errors,
-        );
-        let lease = match &file.worker.lease {
-            None => WorkerSettings::DEFAULT_LEASE,
-            Some(s) => match GrantDuration::parse(s) {
-                Ok(d) if (1..=600).contains(&d.as_duration().as_secs()) => d.as_duration(),
-                Ok(_) => {
-                    errors.push(format!(
-                        "worker.lease: `{s}` must be between 1s and 10m (10s suits most: a crashed replica's revocations are taken over within it)"
-                    ));
-                    WorkerSettings::DEFAULT_LEASE
-                }
-                Err(e) => {
-                    errors.push(format!("worker.lease: {e}"));
-                    WorkerSettings::DEFAULT_LEASE
-                }
-            },
-        };
+        let worker = WorkerSettings::from_file(&file.worker, &file.digest, &mut errors);
         let database_url =
             std::env::var("JITBOT_DATABASE_URL").unwrap_or_else(|_| file.database.url.clone());
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
@@ -525,21 +452,7 @@ impl Settings {
         Ok(Settings {
             server: file.server,
             database_url,
-            worker: WorkerSettings {
-                concurrency: file
-                    .worker
-                    .concurrency
-                    .unwrap_or(WorkerSettings::DEFAULT_CONCURRENCY)
-                    .max(1),
-                apply_deadline,
-                lease,
-                reconcile_interval,
-                resolve_interval,
-                reminder_before,
-                digest_at,
-                revocation_alert_after,
-                checkpoint_interval,
-            },
+            worker,
             azure: file.azure,
             slack,
             discord,
@@ -547,6 +460,92 @@ impl Settings {
             scan: file.scan,
             siem,
         })
+    }
+}
+
+impl WorkerSettings {
+    /// `[worker]` and `[digest]` resolved; every problem goes to `errors`.
+    fn from_file(w: &WorkerFile, digest: &DigestFile, errors: &mut Vec<String>) -> WorkerSettings {
+        let apply_deadline = match &w.apply_deadline {
+            None => Duration::from_secs(600),
+            Some(s) => match GrantDuration::parse(s) {
+                Ok(d) => d.as_duration(),
+                Err(e) => {
+                    errors.push(format!("worker.apply_deadline: {e}"));
+                    Duration::from_secs(600)
+                }
+            },
+        };
+        let reconcile_interval = period(
+            "reconcile_interval",
+            &w.reconcile_interval,
+            WorkerSettings::DEFAULT_RECONCILE_INTERVAL,
+            errors,
+        );
+        let revocation_alert_after = period(
+            "revocation_alert_after",
+            &w.revocation_alert_after,
+            WorkerSettings::DEFAULT_REVOCATION_ALERT_AFTER,
+            errors,
+        );
+        let digest_at = match digest.at.as_deref().map(crate::digest::DigestAt::parse) {
+            Some(Ok(at)) => Some(at),
+            Some(Err(e)) => {
+                errors.push(e);
+                None
+            }
+            None => None,
+        };
+        let reminder_before = match &w.reminder_before {
+            None => WorkerSettings::DEFAULT_REMINDER_BEFORE,
+            Some(s) if s.trim() == "0s" || s.trim() == "0" => Duration::ZERO,
+            Some(s) => match GrantDuration::parse(s) {
+                Ok(d) => d.as_duration(),
+                Err(e) => {
+                    errors.push(format!("worker.reminder_before: {e}"));
+                    Duration::ZERO
+                }
+            },
+        };
+        let resolve_interval = period(
+            "resolve_interval",
+            &w.resolve_interval,
+            WorkerSettings::DEFAULT_RESOLVE_INTERVAL,
+            errors,
+        );
+        let checkpoint_interval = period(
+            "checkpoint_interval",
+            &w.checkpoint_interval,
+            WorkerSettings::DEFAULT_CHECKPOINT_INTERVAL,
+            errors,
+        );
+        let lease = match &w.lease {
+            None => WorkerSettings::DEFAULT_LEASE,
+            Some(s) => match GrantDuration::parse(s) {
+                Ok(d) if (1..=600).contains(&d.as_duration().as_secs()) => d.as_duration(),
+                Ok(_) => {
+                    errors.push(format!(
+                        "worker.lease: `{s}` must be between 1s and 10m (10s suits most: a crashed replica's revocations are taken over within it)"
+                    ));
+                    WorkerSettings::DEFAULT_LEASE
+                }
+                Err(e) => {
+                    errors.push(format!("worker.lease: {e}"));
+                    WorkerSettings::DEFAULT_LEASE
+                }
+            },
+        };
+        WorkerSettings {
+            concurrency: w.concurrency.unwrap_or(Self::DEFAULT_CONCURRENCY).max(1),
+            apply_deadline,
+            lease,
+            reconcile_interval,
+            resolve_interval,
+            reminder_before,
+            digest_at,
+            revocation_alert_after,
+            checkpoint_interval,
+        }
     }
 }
 
