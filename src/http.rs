@@ -139,6 +139,19 @@ fn html(status: StatusCode, body: String) -> Response {
     resp
 }
 
+/// A `from me` page, or "not valid" for an unknown, used or expired link (404) or a database
+/// that does not answer (503).
+fn link_page(page: Result<Option<String>, crate::store::StoreError>) -> Response {
+    match page {
+        Ok(Some(body)) => html(StatusCode::OK, body),
+        Ok(None) => html(StatusCode::NOT_FOUND, crate::pages::gone()),
+        Err(e) => {
+            tracing::error!(error = %e, "from-me link page");
+            html(StatusCode::SERVICE_UNAVAILABLE, crate::pages::gone())
+        }
+    }
+}
+
 /// `GET /ip/<token>`: the page of a `from me` link.
 async fn source_page(
     State(st): State<HttpState>,
@@ -147,14 +160,8 @@ async fn source_page(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let address = client_address(peer, &headers, &st.trusted_proxies);
-    match st.service.source_link_for(&token).await {
-        Ok(Some(link)) => html(StatusCode::OK, crate::pages::confirm(&link, address)),
-        Ok(None) => html(StatusCode::NOT_FOUND, crate::pages::gone()),
-        Err(e) => {
-            tracing::error!(error = %e, "source link page");
-            html(StatusCode::SERVICE_UNAVAILABLE, crate::pages::gone())
-        }
-    }
+    let page = st.service.source_link_for(&token).await;
+    link_page(page.map(|l| l.map(|link| crate::pages::confirm(&link, address))))
 }
 
 /// `POST /ip/<token>`: the person confirms; the request is made from the address seen now.
@@ -165,14 +172,8 @@ async fn source_confirm(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let address = client_address(peer, &headers, &st.trusted_proxies);
-    match st.service.confirm_source_link(&token, address).await {
-        Ok(Some(answer)) => html(StatusCode::OK, crate::pages::result(&answer)),
-        Ok(None) => html(StatusCode::NOT_FOUND, crate::pages::gone()),
-        Err(e) => {
-            tracing::error!(error = %e, "source link confirmation");
-            html(StatusCode::SERVICE_UNAVAILABLE, crate::pages::gone())
-        }
-    }
+    let page = st.service.confirm_source_link(&token, address).await;
+    link_page(page.map(|a| a.map(|answer| crate::pages::result(&answer))))
 }
 
 /// How long `/readyz` and `/metrics` wait for the database before saying it is not answering.
