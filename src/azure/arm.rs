@@ -283,68 +283,9 @@ impl ArmClient {
             self.budget.acquire(sub, &method, out.urgency).await;
             let bearer = self.tokens.token().await?;
             let client_request_id = random_request_id();
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(&bearer.token)
-                .header("x-ms-client-request-id", &client_request_id)
-                .header(reqwest::header::ACCEPT, "application/json");
-            if let Some(body) = &out.body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            if let Some(tag) = &out.if_match {
-                req = req.header(reqwest::header::IF_MATCH, tag);
-            }
-            let attempt = match req.send().await {
-                Err(e) => {
-                    self.metrics.arm_call(method.as_str(), None);
-                    Attempt::Retry {
-                        reason: describe_reqwest_error(&e),
-                        after: None,
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    self.metrics
-                        .arm_call(method.as_str(), Some(status.as_u16()));
-                    let headers = resp.headers().clone();
-                    self.budget.observe(sub, &headers, Instant::now());
-                    match resp.bytes().await {
-                        Err(e) => Attempt::Retry {
-                            reason: describe_reqwest_error(&e),
-                            after: None,
-                        },
-                        Ok(body) => {
-                            let arm_request_id = headers
-                                .get("x-ms-request-id")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("");
-                            debug!(
-                                %method,
-                                path = url.path(),
-                                status = status.as_u16(),
-                                request_id = %client_request_id,
-                                arm_request_id,
-                                "ARM call"
-                            );
-                            let resp = ArmResponse {
-                                status,
-                                headers,
-                                body,
-                            };
-                            if status == StatusCode::TOO_MANY_REQUESTS
-                                && !is_busy(&parse_error(&resp))
-                            {
-                                let after = retry_after(&resp.headers);
-                                self.budget.throttled(sub, &method, after, Instant::now());
-                            }
-                            classify(&method, url, resp)
-                        }
-                    }
-                }
-            };
+            let attempt = self
+                .attempt(&method, url, out, &bearer.token, &client_request_id, sub)
+                .await;
             match attempt {
                 Attempt::Done(resp) => return Ok(resp),
                 Attempt::Fail(err) => return Err(err),
@@ -374,6 +315,80 @@ impl ArmClient {
                         wait_ms = wait.as_millis() as u64, attempt = attempts,
                         "transient ARM failure; retrying");
                     tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// One HTTP attempt: the request, the metrics and the budget fed from the answer, and what
+    /// the answer means ([`classify`]).
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &url::Url,
+        out: &Outgoing,
+        token: &str,
+        client_request_id: &str,
+        sub: &str,
+    ) -> Attempt {
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(token)
+            .header("x-ms-client-request-id", client_request_id)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = &out.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        if let Some(tag) = &out.if_match {
+            req = req.header(reqwest::header::IF_MATCH, tag);
+        }
+        match req.send().await {
+            Err(e) => {
+                self.metrics.arm_call(method.as_str(), None);
+                Attempt::Retry {
+                    reason: describe_reqwest_error(&e),
+                    after: None,
+                }
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                self.metrics
+                    .arm_call(method.as_str(), Some(status.as_u16()));
+                let headers = resp.headers().clone();
+                self.budget.observe(sub, &headers, Instant::now());
+                match resp.bytes().await {
+                    Err(e) => Attempt::Retry {
+                        reason: describe_reqwest_error(&e),
+                        after: None,
+                    },
+                    Ok(body) => {
+                        let arm_request_id = headers
+                            .get("x-ms-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        debug!(
+                            %method,
+                            path = url.path(),
+                            status = status.as_u16(),
+                            request_id = %client_request_id,
+                            arm_request_id,
+                            "ARM call"
+                        );
+                        let resp = ArmResponse {
+                            status,
+                            headers,
+                            body,
+                        };
+                        if status == StatusCode::TOO_MANY_REQUESTS && !is_busy(&parse_error(&resp))
+                        {
+                            let after = retry_after(&resp.headers);
+                            self.budget.throttled(sub, method, after, Instant::now());
+                        }
+                        classify(method, url, resp)
+                    }
                 }
             }
         }
