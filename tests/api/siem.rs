@@ -148,7 +148,15 @@ async fn an_outage_of_the_sink_loses_nothing_and_keeps_the_order() {
     let seqs = hook.seqs();
     assert_eq!(seqs[..head as usize], (1..=head).collect::<Vec<_>>());
     assert!(hook.chain_problems().is_empty(), "{:?}", hook.chain_problems());
-    let (failures, last_seq) = cursor(&app).await.unwrap();
+    // The receiver has the events before the cursor's move commits: wait for the commit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (failures, last_seq) = loop {
+        let (failures, last_seq) = cursor(&app).await.unwrap();
+        if (failures == 0 && last_seq >= head) || Instant::now() > deadline {
+            break (failures, last_seq);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(failures, 0, "a delivery resets the failures");
     assert!(last_seq >= head);
 
