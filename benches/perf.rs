@@ -20,13 +20,13 @@
 //! 4. **footprint**: the real binary on SQLite: RSS idle and with 10,000 active grants, start-up
 //!    time (until `/readyz`) with 10,000 active grants in the database.
 //!
-//! `JITBOT_PERF_CONCURRENCY` (512) is `worker.concurrency` for the open and wave phases (the
-//! shipped default is 8; see the README's Performance section). Prints a table, then one JSON
+//! Every phase runs with the shipped `[worker]` defaults unless `JITBOT_PERF_CONCURRENCY` sets
+//! `worker.concurrency` (see the README's Performance section). Prints a table, then one JSON
 //! line (`PERF_JSON {...}`), also written to `$CARGO_TARGET_DIR/jitbot-perf.json`.
 
 use jitbot::app::{Application, Overrides};
 use jitbot::azure::AzureOverrides;
-use jitbot::config::{ConfigFile, Settings};
+use jitbot::config::{ConfigFile, Settings, WorkerSettings};
 use jitbot::domain::{Platform, Status};
 use jitbot::job::Job;
 use jitbot::store::{GrantRule, NewRequest, Store, now_ms};
@@ -83,7 +83,15 @@ struct Setup {
     nsgs: u64,
     people: u64,
     writes: &'static str,
-    concurrency: u64,
+    /// `worker.concurrency`; `None` keeps the shipped default.
+    concurrency: Option<u64>,
+}
+
+/// `JITBOT_PERF_CONCURRENCY`, if set.
+fn concurrency_knob() -> Option<u64> {
+    std::env::var("JITBOT_PERF_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 fn config(arm: &str, slack: &str, db: &str, s: &Setup) -> String {
@@ -93,8 +101,7 @@ fn config(arm: &str, slack: &str, db: &str, s: &Setup) -> String {
 listen = "127.0.0.1:0"
 [database]
 url = "{db}"
-[worker]
-concurrency = {concurrency}
+{worker}
 [azure]
 backend = "arm"
 arm_endpoint = "{arm}"
@@ -106,7 +113,10 @@ audit_channel = "C0AUDIT"
 [people.alice]
 slack = "{APPROVER}"
 "#,
-        concurrency = s.concurrency,
+        worker = s
+            .concurrency
+            .map(|n| format!("[worker]\nconcurrency = {n}"))
+            .unwrap_or_default(),
         writes = s.writes,
     );
     for i in 0..s.people {
@@ -345,7 +355,7 @@ async fn phase_ack(report: &mut Report) -> anyhow::Result<()> {
         nsgs: 20,
         people: 500,
         writes: "auto",
-        concurrency: 8,
+        concurrency: None,
     };
     let env = Env::new(ArmSimOptions::like_azure(Duration::from_secs(2)), s.nsgs).await?;
     let app = env.app(&s).await?;
@@ -451,7 +461,7 @@ async fn phase_open(report: &mut Report, writes: &'static str) -> anyhow::Result
         nsgs: 20,
         people: n,
         writes,
-        concurrency: env_num("JITBOT_PERF_CONCURRENCY", 512),
+        concurrency: concurrency_knob(),
     };
     let env = Env::new(ArmSimOptions::like_azure(latency), s.nsgs).await?;
     let app = env.app(&s).await?;
@@ -639,7 +649,7 @@ async fn phase_wave(
         nsgs,
         people: 0,
         writes,
-        concurrency: env_num("JITBOT_PERF_CONCURRENCY", 512),
+        concurrency: concurrency_knob(),
     };
     let env = Env::new(ArmSimOptions::like_azure(latency), nsgs).await?;
     let (app, reference) = if restart {
@@ -811,7 +821,7 @@ async fn phase_footprint(report: &mut Report) -> anyhow::Result<()> {
         nsgs,
         people: 0,
         writes: "auto",
-        concurrency: 8,
+        concurrency: None,
     };
     let cfg = config(&env.arm.base_url, &env.slack.base_url, &env.db(), &s);
     let (mut idle, idle_start, _) = serve(&env, &cfg, &bin).await?;
@@ -884,7 +894,7 @@ async fn main() -> anyhow::Result<()> {
     }
     report.json.insert(
         "concurrency".into(),
-        json!(env_num("JITBOT_PERF_CONCURRENCY", 512)),
+        json!(concurrency_knob().unwrap_or(WorkerSettings::DEFAULT_CONCURRENCY as u64)),
     );
     report.json.insert(
         "arm_latency_ms".into(),

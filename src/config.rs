@@ -152,9 +152,12 @@ fn default_db() -> String {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerFile {
-    /// Jobs run at once (ARM calls, chat posts), and as many again reserved for closing rules.
-    /// Default 8.
+    /// Jobs run at once (ARM calls, chat posts), besides the closing slots. Default 256.
     pub concurrency: Option<usize>,
+    /// Jobs that close rules (revocations, clean-ups) run at once, in slots of their own so a
+    /// burst of openings never delays a closing. An expiry wave larger than this takes an extra
+    /// NSG write per NSG. Default 1024.
+    pub closing_concurrency: Option<usize>,
     /// How long an approved request may keep failing to apply before it is marked failed. Default 10m.
     pub apply_deadline: Option<String>,
     /// How often the reconciler compares every NSG in the policy with the database. Default 60s.
@@ -179,6 +182,8 @@ pub struct WorkerFile {
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// Slots reserved for jobs that close rules.
+    pub closing_concurrency: usize,
     pub apply_deadline: Duration,
     /// How long a claimed job stays ours without a heartbeat.
     pub lease: Duration,
@@ -199,7 +204,10 @@ pub struct WorkerSettings {
 impl WorkerSettings {
     /// Jobs at once: most wait on ARM's asynchronous operations or a chat API, so many are
     /// cheap, and few make a burst of openings wait behind each other (see README, Performance).
-    pub const DEFAULT_CONCURRENCY: usize = 64;
+    pub const DEFAULT_CONCURRENCY: usize = 256;
+    /// Closing jobs at once: an expiry wave fits in one claim, so it reaches each NSG's lane
+    /// together and costs one NSG write per NSG.
+    pub const DEFAULT_CLOSING_CONCURRENCY: usize = 1024;
     pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
     pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(300);
     pub const DEFAULT_REMINDER_BEFORE: Duration = Duration::from_secs(600);
@@ -537,6 +545,10 @@ impl WorkerSettings {
         };
         WorkerSettings {
             concurrency: w.concurrency.unwrap_or(Self::DEFAULT_CONCURRENCY).max(1),
+            closing_concurrency: w
+                .closing_concurrency
+                .unwrap_or(Self::DEFAULT_CLOSING_CONCURRENCY)
+                .max(1),
             apply_deadline,
             lease,
             reconcile_interval,

@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use tokio::sync::{oneshot, watch};
@@ -97,6 +98,10 @@ pub struct AppliedRule {
     /// The priority it got.
     pub priority: u16,
 }
+
+/// How long the holder of a lane waits, when coalescing, before it takes what is queued: the cost
+/// of one write to a lone change, negligible beside ARM's seconds-long operation.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// One change to an NSG, as queued on its lane.
 #[derive(Debug, Clone)]
@@ -244,6 +249,11 @@ impl NsgManager {
             done = &mut answer => return done.unwrap_or_else(|_| Err(dropped())),
             guard = lane.write.lock() => guard,
         };
+        if self.coalescing() {
+            // Changes that arrive together (an expiry wave, a burst of approvals) reach the lane
+            // microseconds apart: wait a moment so the first write carries them all.
+            tokio::time::sleep(GATHER).await;
+        }
         loop {
             match answer.try_recv() {
                 Ok(done) => return done,

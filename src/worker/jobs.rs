@@ -11,18 +11,23 @@ use crate::messages::{self, clock};
 use crate::outbox;
 use crate::store::{AuditKind, ClaimedJob, GrantRule, RequestRow, Result, Tx, now_ms};
 use serde_json::json;
+use std::collections::HashMap;
 
 fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Message {
     messages::notice(req, tone, title, text)
 }
 
 impl Worker {
-    pub(super) async fn run_job(&self, claimed: &ClaimedJob) -> Result<Outcome> {
+    pub(super) async fn run_job(
+        &self,
+        claimed: &ClaimedJob,
+        started: Option<RequestRow>,
+    ) -> Result<Outcome> {
         let job: Job = match serde_json::from_value(claimed.payload.clone()) {
             Ok(j) => j,
             Err(e) => return Ok(Outcome::Dead(format!("unreadable job payload: {e}"))),
         };
-        let outcome = self.dispatch(claimed, job).await;
+        let outcome = self.dispatch(claimed, job, started).await;
         self.audit_fallback().await?;
         outcome
     }
@@ -46,10 +51,15 @@ impl Worker {
         tx.commit().await
     }
 
-    async fn dispatch(&self, claimed: &ClaimedJob, job: Job) -> Result<Outcome> {
+    async fn dispatch(
+        &self,
+        claimed: &ClaimedJob,
+        job: Job,
+        started: Option<RequestRow>,
+    ) -> Result<Outcome> {
         match job {
             Job::Apply { request_id } => self.apply(claimed, &request_id).await,
-            Job::Revoke { request_id } => self.revoke(claimed, &request_id).await,
+            Job::Revoke { request_id } => self.revoke(claimed, &request_id, started).await,
             Job::Expire { request_id, round } => self.expire(&request_id, round).await,
             Job::Cleanup {
                 request_id,
@@ -345,7 +355,70 @@ impl Worker {
         Ok(Outcome::Done)
     }
 
-    async fn revoke(&self, claimed: &ClaimedJob, id: &str) -> Result<Outcome> {
+    /// Starts the due revocations among `jobs` in one transaction: each still-active, expired
+    /// grant becomes `revoking` with its revocation watch. Committing them one by one would feed
+    /// an expiry wave to the NSG lanes a few at a time (a write each); together they reach ARM
+    /// at once and share one NSG-level write per NSG. Returns the rows it moved, by job id; a
+    /// job not returned (or a failure here) does its own transition as before.
+    pub(super) async fn start_revocations(&self, jobs: &[ClaimedJob]) -> HashMap<i64, RequestRow> {
+        let due: Vec<(i64, String)> = jobs
+            .iter()
+            .filter_map(|j| match serde_json::from_value(j.payload.clone()) {
+                Ok(Job::Revoke { request_id }) => Some((j.id, request_id)),
+                _ => None,
+            })
+            .collect();
+        if due.len() < 2 {
+            return HashMap::new();
+        }
+        match self.start_revocations_in_one(&due).await {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start revocations together; one by one instead");
+                HashMap::new()
+            }
+        }
+    }
+
+    async fn start_revocations_in_one(
+        &self,
+        due: &[(i64, String)],
+    ) -> Result<HashMap<i64, RequestRow>> {
+        let now = now_ms();
+        let mut started = HashMap::new();
+        let mut tx = self.store.begin().await?;
+        for (job, id) in due {
+            let Some(mut req) = tx.request(id).await? else {
+                continue;
+            };
+            if req.status != Status::Active || req.expires_at.is_none_or(|e| e > now) {
+                continue;
+            }
+            if !tx
+                .transition(id, Status::Active, Status::Revoking, Some("expired"))
+                .await?
+            {
+                continue;
+            }
+            self.enqueue_watch(&mut tx, &req).await?;
+            req.status = Status::Revoking;
+            started.insert(*job, req);
+        }
+        tx.commit().await?;
+        Ok(started)
+    }
+
+    /// Closes a grant's rule. `started` is the row when [`Worker::start_revocations`] already
+    /// moved it to `revoking` (with its watch) together with the rest of a wave.
+    async fn revoke(
+        &self,
+        claimed: &ClaimedJob,
+        id: &str,
+        started: Option<RequestRow>,
+    ) -> Result<Outcome> {
+        if let Some(req) = started {
+            return self.close_rule(claimed, id, req).await;
+        }
         let Some(req) = self.store.request(id).await? else {
             return Ok(Outcome::Dead(format!("request {id} does not exist")));
         };
@@ -370,6 +443,12 @@ impl Worker {
             _ => return Ok(Outcome::Done),
         }
         self.watch_revocation(&req).await?;
+        self.close_rule(claimed, id, req).await
+    }
+
+    /// The second half of [`Self::revoke`]: the grant is `revoking` and watched; remove its rule
+    /// everywhere and record `revoked`.
+    async fn close_rule(&self, claimed: &ClaimedJob, id: &str, req: RequestRow) -> Result<Outcome> {
         match self.remove_everywhere(&req).await {
             Ok(()) => {
                 crate::crashpoint::hit("after_delete");

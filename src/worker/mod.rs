@@ -86,7 +86,7 @@ impl Worker {
             tracing::error!(error = %e, "could not schedule the reconciler and audit checkpoints");
         }
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
-        let closing = Arc::new(Semaphore::new(self.settings.concurrency));
+        let closing = Arc::new(Semaphore::new(self.settings.closing_concurrency));
         let wake = self.store.jobs_added();
         let lease_ms = self.settings.lease.as_millis() as i64;
         // Every task lives in this set, so aborting the worker (a crash in tests) aborts them all.
@@ -128,13 +128,15 @@ impl Worker {
                 {
                     Ok(jobs) => {
                         full |= jobs.len() as i64 == free;
+                        let mut started = self.start_revocations(&jobs).await;
                         for job in jobs {
+                            let started = started.remove(&job.id);
                             let Ok(permit) = pool.clone().acquire_owned().await else {
                                 break;
                             };
                             let me = self.clone();
                             tasks.spawn(async move {
-                                me.execute(job).await;
+                                me.execute(job, started).await;
                                 drop(permit);
                                 me.store.jobs_added().notify_one();
                             });
@@ -167,15 +169,17 @@ impl Worker {
         // Let running jobs finish for a few seconds; whatever is left keeps its lease and runs again later.
         let _ = tokio::time::timeout(Duration::from_secs(7), async {
             let _all = slots.acquire_many(self.settings.concurrency as u32).await;
-            let _closing = closing.acquire_many(self.settings.concurrency as u32).await;
+            let _closing = closing
+                .acquire_many(self.settings.closing_concurrency as u32)
+                .await;
         })
         .await;
         tasks.abort_all();
     }
 
-    async fn execute(&self, job: ClaimedJob) {
+    async fn execute(&self, job: ClaimedJob, started: Option<crate::store::RequestRow>) {
         let span = tracing::info_span!("job", id = job.id, kind = %job.kind, request_id = job.request_id.as_deref().unwrap_or(""), attempt = job.attempts);
-        let outcome = match self.run_job(&job).instrument(span).await {
+        let outcome = match self.run_job(&job, started).instrument(span).await {
             Ok(o) => o,
             Err(e) => Outcome::RetryAt(
                 now_ms() + backoff(job.attempts, 10_000),

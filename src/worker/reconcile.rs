@@ -982,6 +982,16 @@ impl Worker {
     /// is still open `revocation_alert_after` after its revocation became due.
     pub(super) async fn watch_revocation(&self, req: &RequestRow) -> Result<()> {
         let mut tx = self.store.begin().await?;
+        self.enqueue_watch(&mut tx, req).await?;
+        tx.commit().await
+    }
+
+    /// [`Self::watch_revocation`] inside the caller's transaction.
+    pub(super) async fn enqueue_watch(
+        &self,
+        tx: &mut crate::store::Tx,
+        req: &RequestRow,
+    ) -> Result<()> {
         if tx.has_job(WATCH_KIND, &req.id).await? {
             return Ok(());
         }
@@ -991,11 +1001,11 @@ impl Worker {
             request_id: req.id.clone(),
         }
         .enqueue(
-            &mut tx,
+            tx,
             due + self.settings.revocation_alert_after.as_millis() as i64,
         )
-        .await?;
-        tx.commit().await
+        .await
+        .map(drop)
     }
 
     pub(super) async fn revocation_watch(&self, claimed: &ClaimedJob, id: &str) -> Result<Outcome> {
