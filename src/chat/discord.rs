@@ -444,6 +444,7 @@ Usage:
   /jit status id:<id>               one request in detail
   /jit revoke id:<id>               close a grant early (requester or approver)
   /jit extend id:<id> duration:<d>  keep a grant open longer (may need approval again)
+  /jit form [target:<vm>]           a form instead of typing
   /jit help                         this text";
 
 /// Replaces the Slack-style usage text in a reply with [`USAGE`].

@@ -175,7 +175,7 @@ impl Service {
 
     /// The answer to a click on a round that is no longer open, with the request's current status
     /// (read again: it changed since the click was checked).
-    async fn nothing_to_decide(&self, req: &RequestRow) -> Result<Message> {
+    pub(super) async fn nothing_to_decide(&self, req: &RequestRow) -> Result<Message> {
         let now = self
             .store
             .request(&req.id)

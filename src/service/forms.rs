@@ -11,6 +11,7 @@ use super::{ChatUser, Service};
 use crate::chat::form::{FieldErrors, FieldId, Form, FormValues, Submitted};
 use crate::chat::{ButtonAction, ButtonKind, Message, Tone};
 use crate::command::AccessRequest;
+use crate::decision;
 use crate::domain::{GrantDuration, Platform, Ports, SourceSpec};
 use crate::job::Job;
 use crate::messages::{self, RequestFormInput};
@@ -299,7 +300,15 @@ impl Service {
             Ok(allowed) => allowed,
             Err(refused) => return Ok(FormOpened::Reply(refused)),
         };
-        let form = messages::deny_form(&req, action.round);
+        // A round already decided gets the answer its Deny button would get, not a form.
+        let round = action.round;
+        let open = req.status == decision::open_status(round)
+            && req.round == round
+            && decision::accepts_votes(true, round, req.extension_ms.is_some());
+        if !open {
+            return self.nothing_to_decide(&req).await.map(FormOpened::Reply);
+        }
+        let form = messages::deny_form(&req, round);
         self.deliver_form(user.platform, form, via).await
     }
 

@@ -136,6 +136,14 @@ async fn slack_form_opens_follows_the_target_and_submits_the_typed_request() {
     assert_eq!(option_values(&block(&v2, "ports")), ["22", "3389"]);
     assert_eq!(block(&v2, "ports")["block_id"], "ports:web1", "new blocks get new values");
     assert_eq!(block(&v2, "target")["element"]["initial_option"]["value"], "web1");
+    // A change sent from the view as it was before (a stale hash) is refused by Slack.
+    let stale = slack_user::view_block_action(STEVE, "steve", &v.full(), "target", "db1");
+    assert_eq!(interact(&app, &stale).await.0, 200);
+    app.wait_until("views.update refused", FIVE, |app| {
+        app.slack.calls().iter().any(|c| c.error.as_deref() == Some("hash_conflict"))
+    })
+    .await;
+    assert_eq!(app.slack.views()[0].hash, v2.hash, "the view did not change");
 
     let submit = slack_user::view_submission(
         STEVE, "steve", &v2.full(), &[("ports", "22,3389"), ("reason", "deploy hotfix")],
@@ -225,6 +233,13 @@ async fn slack_deny_with_reason_reaches_the_requester_and_the_audit_trail() {
     let (status, answer) = interact(&app, &deny).await;
     assert_eq!((status.as_u16(), answer), (200, Value::Null), "the form just closes");
     app.wait_status(&id, Status::Denied, FIVE).await;
+    // The round is decided: another Deny with reason gets no form.
+    app.press(BOB, APPROVALS, &ts, "jit_deny_reason", &id).await;
+    app.wait_until("bob is told", FIVE, |app| {
+        app.dms(BOB).iter().any(|m| m.contains("already decided"))
+    })
+    .await;
+    assert_eq!(app.slack.views().len(), 1);
     let denied = app.events_of("denied").await;
     assert_eq!(denied[0].detail["reason"], "change freeze until Monday");
     app.wait_until("the requester reads the reason", FIVE, |app| {
