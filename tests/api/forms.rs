@@ -111,6 +111,25 @@ fn shape(r: &jitbot::store::RequestRow) -> Value {
     ])
 }
 
+/// A target whose reason must match a pattern, and dora, who usually connects from one address.
+const OPS: &str = r#"
+[people.dora]
+slack = "U0DORA"
+sources = ["203.0.113.40"]
+
+[targets.ops]
+nsg = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg"
+destination = "10.0.3.4"
+ports = [22]
+max_duration = "2h"
+allowed_sources = ["203.0.113.0/24"]
+requesters = ["steve", "dora"]
+approvers = ["group:secops"]
+approval_channel.slack = "C0APPROVALS"
+priority_range = [300, 399]
+reason_pattern = '^INC-\d+'
+"#;
+
 backends! {
 #[tokio::test]
 async fn slack_form_opens_follows_the_target_and_submits_the_typed_request() {
@@ -313,5 +332,26 @@ async fn discord_deny_with_reason_is_a_modal() {
         app.dms(D_STEVE).iter().any(|m| m.contains("use the bastion"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn slack_form_prefills_usual_sources_and_shows_the_reason_rule() {
+    let app = spawn_app_with(OPS).await;
+    // Dora may request ops alone: it is chosen, her usual address prefilled.
+    let v = open_form(&app, "U0DORA").await;
+    assert_eq!(option_values(&block(&v, "target")), ["ops"]);
+    assert_eq!(block(&v, "source")["element"]["initial_value"], "203.0.113.40/32");
+    assert_eq!(option_values(&block(&v, "duration")), ["15m", "30m", "1h", "2h"]);
+    let reason = block(&v, "reason");
+    assert_eq!(reason["optional"], false);
+    assert!(reason["hint"]["text"].as_str().unwrap().contains(r"^INC-\d+"), "{reason}");
+
+    let wrong = slack_user::view_submission("U0DORA", "dora", &v.full(), &[("reason", "hotfix")]);
+    let (_, answer) = interact(&app, &wrong).await;
+    assert!(answer["errors"]["reason"].as_str().unwrap_or_default().contains("must match"), "{answer}");
+    let right = slack_user::view_submission("U0DORA", "dora", &v.full(), &[("reason", "INC-42 restart")]);
+    let (_, answer) = interact(&app, &right).await;
+    let req = app.request(&request_id_in(&answer_text(&answer))).await;
+    assert_eq!((req.source.as_str(), req.reason.as_deref()), ("203.0.113.40/32", Some("INC-42 restart")));
 }
 }
