@@ -46,7 +46,8 @@ Usage:
   /jit break-glass <target> <ports> <duration> <reason…>
                                 emergency, where a target allows it: opens without approval,
                                 for a short time, and alerts every approver
-  /jit help                     this text";
+  /jit help                     this text
+  /jit                          (Slack) a form instead of typing";
 
 impl Command {
     /// Parses the text after `/jit`. Errors are sentences to show the person, followed by usage.

@@ -10,9 +10,11 @@
 //! 3-second limit: they only write to the database. What a sender controls reaches logs and audit
 //! events cut to [`crate::domain::LOGGED_TEXT_MAX`] characters.
 
-use crate::chat::Tone;
+mod forms;
+
 use crate::chat::discord::{self, DiscordApi, Incoming};
 use crate::chat::slack::{self, Interaction};
+use crate::chat::{ButtonKind, Tone};
 use crate::config::SlackSettings;
 use crate::domain::{Platform, bounded};
 use crate::messages::reply;
@@ -285,7 +287,7 @@ const REPLAY_MARGIN_SECS: i64 = 60;
 
 /// What identifies one signed request in the replay cache ([`crate::store::Store::first_sighting`]):
 /// the digest of what its signature covers, kept until its timestamp has left the window.
-struct ReplayKey {
+pub(crate) struct ReplayKey {
     digest: String,
     expires_at: i64,
 }
@@ -418,6 +420,10 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
         user_name: cmd.user_name.clone(),
         roles: vec![],
     };
+    // `/jit` alone opens the request form (Slack gives every invocation a trigger).
+    if cmd.text.trim().is_empty() && !cmd.trigger_id.is_empty() {
+        return forms::slack_open_request_form(&st, Some(&key), &user, &cmd.trigger_id).await;
+    }
     let work = async {
         if !first_copy(&st, &key, path).await? {
             return Ok(None);
@@ -450,13 +456,8 @@ async fn slack_interaction(
         Ok(key) => key,
         Err(refused) => return refused,
     };
-    let click = match slack::parse_interaction(&body) {
-        Ok(Interaction::Button(c)) => c,
-        Ok(Interaction::Other { kind }) => {
-            let kind = bounded(&kind);
-            tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
-            return StatusCode::OK.into_response();
-        }
+    match slack::parse_interaction(&body) {
+        Ok(interaction) => slack_interaction_verified(&st, Some(&key), interaction).await,
         Err(e) => {
             return refuse_http(
                 &st,
@@ -468,7 +469,39 @@ async fn slack_interaction(
             )
             .await;
         }
-    };
+    }
+}
+
+/// What a verified Slack interaction answers: a button click, a form opened, changed or
+/// submitted. `key`: the signed request's replay key (`None` where nothing is signed, such as
+/// Socket Mode, whose envelopes the socket verified).
+pub(crate) async fn slack_interaction_verified(
+    st: &HttpState,
+    key: Option<&ReplayKey>,
+    interaction: Interaction,
+) -> Response {
+    match interaction {
+        Interaction::Button(c) if c.action.kind == ButtonKind::DenyWithReason => {
+            forms::slack_deny_button(st, key, &c).await
+        }
+        Interaction::Button(c) => slack_click(st, key, c).await,
+        Interaction::FormChanged(change) => forms::slack_form_changed(st, key, &change).await,
+        Interaction::FormSubmitted(s) => forms::slack_form_submitted(st, key, &s).await,
+        Interaction::Other { kind } => {
+            let kind = bounded(&kind);
+            tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// An Approve, Deny, Extend or I'm-done click on Slack.
+async fn slack_click(
+    st: &HttpState,
+    key: Option<&ReplayKey>,
+    click: slack::ButtonClick,
+) -> Response {
+    let path = "/slack/interactions";
     let user = ChatUser {
         platform: Platform::Slack,
         user_id: click.user_id.clone(),
@@ -477,7 +510,9 @@ async fn slack_interaction(
     };
     let service = st.service.clone();
     let outcome = tokio::time::timeout(HANDLER_BUDGET, async {
-        if !first_copy(&st, &key, path).await? {
+        if let Some(key) = key
+            && !first_copy(st, key, path).await?
+        {
             return Ok(Err(replayed()));
         }
         match service.click(&user, &click.action).await? {
@@ -640,6 +675,18 @@ async fn discord_interaction(
                 vec![]
             };
             Json(discord::autocomplete(&choices)).into_response()
+        }
+        Incoming::Button { user, action, .. } if action.kind == ButtonKind::DenyWithReason => {
+            forms::discord_deny_button(&st, &key, &chat_user(&user), &action).await
+        }
+        Incoming::FormCommand { user, target } => {
+            forms::discord_open_request_form(&st, &key, &chat_user(&user), target.as_deref()).await
+        }
+        Incoming::FormPick { user, target } => {
+            forms::discord_open_request_form(&st, &key, &chat_user(&user), Some(&target)).await
+        }
+        Incoming::FormSubmit { user, kind, values } => {
+            forms::discord_form_submitted(&st, &key, &chat_user(&user), &kind, &values).await
         }
         Incoming::Button { user, action, .. } => {
             let user = chat_user(&user);

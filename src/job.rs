@@ -29,6 +29,8 @@ pub mod kind {
     pub const NUDGE_APPROVERS: &str = "nudge_approvers";
     pub const ESCALATE: &str = "escalate";
     pub const SIEM_DELIVER: &str = "siem.deliver";
+    pub const FORM_OPEN: &str = "chat.form_open";
+    pub const FORM_UPDATE: &str = "chat.form_update";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -105,6 +107,22 @@ pub enum Job {
     /// Send the audit events after a SIEM sink's cursor, in order; reschedules itself (one
     /// singleton per sink, lane `singleton:siem:<sink>`).
     SiemDeliver { sink: String },
+    /// Open a form for the person whose action gave `trigger_id` (Slack `views.open`). Queued
+    /// by a handler and run at once: the trigger lives 3 seconds, so after `expires_at` (Unix
+    /// ms) the job gives up without a call.
+    FormOpen {
+        platform: Platform,
+        trigger_id: String,
+        form: crate::chat::form::Form,
+        expires_at: i64,
+    },
+    /// Replace an open form (Slack `views.update`; refused when `hash` is stale).
+    FormUpdate {
+        platform: Platform,
+        view_id: String,
+        hash: Option<String>,
+        form: crate::chat::form::Form,
+    },
 }
 
 impl Job {
@@ -128,6 +146,8 @@ impl Job {
             Job::NudgeApprovers { .. } => kind::NUDGE_APPROVERS,
             Job::Escalate { .. } => kind::ESCALATE,
             Job::SiemDeliver { .. } => kind::SIEM_DELIVER,
+            Job::FormOpen { .. } => kind::FORM_OPEN,
+            Job::FormUpdate { .. } => kind::FORM_UPDATE,
         }
     }
 
@@ -151,7 +171,9 @@ impl Job {
             | Job::Checkpoint
             | Job::ResolveTargets
             | Job::Digest
-            | Job::SiemDeliver { .. } => None,
+            | Job::SiemDeliver { .. }
+            | Job::FormOpen { .. }
+            | Job::FormUpdate { .. } => None,
         }
     }
 

@@ -10,6 +10,9 @@ use crate::policy::Policy;
 use crate::store::{DecisionRow, RequestRow};
 use chrono::{DateTime, Utc};
 
+mod forms;
+pub use forms::{DENY_REASON_MISSING, RequestFormInput, deny_form, form_errors, request_form};
+
 /// Shown on every message when the simulated Azure backend is in use.
 pub const SIMULATED_FOOTER: &str = "⚠ SIMULATED AZURE BACKEND: no real firewall rule was changed";
 
@@ -258,6 +261,16 @@ fn decision_buttons(req: &RequestRow, round: i64) -> Vec<Button> {
             },
             confirm: None,
         },
+        // A form: the reason reaches the requester and the audit trail.
+        Button {
+            label: "Deny with reason".into(),
+            action: ButtonAction {
+                kind: ButtonKind::DenyWithReason,
+                request_id: req.id.clone(),
+                round,
+            },
+            confirm: None,
+        },
     ]
 }
 
@@ -327,6 +340,14 @@ pub fn notice(req: &RequestRow, tone: Tone, title: &str, text: String) -> Messag
         buttons: vec![],
         footer: footer(req),
         tone,
+    }
+}
+
+/// ` (reason: …)` after a decision when the approver gave one, else nothing.
+pub fn because(reason: Option<&str>) -> String {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => format!(" (reason: {r})"),
+        None => String::new(),
     }
 }
 

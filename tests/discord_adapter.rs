@@ -320,7 +320,7 @@ fn command_definitions_have_the_slack_verbs_as_subcommands() {
     assert_eq!(
         subs,
         [
-            "request", "list", "targets", "status", "revoke", "extend", "help"
+            "request", "form", "list", "targets", "status", "revoke", "extend", "help"
         ]
     );
     let request = &v[0]["options"][0]["options"];
@@ -554,7 +554,7 @@ async fn register_overwrites_guild_and_global_commands_through_serenity() {
     assert_eq!(installed.len(), 1);
     assert_eq!(installed[0].name, "jit");
     let stored = sim.commands(Some("290926798626357999")).unwrap();
-    assert_eq!(stored[0]["options"].as_array().unwrap().len(), 7);
+    assert_eq!(stored[0]["options"].as_array().unwrap().len(), 8);
     discord::register(&settings, None).await.unwrap();
     assert!(sim.commands(None).is_some());
     let puts: Vec<_> = sim
@@ -679,7 +679,7 @@ async fn the_register_cli_installs_the_command_in_a_guild() {
     );
     assert!(stdout.contains("/jit"), "{stdout}");
     assert!(
-        stdout.contains("request, list, targets, status, revoke, extend, help"),
+        stdout.contains("request, form, list, targets, status, revoke, extend, help"),
         "{stdout}"
     );
     assert!(sim.commands(Some("290926798626357999")).is_some());

@@ -182,6 +182,7 @@ proptest! {
                 prop_assert_eq!(Some(click.action), slack::decode_action(action_id, &value));
             }
             Ok(Interaction::Other { .. }) => prop_assert!(slack::decode_action(action_id, &value).is_none()),
+            Ok(other) => return Err(TestCaseError::fail(format!("a message button read as a form: {other:?}"))),
             Err(e) => return Err(TestCaseError::fail(format!("a well-formed click was refused: {e}"))),
         }
     }

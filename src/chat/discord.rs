@@ -23,6 +23,9 @@ use serenity::all::{
     Interaction, Nonce,
 };
 use serenity::interactions_endpoint::Verifier;
+
+mod form;
+pub use form::{PICK as FORM_PICK, form_response, modal_id, parse_modal_id};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -183,6 +186,22 @@ pub enum Incoming {
         channel_id: String,
         message_id: String,
     },
+    /// `/jit form [target]`: open the request form (the target menu, or the modal for `target`).
+    FormCommand {
+        user: DiscordUser,
+        target: Option<String>,
+    },
+    /// A target chosen in the request form's menu: answer with the modal.
+    FormPick {
+        user: DiscordUser,
+        target: String,
+    },
+    /// A jitbot modal was submitted (type 5).
+    FormSubmit {
+        user: DiscordUser,
+        kind: super::form::FormKind,
+        values: super::form::FormValues,
+    },
     /// Anything else (a modal, a button that is not ours): acknowledged and ignored.
     Other {
         kind: String,
@@ -190,18 +209,37 @@ pub enum Incoming {
 }
 
 fn user_of(i: &CommandInteraction) -> DiscordUser {
+    member_user(&i.user, i.member.as_deref())
+}
+
+/// The sender of an interaction, with their roles in a guild.
+fn member_user(user: &serenity::all::User, member: Option<&serenity::all::Member>) -> DiscordUser {
     DiscordUser {
-        id: i.user.id.to_string(),
-        name: i
-            .user
+        id: user.id.to_string(),
+        name: user
             .global_name
             .clone()
-            .unwrap_or_else(|| i.user.name.clone()),
-        roles: i
-            .member
-            .as_ref()
+            .unwrap_or_else(|| user.name.clone()),
+        roles: member
             .map(|m| m.roles.iter().map(|r| r.to_string()).collect())
             .unwrap_or_default(),
+    }
+}
+
+/// `/jit form [target:<t>]`: the subcommand's target, if it is that subcommand.
+fn form_command(options: &[CommandDataOption]) -> Option<Option<String>> {
+    match options.first() {
+        Some(CommandDataOption {
+            name,
+            value: CommandDataOptionValue::SubCommand(sub),
+            ..
+        }) if name == "form" => Some(
+            sub.iter()
+                .find(|o| o.name == "target")
+                .and_then(|o| option_text(&o.value))
+                .filter(|t| !t.is_empty()),
+        ),
+        _ => None,
     }
 }
 
@@ -252,6 +290,12 @@ pub fn parse_interaction(body: &[u8]) -> Result<Incoming, DiscordError> {
             .map_err(|_| DiscordError::Unreadable)??;
     Ok(match interaction {
         Interaction::Ping(_) => Incoming::Ping,
+        Interaction::Command(c) if form_command(&c.data.options).is_some() => {
+            Incoming::FormCommand {
+                user: user_of(&c),
+                target: form_command(&c.data.options).flatten(),
+            }
+        }
         Interaction::Command(c) => Incoming::Command {
             user: user_of(&c),
             text: command_text(&c.data.name, &c.data.options),
@@ -270,6 +314,17 @@ pub fn parse_interaction(body: &[u8]) -> Result<Incoming, DiscordError> {
                 value,
             }
         }
+        Interaction::Component(c) if c.data.custom_id == FORM_PICK => match &c.data.kind {
+            ComponentInteractionDataKind::StringSelect { values } if !values.is_empty() => {
+                Incoming::FormPick {
+                    user: member_user(&c.user, c.member.as_ref()),
+                    target: values[0].clone(),
+                }
+            }
+            _ => Incoming::Other {
+                kind: format!("component {}", c.data.custom_id),
+            },
+        },
         Interaction::Component(c) => {
             let action = match (&c.data.kind, parse_custom_id(&c.data.custom_id)) {
                 (ComponentInteractionDataKind::Button, Some(a)) => a,
@@ -298,8 +353,15 @@ pub fn parse_interaction(body: &[u8]) -> Result<Incoming, DiscordError> {
                 message_id: c.message.id.to_string(),
             }
         }
-        Interaction::Modal(_) => Incoming::Other {
-            kind: "modal".into(),
+        Interaction::Modal(m) => match parse_modal_id(&m.data.custom_id) {
+            Some(kind) => Incoming::FormSubmit {
+                user: member_user(&m.user, m.member.as_ref()),
+                kind,
+                values: form::values(&m.data.components),
+            },
+            None => Incoming::Other {
+                kind: "modal".into(),
+            },
         },
         _ => Incoming::Other {
             kind: "unknown".into(),
@@ -382,6 +444,7 @@ Usage:
   /jit status id:<id>               one request in detail
   /jit revoke id:<id>               close a grant early (requester or approver)
   /jit extend id:<id> duration:<d>  keep a grant open longer (may need approval again)
+  /jit form [target:<vm>]           a form instead of typing
   /jit help                         this text";
 
 /// Replaces the Slack-style usage text in a reply with [`USAGE`].
@@ -449,7 +512,9 @@ pub fn components(message: &Message) -> Vec<CreateActionRow> {
                             .label(truncate(&b.label, 80))
                             .style(match b.action.kind {
                                 ButtonKind::Approve | ButtonKind::Extend => ButtonStyle::Success,
-                                ButtonKind::Deny | ButtonKind::Done => ButtonStyle::Danger,
+                                ButtonKind::Deny
+                                | ButtonKind::Done
+                                | ButtonKind::DenyWithReason => ButtonStyle::Danger,
                             })
                     })
                     .collect(),
@@ -569,6 +634,13 @@ pub fn command_definitions() -> Vec<CreateCommand> {
             .add_sub_option(
                 CreateCommandOption::new(Str, "reason", "Why (shown to approvers)").max_length(300),
             ),
+        )
+        .add_option(
+            CreateCommandOption::new(SubCommand, "form", "Ask for access with a form")
+                .add_sub_option(
+                    CreateCommandOption::new(Str, "target", "The VM (or choose from a menu)")
+                        .set_autocomplete(true),
+                ),
         )
         .add_option(CreateCommandOption::new(
             SubCommand,

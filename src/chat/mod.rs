@@ -8,6 +8,7 @@
 //! and Discord), code spans use backticks. Adapters add emphasis (bold titles, labels) themselves.
 
 pub mod discord;
+pub mod form;
 pub mod slack;
 
 use async_trait::async_trait;
@@ -68,6 +69,8 @@ pub enum ButtonKind {
     Extend,
     /// Close the grant now ("I'm done").
     Done,
+    /// An approver's Deny that asks for a reason first (a form); the submitted form is the vote.
+    DenyWithReason,
 }
 
 impl ButtonKind {
@@ -77,6 +80,7 @@ impl ButtonKind {
             ButtonKind::Deny => "deny",
             ButtonKind::Extend => "extend",
             ButtonKind::Done => "done",
+            ButtonKind::DenyWithReason => "deny_reason",
         }
     }
 
@@ -86,6 +90,7 @@ impl ButtonKind {
             ButtonKind::Deny,
             ButtonKind::Extend,
             ButtonKind::Done,
+            ButtonKind::DenyWithReason,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -96,7 +101,8 @@ impl ButtonKind {
         match self {
             ButtonKind::Approve => Some(Decision::Approve),
             ButtonKind::Deny => Some(Decision::Deny),
-            ButtonKind::Extend | ButtonKind::Done => None,
+            // Opens a form; the vote is the form's submission.
+            ButtonKind::Extend | ButtonKind::Done | ButtonKind::DenyWithReason => None,
         }
     }
 }
@@ -220,4 +226,26 @@ pub trait ChatApi: Send + Sync {
     ) -> Result<MessageRef, ChatError>;
     /// Replace a previously posted message in place.
     async fn update(&self, at: &MessageRef, message: &Message) -> Result<(), ChatError>;
+    /// Opens `form` for the person whose action gave `trigger_id` (Slack `views.open`; the
+    /// trigger lives 3 seconds). Platforms whose forms are the interaction response itself
+    /// (Discord) never get this call.
+    async fn open_form(&self, trigger_id: &str, form: &form::Form) -> Result<(), ChatError> {
+        let _ = (trigger_id, form);
+        Err(ChatError::Permanent(
+            "this platform opens no forms by API".into(),
+        ))
+    }
+    /// Replaces an open form (Slack `views.update` of `view_id`, refused when `hash` is no longer
+    /// the view's: the person changed it meanwhile).
+    async fn update_form(
+        &self,
+        view_id: &str,
+        hash: Option<&str>,
+        form: &form::Form,
+    ) -> Result<(), ChatError> {
+        let _ = (view_id, hash, form);
+        Err(ChatError::Permanent(
+            "this platform updates no forms by API".into(),
+        ))
+    }
 }

@@ -25,6 +25,11 @@ use slack_morphism::signature_verifier::{
 
 use super::{ButtonAction, ButtonKind, ChatApi, ChatError, Dedupe, Message, MessageRef, Tone};
 
+mod form;
+pub use form::render_view as render_form;
+pub use form::{CALLBACK as FORM_CALLBACK, FormChange, FormSubmission};
+pub use form::{answer_response as form_answer, errors_response as form_errors};
+
 /// Largest accepted distance between the request timestamp and now, in either direction.
 pub const MAX_SIGNATURE_SKEW_SECS: i64 = 300;
 
@@ -36,6 +41,8 @@ pub const ACTION_DENY: &str = "jit_deny";
 pub const ACTION_EXTEND: &str = "jit_extend";
 /// `action_id` of the requester's "I'm done" button on an open grant.
 pub const ACTION_DONE: &str = "jit_done";
+/// `action_id` of an approver's **Deny with reason** button (opens a form).
+pub const ACTION_DENY_REASON: &str = "jit_deny_reason";
 /// Prefix of the `block_id` of the actions block holding a request's buttons.
 pub const ACTIONS_BLOCK_PREFIX: &str = "jit_actions:";
 
@@ -240,6 +247,8 @@ pub struct ButtonClick {
     pub message_ts: String,
     pub action: ButtonAction,
     pub response_url: String,
+    /// Opens a form for the clicker within 3 seconds (`views.open`).
+    pub trigger_id: String,
 }
 
 /// An interactivity request.
@@ -247,6 +256,10 @@ pub struct ButtonClick {
 pub enum Interaction {
     /// A click on a jitbot button.
     Button(ButtonClick),
+    /// A choice that rebuilds an open jitbot modal (the target).
+    FormChanged(FormChange),
+    /// A jitbot modal was submitted.
+    FormSubmitted(FormSubmission),
     /// Anything else: other payload types (`view_submission`, `shortcut`, …) carry their `type`;
     /// block_actions on foreign buttons carry `block_actions:<action_id>`. Acknowledge and ignore.
     Other { kind: String },
@@ -265,6 +278,16 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, ParseError> {
         .get("type")
         .and_then(Value::as_str)
         .ok_or(ParseError::MissingPayloadField("type"))?;
+    if kind == "view_submission"
+        && let Some(s) = form::parse_submission(&p)?
+    {
+        return Ok(Interaction::FormSubmitted(s));
+    }
+    if kind == "block_actions"
+        && let Some(c) = form::parse_change(&p)?
+    {
+        return Ok(Interaction::FormChanged(c));
+    }
     if kind != "block_actions" {
         return Ok(Interaction::Other {
             kind: kind.to_string(),
@@ -302,6 +325,7 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, ParseError> {
         .filter(|s| !s.is_empty())
         .ok_or(ParseError::MissingPayloadField("container.message_ts"))?;
     let response_url = str_at(&p, &["response_url"]).unwrap_or_default();
+    let trigger_id = str_at(&p, &["trigger_id"]).unwrap_or_default();
 
     Ok(Interaction::Button(ButtonClick {
         user_id: user_id.to_string(),
@@ -311,6 +335,7 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, ParseError> {
         message_ts: message_ts.to_string(),
         action,
         response_url: response_url.to_string(),
+        trigger_id: trigger_id.to_string(),
     }))
 }
 
@@ -336,6 +361,7 @@ fn action_id_for(kind: ButtonKind) -> &'static str {
         ButtonKind::Deny => ACTION_DENY,
         ButtonKind::Extend => ACTION_EXTEND,
         ButtonKind::Done => ACTION_DONE,
+        ButtonKind::DenyWithReason => ACTION_DENY_REASON,
     }
 }
 
@@ -358,6 +384,7 @@ pub fn decode_action(action_id: &str, value: &str) -> Option<ButtonAction> {
         ACTION_DENY => ButtonKind::Deny,
         ACTION_EXTEND => ButtonKind::Extend,
         ACTION_DONE => ButtonKind::Done,
+        ACTION_DENY_REASON => ButtonKind::DenyWithReason,
         _ => return None,
     };
     let (request_id, round) = match value.rsplit_once(':') {
@@ -559,6 +586,7 @@ fn render_button(button: &super::Button, value: &str) -> SlackBlockButtonElement
             ButtonKind::Deny => "Deny".to_string(),
             ButtonKind::Extend => "Extend".to_string(),
             ButtonKind::Done => "I'm done".to_string(),
+            ButtonKind::DenyWithReason => "Deny with reason".to_string(),
         }
     } else {
         truncate_chars(button.label.trim(), MAX_BUTTON_TEXT)
@@ -568,6 +596,7 @@ fn render_button(button: &super::Button, value: &str) -> SlackBlockButtonElement
         ButtonKind::Deny => (SlackBlockButtonStyle::Danger, "Deny access?", "danger"),
         ButtonKind::Extend => (SlackBlockButtonStyle::Primary, "Extend?", "primary"),
         ButtonKind::Done => (SlackBlockButtonStyle::Danger, "Close now?", "danger"),
+        ButtonKind::DenyWithReason => (SlackBlockButtonStyle::Danger, "Deny access?", "danger"),
     };
     let mut el = SlackBlockButtonElement::new(plain(label.clone()))
         .with_action_id(SlackActionId::new(action_id_for(kind).to_string()))
@@ -902,6 +931,46 @@ impl ChatApi for SlackApi {
         log_outcome(METHOD, &at.channel, &result);
         result
     }
+
+    async fn open_form(&self, trigger_id: &str, form: &super::form::Form) -> Result<(), ChatError> {
+        const METHOD: &str = "views.open";
+        let view = typed_view(form)?;
+        let req = SlackApiViewsOpenRequest::new(SlackTriggerId::new(trigger_id.to_string()), view);
+        let session = self.client.open_session(&self.token);
+        let result = self
+            .bounded(METHOD, session.views_open(&req))
+            .await
+            .map(drop);
+        log_outcome(METHOD, "", &result);
+        result
+    }
+
+    async fn update_form(
+        &self,
+        view_id: &str,
+        hash: Option<&str>,
+        form: &super::form::Form,
+    ) -> Result<(), ChatError> {
+        const METHOD: &str = "views.update";
+        let mut req = SlackApiViewsUpdateRequest::new(typed_view(form)?)
+            .with_view_id(SlackViewId::new(view_id.to_string()));
+        if let Some(h) = hash {
+            req = req.with_hash(h.to_string());
+        }
+        let session = self.client.open_session(&self.token);
+        let result = self
+            .bounded(METHOD, session.views_update(&req))
+            .await
+            .map(drop);
+        log_outcome(METHOD, "", &result);
+        result
+    }
+}
+
+/// The modal of `form` as slack-morphism's type (which checks the Block Kit shape).
+fn typed_view(form: &super::form::Form) -> Result<SlackView, ChatError> {
+    serde_json::from_value(render_form(form))
+        .map_err(|e| ChatError::Permanent(format!("the form is not a valid Slack view: {e}")))
 }
 
 #[cfg(test)]

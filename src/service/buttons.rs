@@ -45,7 +45,7 @@ impl Service {
                     .await
             }
             ButtonKind::Done => self.revoke(&actor, &id).await,
-            ButtonKind::Approve | ButtonKind::Deny => Ok(self.reply(
+            ButtonKind::Approve | ButtonKind::Deny | ButtonKind::DenyWithReason => Ok(self.reply(
                 Tone::Warning,
                 "Not a grant button",
                 "this button decides a request; use it on the approval card",

@@ -3,7 +3,7 @@
 use super::{ChatUser, Service};
 use crate::chat::{ButtonAction, Decision, Message, Tone};
 use crate::decision::{self, Ballot, Decided};
-use crate::domain::Status;
+use crate::domain::{Status, bounded};
 use crate::job::Job;
 use crate::messages::{self, who};
 use crate::policy::{Actor, Decidable, Person, Refusal};
@@ -14,6 +14,16 @@ impl Service {
     /// A button click from a verified user. Returns a private reply for the clicker when the click
     /// was refused or changed nothing; `None` when the card update says it all.
     pub async fn click(&self, user: &ChatUser, action: &ButtonAction) -> Result<Option<Message>> {
+        self.decide(user, action, None).await
+    }
+
+    /// A decision, with the approver's reason when they gave one (**Deny with reason**).
+    pub(super) async fn decide(
+        &self,
+        user: &ChatUser,
+        action: &ButtonAction,
+        reason: Option<&str>,
+    ) -> Result<Option<Message>> {
         let Some(decision) = action.kind.decision() else {
             return self.grant_button(user, action).await.map(Some);
         };
@@ -37,8 +47,11 @@ impl Service {
                 let text = format!("you already decided `{}`", req.id);
                 return Ok(Some(self.reply(Tone::Info, "Already recorded", text)));
             }
-            Decided::Denied => self.deny(&mut tx, &req, by).await?,
-            Decided::ExtensionDenied => self.deny_extension(&mut tx, &req, by, round).await?,
+            Decided::Denied => self.deny(&mut tx, &req, by, reason).await?,
+            Decided::ExtensionDenied => {
+                self.deny_extension(&mut tx, &req, by, round, reason)
+                    .await?
+            }
             Decided::NeedsMore { have, need } => {
                 self.count_approval(&mut tx, &req, by, round, have, need)
                     .await?
@@ -64,7 +77,7 @@ impl Service {
 
     /// Who clicked, on what, and may they decide it ([`crate::policy::Policy::may_decide`])?
     /// Every refusal is audited with the click's context and answered privately.
-    async fn authorise_click(
+    pub(super) async fn authorise_click(
         &self,
         user: &ChatUser,
         action: &ButtonAction,
@@ -162,7 +175,7 @@ impl Service {
 
     /// The answer to a click on a round that is no longer open, with the request's current status
     /// (read again: it changed since the click was checked).
-    async fn nothing_to_decide(&self, req: &RequestRow) -> Result<Message> {
+    pub(super) async fn nothing_to_decide(&self, req: &RequestRow) -> Result<Message> {
         let now = self
             .store
             .request(&req.id)
@@ -177,23 +190,34 @@ impl Service {
     }
 
     /// `pending → denied`. The lock on the round makes the compare-and-swap certain to succeed.
-    async fn deny(&self, tx: &mut Tx, req: &RequestRow, by: &str) -> Result<()> {
-        let detail = format!("denied by {by}");
+    async fn deny(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let reason = reason.map(|r| bounded(r).into_owned());
+        let detail = match &reason {
+            Some(r) => format!("denied by {by}: {r}"),
+            None => format!("denied by {by}"),
+        };
         tx.transition(&req.id, Status::Pending, Status::Denied, Some(&detail))
             .await?;
         tx.audit(
             AuditKind::Denied,
             Some(&req.id),
             Some(by),
-            json!({ "round": 0 }),
+            with_reason(json!({ "round": 0 }), reason.as_deref()),
             self.simulated,
         )
         .await?;
         let text = format!(
-            "{} denied {} port {}",
+            "{} denied {} port {}{}",
             who(&self.policy, by, req.platform),
             req.target,
-            req.ports
+            req.ports,
+            messages::because(reason.as_deref())
         );
         let notice = messages::notice(req, Tone::Danger, "Request denied", text);
         self.announce(tx, req, &notice).await
@@ -206,19 +230,22 @@ impl Service {
         req: &RequestRow,
         by: &str,
         round: i64,
+        reason: Option<&str>,
     ) -> Result<()> {
+        let reason = reason.map(|r| bounded(r).into_owned());
         tx.close_extension(&req.id, round, None).await?;
         tx.audit(
             AuditKind::ExtensionDenied,
             Some(&req.id),
             Some(by),
-            json!({ "round": round }),
+            with_reason(json!({ "round": round }), reason.as_deref()),
             self.simulated,
         )
         .await?;
         let text = format!(
-            "{} denied the extension; the grant still closes at {}",
+            "{} denied the extension{}; the grant still closes at {}",
             who(&self.policy, by, req.platform),
+            messages::because(reason.as_deref()),
             messages::clock(req.expires_at.unwrap_or_default(), true)
         );
         let notice = messages::notice(req, Tone::Warning, "Extension denied", text);
@@ -333,4 +360,12 @@ impl Service {
         tx.commit().await?;
         Ok(None)
     }
+}
+
+/// An audit detail with the approver's reason added, when they gave one.
+fn with_reason(mut detail: serde_json::Value, reason: Option<&str>) -> serde_json::Value {
+    if let Some(r) = reason {
+        detail["reason"] = json!(r);
+    }
+    detail
 }

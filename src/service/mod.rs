@@ -13,6 +13,7 @@
 mod buttons;
 mod click;
 mod extend;
+mod forms;
 mod links;
 mod queries;
 mod request;
@@ -26,6 +27,7 @@ use crate::messages::reply;
 use crate::outbox::{self, Destinations};
 use crate::policy::{Actor, Person, Policy, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Store, Tx};
+pub use forms::{FormOpened, FormVia};
 use serde_json::json;
 use std::sync::Arc;
 

@@ -120,6 +120,32 @@ impl Worker {
             Job::NudgeApprovers { request_id } => self.nudge_approvers(&request_id).await,
             Job::Escalate { request_id } => self.escalate(&request_id).await,
             Job::SiemDeliver { sink } => self.deliver_siem(claimed, &sink).await,
+            Job::FormOpen {
+                platform,
+                trigger_id,
+                form,
+                expires_at,
+            } => {
+                if now_ms() > expires_at {
+                    // Slack would answer `expired_trigger_id`: the person runs `/jit` again.
+                    return Ok(Outcome::Dead("the form's trigger expired (3 s)".into()));
+                }
+                Ok(self
+                    .chat(claimed, platform, |api| async move {
+                        api.open_form(&trigger_id, &form).await
+                    })
+                    .await)
+            }
+            Job::FormUpdate {
+                platform,
+                view_id,
+                hash,
+                form,
+            } => Ok(self
+                .chat(claimed, platform, |api| async move {
+                    api.update_form(&view_id, hash.as_deref(), &form).await
+                })
+                .await),
         }
     }
 

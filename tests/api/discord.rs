@@ -60,11 +60,19 @@ async fn discord_two_second_grant_lifecycle() {
     }
     assert_eq!(
         card.buttons(),
-        vec![("Approve".to_string(), 3), ("Deny".to_string(), 4)]
+        vec![
+            ("Approve".to_string(), 3),
+            ("Deny".to_string(), 4),
+            ("Deny with reason".to_string(), 4)
+        ]
     );
     assert_eq!(
         card.custom_ids(),
-        vec![format!("jit:approve:{id}:0"), format!("jit:deny:{id}:0")]
+        vec![
+            format!("jit:approve:{id}:0"),
+            format!("jit:deny:{id}:0"),
+            format!("jit:deny_reason:{id}:0")
+        ]
     );
 
     let (status, json) = app.click(D_ALICE, &[], &id, true).await;
@@ -192,7 +200,7 @@ async fn discord_self_approval_is_refused_privately() {
         "{refusals:?}"
     );
     // The card still has its buttons.
-    assert_eq!(app.card(&id).await.custom_ids().len(), 2);
+    assert_eq!(app.card(&id).await.custom_ids().len(), 3);
 }
 
 #[tokio::test]

@@ -105,6 +105,7 @@ mod buttons;
 mod conditions;
 mod database;
 mod discord;
+mod forms;
 mod lifecycle;
 mod links;
 mod ops;

@@ -181,3 +181,35 @@ pub async fn send(
 ) -> reqwest::Result<reqwest::Response> {
     send_at(client, url, TEST_SEED, body, chrono::Utc::now().timestamp()).await
 }
+
+/// A choice in a string select menu (type 3, `component_type` 3) on message `message_id`.
+pub fn select(
+    user_id: &str,
+    roles: &[&str],
+    channel_id: &str,
+    message_id: &str,
+    custom_id: &str,
+    values: &[&str],
+) -> String {
+    let mut v: Value =
+        serde_json::from_str(&button(user_id, roles, channel_id, message_id, custom_id))
+            .unwrap_or_default();
+    v["data"] = json!({ "component_type": 3, "custom_id": custom_id, "values": values });
+    v.to_string()
+}
+
+/// A submitted modal (type 5): each `(custom_id, value)` is a text input in its own row, as
+/// Discord sends them.
+pub fn modal_submit(
+    user_id: &str,
+    roles: &[&str],
+    custom_id: &str,
+    inputs: &[(&str, &str)],
+) -> String {
+    let rows: Vec<Value> = inputs
+        .iter()
+        .map(|(id, value)| json!({ "type": 1, "components": [{ "type": 4, "custom_id": id, "value": value }] }))
+        .collect();
+    let data = json!({ "custom_id": custom_id, "components": rows });
+    envelope(5, user_id, roles, "645027906669510667", data).to_string()
+}

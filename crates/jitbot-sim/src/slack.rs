@@ -2,7 +2,8 @@
 //! black-box tests.
 //!
 //! It serves `POST /api/chat.postMessage`, `/api/chat.update`, `/api/chat.postEphemeral`,
-//! `/api/conversations.open`, `/api/conversations.history` (GET or POST) and `/api/auth.test` on
+//! `/api/conversations.open`, `/api/conversations.history` (GET or POST), `/api/views.open`,
+//! `/api/views.update` (see [`views`]) and `/api/auth.test` on
 //! `127.0.0.1`, with Slack's conventions
 //! (see `shared/reference/PROTOCOLS.md`): JSON or form bodies, `Authorization: Bearer <token>`,
 //! failures as HTTP 200 `{"ok":false,"error":…}`, 429 with `Retry-After` for rate limits, and
@@ -34,6 +35,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
+mod views;
+pub use views::SlackView;
+
 /// First message `ts` handed out (seconds part); each message adds one second.
 const FIRST_TS_SECS: u64 = 1_700_000_100;
 /// Slack's limit on top-level `text`.
@@ -50,6 +54,8 @@ const METHODS: &[&str] = &[
     "chat.postEphemeral",
     "conversations.open",
     "conversations.history",
+    "views.open",
+    "views.update",
     "auth.test",
 ];
 
@@ -158,6 +164,11 @@ struct SimState {
     next_conv: u64,
     /// User id → DM channel id.
     dm_by_user: HashMap<String, String>,
+    /// Modals opened with `views.open`, in order.
+    views: Vec<SlackView>,
+    /// Trigger ids already used to open a view (each opens one).
+    exchanged_triggers: HashSet<String>,
+    next_view: u64,
 }
 
 impl SimState {
@@ -327,6 +338,11 @@ impl SlackSim {
             .iter()
             .find(|m| m.channel == key && m.ts == ts)
             .cloned()
+    }
+
+    /// Every modal opened so far (as last updated), in order.
+    pub fn views(&self) -> Vec<SlackView> {
+        self.inner.lock().views.clone()
     }
 
     /// Every `chat.postEphemeral` message accepted so far, in order.
@@ -666,6 +682,8 @@ fn dispatch(
         "chat.postEphemeral" => post_ephemeral(st, body, printed),
         "conversations.open" => conversations_open(st, body),
         "conversations.history" => conversations_history(st, body),
+        "views.open" => views::open(st, body),
+        "views.update" => views::update(st, body),
         "auth.test" => Reply::ok(json!({
             "ok": true,
             "url": "https://jitbot-sim.slack.com/",
