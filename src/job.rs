@@ -29,6 +29,7 @@ pub mod kind {
     pub const NUDGE_APPROVERS: &str = "nudge_approvers";
     pub const ESCALATE: &str = "escalate";
     pub const SIEM_DELIVER: &str = "siem.deliver";
+    pub const SLACK_GROUPS: &str = "slack_groups";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -105,6 +106,9 @@ pub enum Job {
     /// Send the audit events after a SIEM sink's cursor, in order; reschedules itself (one
     /// singleton per sink, lane `singleton:siem:<sink>`).
     SiemDeliver { sink: String },
+    /// Fetch the members of every Slack user group the policy names into the membership table;
+    /// reschedules itself every `slack.group_refresh` (a singleton).
+    SlackGroups,
 }
 
 impl Job {
@@ -128,6 +132,7 @@ impl Job {
             Job::NudgeApprovers { .. } => kind::NUDGE_APPROVERS,
             Job::Escalate { .. } => kind::ESCALATE,
             Job::SiemDeliver { .. } => kind::SIEM_DELIVER,
+            Job::SlackGroups => kind::SLACK_GROUPS,
         }
     }
 
@@ -151,7 +156,8 @@ impl Job {
             | Job::Checkpoint
             | Job::ResolveTargets
             | Job::Digest
-            | Job::SiemDeliver { .. } => None,
+            | Job::SiemDeliver { .. }
+            | Job::SlackGroups => None,
         }
     }
 
@@ -162,9 +168,11 @@ impl Job {
                 self.request_id().map(|id| format!("chat:{id}"))
             }
             // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
-            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets | Job::Digest => {
-                Some(format!("singleton:{}", self.kind()))
-            }
+            Job::Reconcile
+            | Job::Checkpoint
+            | Job::ResolveTargets
+            | Job::Digest
+            | Job::SlackGroups => Some(format!("singleton:{}", self.kind())),
             Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),
             Job::SiemDeliver { sink } => Some(Job::siem_lane(sink)),
             _ => None,

@@ -220,4 +220,12 @@ pub trait ChatApi: Send + Sync {
     ) -> Result<MessageRef, ChatError>;
     /// Replace a previously posted message in place.
     async fn update(&self, at: &MessageRef, message: &Message) -> Result<(), ChatError>;
+    /// The user ids in a user group (Slack's `usergroups.users.list`), for the group-membership
+    /// refresh. Platforms whose groups travel with each interaction (Discord roles) have none to
+    /// list.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError> {
+        Err(ChatError::Permanent(format!(
+            "this platform cannot list the members of group {group}"
+        )))
+    }
 }

@@ -110,6 +110,7 @@ impl Worker {
             Job::NudgeApprovers { request_id } => self.nudge_approvers(&request_id).await,
             Job::Escalate { request_id } => self.escalate(&request_id).await,
             Job::SiemDeliver { sink } => self.deliver_siem(claimed, &sink).await,
+            Job::SlackGroups => self.refresh_slack_groups(claimed).await,
         }
     }
 
