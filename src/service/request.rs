@@ -52,16 +52,29 @@ impl Service {
                     .await;
             }
         };
+        self.record(user, actor, shape, path, text).await
+    }
+
+    /// Records a request that passed policy: in one transaction, the abuse limits, the row, its
+    /// audit event, and its apply job (approved by policy, break-glass) or its approval cards.
+    async fn record(
+        &self,
+        user: &ChatUser,
+        actor: &Actor<'_>,
+        mut shape: ApprovedShape,
+        path: Path,
+        text: &str,
+    ) -> Result<Message> {
         let id = RequestId::generate();
         let now = now_ms();
-        let mut shape = shape;
         let mut tx = self.store.begin().await?;
         let auto_note = match self.within_limits(&mut tx, actor, &mut shape, now).await? {
             Ok(note) => note,
             Err(hit) => {
                 // Roll back first: on SQLite the transaction holds the only connection.
                 drop(tx);
-                let context = json!({ "text": text, "target": r.target, "limit": hit.detail });
+                let target = &shape.target.name;
+                let context = json!({ "text": text, "target": target, "limit": hit.detail });
                 return self
                     .refuse(Some(&actor.person.name), None, &hit.refusal, context)
                     .await;
