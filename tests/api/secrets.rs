@@ -2,9 +2,9 @@
 //! token; the public key is not a secret), with tokens from the fake Entra for a client secret
 //! and a 401 from ARM that forces a token refresh, logged at TRACE. Neither the client secret,
 //! the Discord bot token, the Slack secrets nor any issued token may appear in the log, in what
-//! the chat fakes received, or in the audit trail. (`tests/crash.rs` covers the real binary with
-//! the Azure CLI credential; a subprocess cannot reach the plain-http fake Entra, which
-//! azure_identity refuses as an authority.)
+//! the chat fakes received, or in the audit trail. (`tests/crash.rs` covers the real binary, with
+//! Slack, Discord and the Azure CLI credential: a subprocess cannot use the client secret against
+//! the plain-http fake Entra, which azure_identity refuses as an authority.)
 
 use crate::helpers::*;
 use jitbot::domain::Status;
