@@ -686,6 +686,31 @@ ops = ["alice"]
     }
 
     #[test]
+    fn limits_and_slack_groups_have_defaults_and_are_checked() {
+        let body = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"slack-group:S0OPS\"]\npriority_range = [100, 199]";
+        let file: ConfigFile = toml::from_str(&target(body)).unwrap();
+        let s = Settings::resolve(file, |_| Ok(Some(Secret::new("x")))).unwrap();
+        assert_eq!(s.policy.limits, crate::policy::PersonLimits::default());
+        assert_eq!(s.policy.group_refresh, Duration::from_secs(60));
+        assert_eq!(s.policy.group_max_age(), Duration::from_secs(180));
+        let bad = target(&format!(
+            "{body}\nmax_concurrent_grants = 0\nauto_approve = {{ requesters = [\"alice\"], max_duration = \"1h\", max_uses = 2 }}"
+        ))
+        .replace("[slack]", "[limits]\nmax_pending_per_person = 0\n[slack]\ngroup_refresh = \"2h\"")
+        .replace("slack-group:S0OPS", "slack-group:S0-OPS");
+        let all = check(&bad).join("\n");
+        for want in [
+            "limits: 0 would refuse every request",
+            "slack.group_refresh: `2h` must be between 1s and 1h",
+            "targets.web1.max_concurrent_grants: 0 would refuse every request",
+            "targets.web1.auto_approve.max_uses: say over how long",
+            "`slack-group:S0-OPS` needs a Slack user group id",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn reconciler_periods_have_defaults_and_are_checked() {
         let file: ConfigFile = toml::from_str(&target(
             "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
