@@ -64,6 +64,47 @@ async fn a_person_cannot_have_more_requests_waiting_than_the_limit() {
 }
 
 #[tokio::test]
+async fn requests_at_once_on_two_replicas_never_pass_the_limit_together() {
+    let app = spawn_app_with("[limits]\nmax_pending_per_person = 2\n").await;
+    let other = app.start_replica().await;
+    // Eight requests at once, half through each replica: the limit is counted under one lock.
+    let replies = futures::future::join_all((0..8).map(|i| {
+        let to = if i % 2 == 0 { &app } else { &other };
+        to.slash_as(STEVE, "db1 5432 30m")
+    }))
+    .await;
+    let accepted = replies
+        .iter()
+        .filter(|(_, json)| json["text"].as_str().unwrap_or_default().contains("waiting for approval from"))
+        .count();
+    assert!(accepted <= 2, "{replies:?}");
+    assert_eq!(request_count(&app).await, accepted as i64);
+    // Every other one was refused by the limit, or (two processes on one SQLite file: a write
+    // lost to the other's) told that nothing was recorded.
+    for (_, json) in &replies {
+        let text = json["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("waiting for approval from")
+                || text.contains("max_pending_per_person = 2")
+                || text.contains("Nothing was changed; please try again"),
+            "{text}"
+        );
+    }
+    let refused = app.refusals().await;
+    assert!(
+        refused.iter().all(|r| r["rule"] == "limit_pending_per_person"),
+        "{refused:?}"
+    );
+    // One at a time now: the limit is reached exactly.
+    for _ in accepted..2 {
+        app.submit(STEVE, "db1 5432 30m").await;
+    }
+    let reply = other.slash(STEVE, "db1 5432 30m").await;
+    assert!(reply.contains("max_pending_per_person = 2"), "{reply}");
+    assert_eq!(request_count(&app).await, 2);
+}
+
+#[tokio::test]
 async fn a_person_cannot_make_more_requests_an_hour_than_the_limit() {
     let app = spawn_app_with("[limits]\nmax_requests_per_hour = 2\n").await;
     for _ in 0..2 {
