@@ -38,6 +38,9 @@ pub struct ConfigFile {
     /// `[siem]`: where audit events are pushed (webhooks, Azure Monitor Logs Ingestion).
     #[serde(default)]
     pub siem: crate::siem::SiemFile,
+    /// Per-person abuse limits.
+    #[serde(default)]
+    pub limits: crate::policy::PersonLimits,
 }
 
 /// `[digest]` of the config file.
@@ -201,6 +204,38 @@ pub struct WorkerSettings {
     pub checkpoint_interval: Duration,
 }
 
+/// `slack.group_refresh` (default 60s, between 1s and 1h), and checks that `slack-group:`
+/// principals come with a `[slack]` section to fetch them and that no limit is 0.
+fn slack_group_refresh(
+    file: &ConfigFile,
+    policy: Option<&Policy>,
+    errors: &mut Vec<String>,
+) -> Duration {
+    let default = Duration::from_secs(60);
+    if file.limits.max_pending_per_person == 0 || file.limits.max_requests_per_hour == 0 {
+        errors.push("limits: 0 would refuse every request; the smallest limit is 1".into());
+    }
+    if file.slack.is_none() && policy.is_some_and(|p| !p.slack_groups().is_empty()) {
+        errors.push("the policy names slack-group: principals but there is no [slack] section to look their members up".into());
+    }
+    let Some(text) = file.slack.as_ref().and_then(|s| s.group_refresh.as_deref()) else {
+        return default;
+    };
+    match humantime::parse_duration(text) {
+        Ok(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => d,
+        Ok(_) => {
+            errors.push(format!(
+                "slack.group_refresh: `{text}` must be between 1s and 1h"
+            ));
+            default
+        }
+        Err(e) => {
+            errors.push(format!("slack.group_refresh: `{text}`: {e}"));
+            default
+        }
+    }
+}
+
 impl WorkerSettings {
     /// Jobs at once: most wait on ARM's asynchronous operations or a chat API, so many are
     /// cheap, and few make a burst of openings wait behind each other (see README, Performance).
@@ -252,6 +287,9 @@ pub struct SlackFile {
     pub api_base_url: String,
     /// Channel id that receives every event (the audit feed).
     pub audit_channel: Option<String>,
+    /// How often the members of the Slack user groups named in the policy (`slack-group:<id>`)
+    /// are fetched (`usergroups.users.list`). Default 60s.
+    pub group_refresh: Option<String>,
 }
 
 fn default_slack_api() -> String {
@@ -443,6 +481,7 @@ impl Settings {
             }
         }
         let worker = WorkerSettings::from_file(&file.worker, &file.digest, &mut errors);
+        let group_refresh = slack_group_refresh(&file, policy.as_ref(), &mut errors);
         let database_url =
             std::env::var("JITBOT_DATABASE_URL").unwrap_or_else(|_| file.database.url.clone());
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
@@ -457,6 +496,8 @@ impl Settings {
             return Err(vec!["policy did not resolve".into()]);
         };
         policy.namespace = file.azure.rule_prefix.clone();
+        policy.limits = file.limits;
+        policy.group_refresh = group_refresh;
         Ok(Settings {
             server: file.server,
             database_url,
@@ -654,6 +695,31 @@ ops = ["alice"]
             "max_duration = \"1h\"\nallowed_sources = [\"0.0.0.0/0\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",
         ));
         assert!(errors.join(" ").contains("whole Internet"), "{errors:?}");
+    }
+
+    #[test]
+    fn limits_and_slack_groups_have_defaults_and_are_checked() {
+        let body = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"slack-group:S0OPS\"]\npriority_range = [100, 199]";
+        let file: ConfigFile = toml::from_str(&target(body)).unwrap();
+        let s = Settings::resolve(file, |_| Ok(Some(Secret::new("x")))).unwrap();
+        assert_eq!(s.policy.limits, crate::policy::PersonLimits::default());
+        assert_eq!(s.policy.group_refresh, Duration::from_secs(60));
+        assert_eq!(s.policy.group_max_age(), Duration::from_secs(180));
+        let bad = target(&format!(
+            "{body}\nmax_concurrent_grants = 0\nauto_approve = {{ requesters = [\"alice\"], max_duration = \"1h\", max_uses = 2 }}"
+        ))
+        .replace("[slack]", "[limits]\nmax_pending_per_person = 0\n[slack]\ngroup_refresh = \"2h\"")
+        .replace("slack-group:S0OPS", "slack-group:S0-OPS");
+        let all = check(&bad).join("\n");
+        for want in [
+            "limits: 0 would refuse every request",
+            "slack.group_refresh: `2h` must be between 1s and 1h",
+            "targets.web1.max_concurrent_grants: 0 would refuse every request",
+            "targets.web1.auto_approve.max_uses: say over how long",
+            "`slack-group:S0-OPS` needs a Slack user group id",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -727,6 +727,7 @@ fn discord_targets(st: &HttpState, user: &ChatUser, typed: &str) -> Vec<String> 
     let actor = crate::policy::Actor {
         person,
         discord_roles: &user.roles,
+        slack_groups: &crate::policy::GroupMemberships::NONE,
     };
     let typed = typed.trim().to_ascii_lowercase();
     let mut names: Vec<String> = policy

@@ -31,6 +31,7 @@ pub mod kind {
     pub const SIEM_DELIVER: &str = "siem.deliver";
     pub const FORM_OPEN: &str = "chat.form_open";
     pub const FORM_UPDATE: &str = "chat.form_update";
+    pub const SLACK_GROUPS: &str = "slack_groups";
     /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
     /// can never keep a due closing from starting.
     pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
@@ -123,6 +124,9 @@ pub enum Job {
         hash: Option<String>,
         form: crate::chat::form::Form,
     },
+    /// Fetch the members of every Slack user group the policy names into the membership table;
+    /// reschedules itself every `slack.group_refresh` (a singleton).
+    SlackGroups,
 }
 
 impl Job {
@@ -148,6 +152,7 @@ impl Job {
             Job::SiemDeliver { .. } => kind::SIEM_DELIVER,
             Job::FormOpen { .. } => kind::FORM_OPEN,
             Job::FormUpdate { .. } => kind::FORM_UPDATE,
+            Job::SlackGroups => kind::SLACK_GROUPS,
         }
     }
 
@@ -173,7 +178,8 @@ impl Job {
             | Job::Digest
             | Job::SiemDeliver { .. }
             | Job::FormOpen { .. }
-            | Job::FormUpdate { .. } => None,
+            | Job::FormUpdate { .. }
+            | Job::SlackGroups => None,
         }
     }
 
@@ -184,9 +190,11 @@ impl Job {
                 self.request_id().map(|id| format!("chat:{id}"))
             }
             // Singletons: even if two replicas enqueued one each, only one pass runs at a time.
-            Job::Reconcile | Job::Checkpoint | Job::ResolveTargets | Job::Digest => {
-                Some(format!("singleton:{}", self.kind()))
-            }
+            Job::Reconcile
+            | Job::Checkpoint
+            | Job::ResolveTargets
+            | Job::Digest
+            | Job::SlackGroups => Some(format!("singleton:{}", self.kind())),
             Job::RemoveOrphan { nsg, rule_name, .. } => Some(Job::rule_lane(nsg, rule_name)),
             Job::SiemDeliver { sink } => Some(Job::siem_lane(sink)),
             _ => None,

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod exposure;
 pub mod http;
 pub mod job;
+pub mod limits;
 pub mod lockdown;
 pub mod messages;
 pub mod metrics;

@@ -44,6 +44,11 @@ pub struct AutoApproveFile {
     pub ports: Vec<u16>,
     /// Longest grant that is auto-approved.
     pub max_duration: String,
+    /// At most this many auto-approvals of the target within `per`; past it, requests wait for
+    /// approvers as usual. Unlimited when absent.
+    pub max_uses: Option<u32>,
+    /// The window `max_uses` counts in (e.g. `"1h"`); required with `max_uses`.
+    pub per: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +113,37 @@ pub struct TargetFile {
     #[serde(default)]
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApproveFile>,
+    /// At most this many requests of the target open or waiting at once (pending, approved,
+    /// open, closing). Unlimited when absent.
+    pub max_concurrent_grants: Option<u32>,
+}
+
+/// `[limits]`: per-person abuse limits, counted from the database when a request is made.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PersonLimits {
+    /// Requests of one person waiting for approval at once.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_per_person: u32,
+    /// Requests one person may make in any hour (refused ones do not count).
+    #[serde(default = "default_max_per_hour")]
+    pub max_requests_per_hour: u32,
+}
+
+impl Default for PersonLimits {
+    fn default() -> Self {
+        PersonLimits {
+            max_pending_per_person: default_max_pending(),
+            max_requests_per_hour: default_max_per_hour(),
+        }
+    }
+}
+
+fn default_max_pending() -> u32 {
+    5
+}
+fn default_max_per_hour() -> u32 {
+    20
 }
 
 fn default_protocol() -> String {
@@ -141,6 +177,9 @@ pub enum Principal {
     Group(String),
     /// `discord-role:<id>`: anyone holding the role in the interaction's guild.
     DiscordRole(String),
+    /// `slack-group:<id>`: the members of a Slack user group, as the last refresh of the
+    /// membership table found them ([`GroupMemberships`]).
+    SlackGroup(String),
     /// `*`: every person in `[people]`.
     Everyone,
 }
@@ -153,16 +192,20 @@ impl Principal {
             Principal::Group(g.to_string())
         } else if let Some(r) = s.strip_prefix("discord-role:") {
             Principal::DiscordRole(r.to_string())
+        } else if let Some(g) = s.strip_prefix("slack-group:") {
+            Principal::SlackGroup(g.to_string())
         } else {
             Principal::Person(s.to_string())
         }
     }
 
-    fn describe(&self) -> String {
+    /// How the policy file writes it (`group:ops`, `slack-group:S123`); `everyone` for `*`.
+    pub fn describe(&self) -> String {
         match self {
             Principal::Person(p) => p.clone(),
             Principal::Group(g) => format!("group:{g}"),
             Principal::DiscordRole(r) => format!("discord-role:{r}"),
+            Principal::SlackGroup(g) => format!("slack-group:{g}"),
             Principal::Everyone => "everyone".into(),
         }
     }
@@ -173,6 +216,8 @@ pub struct AutoApprove {
     pub requesters: Vec<Principal>,
     pub ports: Vec<u16>,
     pub max_duration: GrantDuration,
+    /// At most `.0` auto-approvals within `.1`.
+    pub max_uses: Option<(u32, GrantDuration)>,
 }
 
 /// Where approval cards for a target go, per platform.
@@ -213,6 +258,8 @@ pub struct Target {
     pub pending_ttl: GrantDuration,
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApprove>,
+    /// At most this many requests open or waiting at once.
+    pub max_concurrent_grants: Option<u32>,
 }
 
 impl Target {
@@ -250,6 +297,54 @@ pub struct Policy {
     pub targets: BTreeMap<String, Target>,
     /// jitbot's rule namespace in the NSGs (`azure.rule_prefix`).
     pub namespace: crate::domain::RulePrefix,
+    /// `[limits]`: per-person abuse limits.
+    pub limits: PersonLimits,
+    /// How often the Slack group membership table is refreshed (`slack.group_refresh`).
+    pub group_refresh: std::time::Duration,
+}
+
+/// The Slack user groups someone belongs to, as the membership table says at the moment of a
+/// command or click. Read by the handler; nothing is fetched from Slack then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMemberships {
+    /// Groups whose membership is recent enough to rely on and that include the person.
+    pub member_of: BTreeSet<String>,
+    /// Groups whose membership is not known recently enough (never fetched, or older than
+    /// [`Policy::group_max_age`]): they grant nothing, and a refusal that hinges on one says
+    /// that membership could not be confirmed.
+    pub unconfirmed: BTreeSet<String>,
+}
+
+impl GroupMemberships {
+    /// Nobody's memberships (Discord, the web page): Slack groups grant nothing.
+    pub const NONE: GroupMemberships = GroupMemberships {
+        member_of: BTreeSet::new(),
+        unconfirmed: BTreeSet::new(),
+    };
+
+    /// Judges the membership table for one person at `now` (Unix ms): each group in `named`
+    /// refreshed within `max_age` counts if it lists them; any other is unconfirmed.
+    pub fn judge(
+        named: &BTreeSet<String>,
+        refreshed_at: &BTreeMap<String, i64>,
+        listed_in: &BTreeSet<String>,
+        now: i64,
+        max_age: std::time::Duration,
+    ) -> GroupMemberships {
+        let mut out = GroupMemberships::default();
+        let max_age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        for group in named {
+            let fresh = refreshed_at
+                .get(group)
+                .is_some_and(|at| now.saturating_sub(*at) <= max_age);
+            if !fresh {
+                out.unconfirmed.insert(group.clone());
+            } else if listed_in.contains(group) {
+                out.member_of.insert(group.clone());
+            }
+        }
+        out
+    }
 }
 
 /// A target's escalation: after `after` undecided, `approvers` get the card and may decide.
@@ -303,11 +398,13 @@ pub struct ApprovedShape {
     pub break_glass: bool,
 }
 
-/// Who is acting: a person, plus the Discord roles the interaction carried.
+/// Who is acting: a person, plus the Discord roles the interaction carried and the Slack groups
+/// the membership table says they are in.
 #[derive(Debug, Clone)]
 pub struct Actor<'a> {
     pub person: &'a Person,
     pub discord_roles: &'a [String],
+    pub slack_groups: &'a GroupMemberships,
 }
 
 /// The request a click would decide, as far as the policy cares.
@@ -420,7 +517,16 @@ impl Policy {
     }
 
     fn matches(&self, actor: &Actor<'_>, principals: &[Principal]) -> bool {
-        principals.iter().any(|p| match p {
+        self.matched(actor, principals).is_some()
+    }
+
+    /// The first of `principals` that names `actor`: through which name, group or role they act.
+    pub fn matched<'p>(
+        &self,
+        actor: &Actor<'_>,
+        principals: &'p [Principal],
+    ) -> Option<&'p Principal> {
+        principals.iter().find(|p| match p {
             Principal::Everyone => true,
             Principal::Person(name) => *name == actor.person.name,
             Principal::Group(g) => self
@@ -428,7 +534,49 @@ impl Policy {
                 .get(g)
                 .is_some_and(|members| members.contains(&actor.person.name)),
             Principal::DiscordRole(role) => actor.discord_roles.iter().any(|r| r == role),
+            Principal::SlackGroup(g) => actor.slack_groups.member_of.contains(g),
         })
+    }
+
+    /// When `actor` is not among `principals`, but one of them is a Slack group whose membership
+    /// cannot be confirmed now: the refusal that says so (fail closed, with the reason).
+    fn unconfirmed(&self, actor: &Actor<'_>, principals: &[Principal]) -> Option<Refusal> {
+        let group = principals.iter().find_map(|p| match p {
+            Principal::SlackGroup(g) if actor.slack_groups.unconfirmed.contains(g) => Some(g),
+            _ => None,
+        })?;
+        Some(Refusal::new(
+            "group_membership_unconfirmed",
+            format!(
+                "I can't confirm your group membership right now (Slack group {group} has not been refreshed recently), so nothing was changed; try again in a few minutes"
+            ),
+        ))
+    }
+
+    /// How old the Slack group membership table may be before a command or click that depends
+    /// on it fails closed: three refresh intervals (two refreshes may fail in a row).
+    pub fn group_max_age(&self) -> std::time::Duration {
+        self.group_refresh.saturating_mul(3)
+    }
+
+    /// Every Slack user group the policy names (requesters, approvers, escalation, auto-approve):
+    /// what the membership refresh fetches.
+    pub fn slack_groups(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for t in self.targets.values() {
+            let lists = [
+                Some(&t.requesters),
+                Some(&t.approvers),
+                t.escalation.as_ref().map(|e| &e.approvers),
+                t.auto_approve.as_ref().map(|a| &a.requesters),
+            ];
+            for p in lists.into_iter().flatten().flatten() {
+                if let Principal::SlackGroup(g) = p {
+                    out.insert(g.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn may_request(&self, actor: &Actor<'_>, target: &Target) -> bool {
@@ -456,6 +604,9 @@ impl Policy {
                 .as_ref()
                 .is_some_and(|e| self.matches(actor, &e.approvers));
         if !self.is_approver(actor, target) && !escalated_to {
+            if let Some(refusal) = self.unconfirmed(actor, &target.approvers) {
+                return Err(refusal);
+            }
             return Err(Refusal::new(
                 "not_an_approver",
                 format!(
@@ -532,6 +683,9 @@ impl Policy {
             ));
         };
         if !self.may_request(actor, target) {
+            if let Some(refusal) = self.unconfirmed(actor, &target.requesters) {
+                return Err(refusal);
+            }
             return Err(Refusal::new(
                 "not_a_requester",
                 format!(
@@ -894,6 +1048,14 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
                 {
                     errors.push(format!("{}: `{raw}` needs a numeric role id", at(field)))
                 }
+                Principal::SlackGroup(g)
+                    if g.is_empty() || !g.chars().all(|c| c.is_ascii_alphanumeric()) =>
+                {
+                    errors.push(format!(
+                        "{}: `{raw}` needs a Slack user group id such as S0614TZR7",
+                        at(field)
+                    ))
+                }
                 _ => {}
             }
             out.push(p);
@@ -916,10 +1078,11 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
     if t.approvals_required == 0 {
         errors.push(format!("{}: must be at least 1", at("approvals_required")));
     }
-    // Count the approvers we can enumerate; roles are unknown until a click, so skip then.
+    // Count the approvers we can enumerate; roles and Slack groups are unknown until a click,
+    // so skip then.
     if !approvers
         .iter()
-        .any(|p| matches!(p, Principal::DiscordRole(_)))
+        .any(|p| matches!(p, Principal::DiscordRole(_) | Principal::SlackGroup(_)))
     {
         let mut people = BTreeSet::new();
         for p in &approvers {
@@ -959,7 +1122,14 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         requesters: principals("auto_approve.requesters", &a.requesters, &mut errors),
         ports: a.ports.clone(),
         max_duration: duration("auto_approve.max_duration", &a.max_duration, &mut errors),
+        max_uses: auto_approve_uses(a, &at, &mut errors),
     });
+    if t.max_concurrent_grants == Some(0) {
+        errors.push(format!(
+            "{}: 0 would refuse every request; remove it for no limit",
+            at("max_concurrent_grants")
+        ));
+    }
     if let Some(a) = &auto_approve
         && a.ports.iter().any(|p| !t.ports.contains(p))
     {
@@ -1022,7 +1192,47 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         pending_ttl,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
+        max_concurrent_grants: t.max_concurrent_grants,
     })
+}
+
+/// `auto_approve.max_uses` and `per`: both or neither, at least one use, a window of at most a day.
+fn auto_approve_uses(
+    a: &AutoApproveFile,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Vec<String>,
+) -> Option<(u32, GrantDuration)> {
+    match (a.max_uses, a.per.as_deref()) {
+        (None, None) => None,
+        (Some(n), Some(per)) => match GrantDuration::parse(per) {
+            Ok(_) if n == 0 => {
+                errors.push(format!(
+                    "{}: 0 would never auto-approve; remove auto_approve instead",
+                    at("auto_approve.max_uses")
+                ));
+                None
+            }
+            Ok(d) => Some((n, d)),
+            Err(e) => {
+                errors.push(format!("{}: {e}", at("auto_approve.per")));
+                None
+            }
+        },
+        (Some(_), None) => {
+            errors.push(format!(
+                "{}: say over how long, e.g. per = \"1h\"",
+                at("auto_approve.max_uses")
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(format!(
+                "{}: say how many, e.g. max_uses = 3",
+                at("auto_approve.per")
+            ));
+            None
+        }
+    }
 }
 
 /// Policies and targets for unit tests elsewhere in the crate (`decision.rs`).
@@ -1063,6 +1273,7 @@ pub(crate) mod fixtures {
             pending_ttl: GrantDuration::from_secs(900),
             extend_without_approval: false,
             auto_approve: None,
+            max_concurrent_grants: None,
         }
     }
 
@@ -1093,6 +1304,8 @@ pub(crate) mod fixtures {
             ]
             .into(),
             namespace: Default::default(),
+            limits: Default::default(),
+            group_refresh: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -1213,6 +1426,7 @@ mod tests {
             let actor = Actor {
                 person: &person,
                 discord_roles: &roles,
+                slack_groups: &GroupMemberships::NONE,
             };
             let request = Decidable {
                 target: r.target,
@@ -1234,6 +1448,7 @@ mod tests {
             let actor = Actor {
                 person: &person,
                 discord_roles: &[],
+                slack_groups: &GroupMemberships::NONE,
             };
             let request = Decidable {
                 target,
@@ -1309,6 +1524,7 @@ mod tests {
             let actor = Actor {
                 person: &person,
                 discord_roles: &roles,
+                slack_groups: &GroupMemberships::NONE,
             };
             assert_eq!(policy.may_see(&actor, target, requester), want, "{case}");
         }
@@ -1335,5 +1551,57 @@ mod tests {
             source_for(&t, &p, Some(&outside)).unwrap_err().rule,
             "source_not_allowed"
         );
+    }
+
+    #[test]
+    fn a_slack_group_counts_only_while_its_membership_is_recent() {
+        let named: BTreeSet<String> = ["S1".to_string(), "S2".to_string()].into();
+        let refreshed: BTreeMap<String, i64> =
+            [("S1".to_string(), 1_000), ("S2".to_string(), 0)].into();
+        let listed: BTreeSet<String> = ["S1".to_string(), "S2".to_string()].into();
+        let age = std::time::Duration::from_millis(500);
+        let g = GroupMemberships::judge(&named, &refreshed, &listed, 1_400, age);
+        assert_eq!(g.member_of, ["S1".to_string()].into());
+        assert_eq!(g.unconfirmed, ["S2".to_string()].into());
+        // Never fetched is unconfirmed too; fresh and not listed is neither.
+        let g = GroupMemberships::judge(&named, &BTreeMap::new(), &listed, 1_400, age);
+        assert_eq!(g.unconfirmed.len(), 2);
+        let g = GroupMemberships::judge(&named, &refreshed, &BTreeSet::new(), 1_400, age);
+        assert!(g.member_of.is_empty() && g.unconfirmed == ["S2".to_string()].into());
+    }
+
+    #[test]
+    fn a_slack_group_approver_decides_and_an_unconfirmed_one_fails_closed() {
+        let mut policy = policy();
+        let t = policy.targets.get_mut("web1").unwrap();
+        t.approvers = vec![Principal::SlackGroup("S1".into())];
+        let dave = person("dave");
+        let request = Decidable {
+            target: "web1",
+            requester: "alice",
+            extension_by: None,
+            round: 0,
+            escalated: false,
+        };
+        let decide = |groups: &GroupMemberships| {
+            let actor = Actor {
+                person: &dave,
+                discord_roles: &[],
+                slack_groups: groups,
+            };
+            policy.may_decide(&actor, &request).map_err(|r| r.rule)
+        };
+        let member = GroupMemberships {
+            member_of: ["S1".to_string()].into(),
+            ..Default::default()
+        };
+        assert_eq!(decide(&member), Ok(()));
+        assert_eq!(decide(&GroupMemberships::default()), Err("not_an_approver"));
+        let stale = GroupMemberships {
+            unconfirmed: ["S1".to_string()].into(),
+            ..Default::default()
+        };
+        assert_eq!(decide(&stale), Err("group_membership_unconfirmed"));
+        assert_eq!(policy.slack_groups(), ["S1".to_string()].into());
     }
 }

@@ -24,6 +24,8 @@
 use futures::StreamExt;
 use jitbot::store::Store;
 use jitbot_sim::arm::{ArmSim, ArmSimOptions, Fault, On};
+use jitbot_sim::discord::DiscordSim;
+use jitbot_sim::discord_user;
 use jitbot_sim::slack::SlackSim;
 use jitbot_sim::slack_user;
 use rand::Rng;
@@ -39,6 +41,8 @@ const BOT_TOKEN: &str = "xoxb-crash-token";
 const NSG: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
 const APPROVALS: &str = "C0APPROVALS";
 const AUDIT: &str = "C0AUDIT";
+const D_BOT_TOKEN: &str = "discord-bot-token-crash-5e1b";
+const D_CHANNEL: &str = "700000000000000010";
 const STEVE: &str = "U0STEVE";
 const ALICE: &str = "U0ALICE";
 /// The promise: no rule stays open later than this after its expiry.
@@ -171,6 +175,8 @@ struct World {
     nofile: Option<u64>,
     /// `RUST_LOG` of the jitbot process.
     log_level: &'static str,
+    /// More environment variables for the jitbot process (a test's extra secrets).
+    extra_env: Vec<(&'static str, &'static str)>,
 }
 
 impl World {
@@ -224,6 +230,7 @@ impl World {
             observer_db: db,
             nofile: None,
             log_level: "info",
+            extra_env: Vec::new(),
         }
     }
 
@@ -240,6 +247,7 @@ impl World {
             .env("RUST_LOG", self.log_level)
             .env_remove("JITBOT_CRASH_AT")
             .env_remove("JITBOT_DATABASE_URL")
+            .envs(self.extra_env.iter().copied())
             .stdin(Stdio::null());
         cmd
     }
@@ -1375,6 +1383,19 @@ async fn no_secret_or_token_reaches_a_log_line_a_message_or_the_audit_trail() {
     jitbot::install_crypto();
     let mut w = World::new("5s", None).await;
     w.log_level = "trace";
+    // Discord too: cards and the audit feed go to both platforms, through the bot token.
+    let discord = DiscordSim::start(D_BOT_TOKEN).await.unwrap();
+    let text = std::fs::read_to_string(&w.config).unwrap().replace(
+        "approval_channel.slack",
+        &format!("approval_channel.discord = \"{D_CHANNEL}\"\napproval_channel.slack"),
+    ) + &format!(
+        "\n[discord]\napplication_id = \"{}\"\npublic_key = \"{}\"\napi_base_url = \"{}\"\naudit_channel = \"{D_CHANNEL}\"\n",
+        discord_user::APPLICATION_ID,
+        discord_user::TEST_PUBLIC_KEY,
+        discord.base_url
+    );
+    std::fs::write(&w.config, text).unwrap();
+    w.extra_env.push(("DISCORD_BOT_TOKEN", D_BOT_TOKEN));
     w.start(None).await;
     let id = w.ask_and_approve("web1 22 3s").await;
     assert!(
@@ -1424,10 +1445,27 @@ async fn no_secret_or_token_reaches_a_log_line_a_message_or_the_audit_trail() {
         .iter()
         .flat_map(|c| w.slack.messages(c))
         .map(|m| format!("{} {}", m.text, m.blocks))
+        .chain(
+            discord
+                .calls()
+                .into_iter()
+                .map(|c| format!("{} {}", c.path, c.body)),
+        )
         .collect();
-    let secrets = [SECRET.to_string(), BOT_TOKEN.to_string()]
-        .into_iter()
-        .chain(tokens);
+    assert!(
+        discord
+            .calls()
+            .iter()
+            .any(|c| c.auth_ok && c.body.to_string().contains(&id)),
+        "Discord received the card"
+    );
+    let secrets = [
+        SECRET.to_string(),
+        BOT_TOKEN.to_string(),
+        D_BOT_TOKEN.to_string(),
+    ]
+    .into_iter()
+    .chain(tokens);
     for secret in secrets {
         assert!(
             !log.contains(&secret),

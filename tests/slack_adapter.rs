@@ -1205,3 +1205,34 @@ async fn sim_history_needs_a_conversation_id_and_hides_metadata_unless_asked() {
         "jitbot-job-3-1700000000000"
     );
 }
+
+#[tokio::test]
+async fn group_members_come_from_usergroups_users_list_and_errors_are_classified() {
+    init();
+    let sim = SlackSim::start(TOKEN).await.expect("sim");
+    let api = SlackApi::new(&sim.base_url, TOKEN.to_string()).expect("api");
+    sim.set_usergroup("S0OPS", &["U1", "U2"]);
+    assert_eq!(
+        api.group_members("S0OPS").await.expect("members"),
+        vec!["U1".to_string(), "U2".to_string()]
+    );
+    let call = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "usergroups.users.list")
+        .expect("the call");
+    assert_eq!(call.body["usergroup"], "S0OPS", "{call:?}");
+    assert!(call.auth_ok);
+    // Slack answers an unknown group with HTTP 200 and ok:false: never a member list.
+    match api.group_members("S0NOPE").await {
+        Err(ChatError::Permanent(e)) => assert!(e.contains("no_such_subteam"), "{e}"),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+    sim.inject(SlackFault::RateLimited {
+        retry_after_secs: 3,
+    });
+    assert!(matches!(
+        api.group_members("S0OPS").await,
+        Err(ChatError::RateLimited { .. })
+    ));
+}

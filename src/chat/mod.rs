@@ -248,4 +248,12 @@ pub trait ChatApi: Send + Sync {
             "this platform updates no forms by API".into(),
         ))
     }
+    /// The user ids in a user group (Slack's `usergroups.users.list`), for the group-membership
+    /// refresh. Platforms whose groups travel with each interaction (Discord roles) have none to
+    /// list.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError> {
+        Err(ChatError::Permanent(format!(
+            "this platform cannot list the members of group {group}"
+        )))
+    }
 }

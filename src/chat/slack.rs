@@ -965,6 +965,19 @@ impl ChatApi for SlackApi {
         log_outcome(METHOD, "", &result);
         result
     }
+
+    /// `usergroups.users.list` (scope `usergroups:read`): the user ids in user group `group`.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError> {
+        const METHOD: &str = "usergroups.users.list";
+        let req = SlackApiUserGroupsUsersListRequest::new(SlackUserGroupId::new(group.to_string()));
+        let session = self.client.open_session(&self.token);
+        let result = self
+            .bounded(METHOD, session.usergroups_users_list(&req))
+            .await
+            .map(|resp| resp.users.into_iter().map(|u| u.value().clone()).collect());
+        log_outcome(METHOD, group, &result);
+        result
+    }
 }
 
 /// The modal of `form` as slack-morphism's type (which checks the Block Kit shape).

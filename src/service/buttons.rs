@@ -33,9 +33,11 @@ impl Service {
             let text = format!("there is no request `{}`", action.request_id);
             return Ok(self.reply(Tone::Warning, "Unknown request", text));
         };
+        let groups = self.memberships(user).await?;
         let actor = Actor {
             person,
             discord_roles: &user.roles,
+            slack_groups: &groups,
         };
         match action.kind {
             // The button says by how much (in seconds); policy decides as for the command.

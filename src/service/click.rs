@@ -6,9 +6,31 @@ use crate::decision::{self, Ballot, Decided};
 use crate::domain::{Status, bounded};
 use crate::job::Job;
 use crate::messages::{self, who};
-use crate::policy::{Actor, Decidable, Person, Refusal};
+use crate::policy::{Actor, Decidable, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Tx, now_ms};
 use serde_json::json;
+
+/// Who decided: the person the policy resolved, the chat identity that clicked, and the approver
+/// entry that let them (every decision's audit event records all three).
+pub(super) struct Voter<'a> {
+    name: &'a str,
+    /// `slack:U123` / `discord:123…`.
+    chat: String,
+    /// `carol`, `group:ops`, `slack-group:S1`, `discord-role:42`.
+    via: String,
+}
+
+impl Voter<'_> {
+    /// `detail` with `person`, `chat` and `via` added.
+    fn stamp(&self, mut detail: serde_json::Value) -> serde_json::Value {
+        if let Some(map) = detail.as_object_mut() {
+            map.insert("person".into(), json!(self.name));
+            map.insert("chat".into(), json!(self.chat));
+            map.insert("via".into(), json!(self.via));
+        }
+        detail
+    }
+}
 
 impl Service {
     /// A button click from a verified user. Returns a private reply for the clicker when the click
@@ -27,15 +49,15 @@ impl Service {
         let Some(decision) = action.kind.decision() else {
             return self.grant_button(user, action).await.map(Some);
         };
-        let (person, req) = match self.authorise_click(user, action).await? {
+        let (voter, req) = match self.authorise_click(user, action).await? {
             Ok(allowed) => allowed,
             Err(refused) => return Ok(Some(refused)),
         };
-        let by = person.name.as_str();
+        let by = &voter;
         let round = action.round;
         let mut tx = self.store.begin().await?;
         match self
-            .cast_vote(&mut tx, &req, by, user, action, decision)
+            .cast_vote(&mut tx, &req, by.name, user, action, decision)
             .await?
         {
             Decided::RoundClosed => {
@@ -71,7 +93,7 @@ impl Service {
             crate::crashpoint::hit("after_decision");
         }
         self.metrics.request("decided");
-        tracing::info!(request_id = %req.id, approver = %by, decision = action.kind.as_str(), round = action.round, "decision recorded");
+        tracing::info!(request_id = %req.id, approver = %by.name, via = %by.via, decision = action.kind.as_str(), round = action.round, "decision recorded");
         Ok(None)
     }
 
@@ -81,7 +103,7 @@ impl Service {
         &self,
         user: &ChatUser,
         action: &ButtonAction,
-    ) -> Result<std::result::Result<(&Person, RequestRow), Message>> {
+    ) -> Result<std::result::Result<(Voter<'_>, RequestRow), Message>> {
         let who_clicked = user.address();
         let ctx =
             json!({ "decision": action.kind.as_str(), "round": action.round, "user": who_clicked });
@@ -105,9 +127,11 @@ impl Service {
                 .await
                 .map(Err);
         };
+        let groups = self.memberships(user).await?;
         let actor = Actor {
             person,
             discord_roles: &user.roles,
+            slack_groups: &groups,
         };
         let decidable = Decidable {
             target: &req.target,
@@ -126,7 +150,27 @@ impl Service {
                 .await
                 .map(Err);
         }
-        Ok(Ok((person, req)))
+        let via = self.decides_via(&actor, &req.target);
+        let voter = Voter {
+            name: &person.name,
+            chat: who_clicked,
+            via,
+        };
+        Ok(Ok((voter, req)))
+    }
+
+    /// Through which approver entry (`carol`, `group:ops`, `slack-group:S1`, `discord-role:42`)
+    /// the actor may decide on `target`: the target's approvers first, then its escalation's.
+    fn decides_via(&self, actor: &Actor<'_>, target: &str) -> String {
+        let Some(t) = self.policy.targets.get(target) else {
+            return String::new();
+        };
+        let escalation = t.escalation.as_ref().map(|e| e.approvers.as_slice());
+        self.policy
+            .matched(actor, &t.approvers)
+            .or_else(|| self.policy.matched(actor, escalation.unwrap_or_default()))
+            .map(|p| p.describe())
+            .unwrap_or_default()
     }
 
     /// Records this approver's vote under the round's lock, and asks the state machine what it
@@ -194,27 +238,27 @@ impl Service {
         &self,
         tx: &mut Tx,
         req: &RequestRow,
-        by: &str,
+        by: &Voter<'_>,
         reason: Option<&str>,
     ) -> Result<()> {
         let reason = reason.map(|r| bounded(r).into_owned());
         let detail = match &reason {
-            Some(r) => format!("denied by {by}: {r}"),
-            None => format!("denied by {by}"),
+            Some(r) => format!("denied by {}: {r}", by.name),
+            None => format!("denied by {}", by.name),
         };
         tx.transition(&req.id, Status::Pending, Status::Denied, Some(&detail))
             .await?;
         tx.audit(
             AuditKind::Denied,
             Some(&req.id),
-            Some(by),
-            with_reason(json!({ "round": 0 }), reason.as_deref()),
+            Some(by.name),
+            with_reason(by.stamp(json!({ "round": 0 })), reason.as_deref()),
             self.simulated,
         )
         .await?;
         let text = format!(
             "{} denied {} port {}{}",
-            who(&self.policy, by, req.platform),
+            who(&self.policy, by.name, req.platform),
             req.target,
             req.ports,
             messages::because(reason.as_deref())
@@ -228,7 +272,7 @@ impl Service {
         &self,
         tx: &mut Tx,
         req: &RequestRow,
-        by: &str,
+        by: &Voter<'_>,
         round: i64,
         reason: Option<&str>,
     ) -> Result<()> {
@@ -237,14 +281,14 @@ impl Service {
         tx.audit(
             AuditKind::ExtensionDenied,
             Some(&req.id),
-            Some(by),
-            with_reason(json!({ "round": round }), reason.as_deref()),
+            Some(by.name),
+            with_reason(by.stamp(json!({ "round": round })), reason.as_deref()),
             self.simulated,
         )
         .await?;
         let text = format!(
             "{} denied the extension{}; the grant still closes at {}",
-            who(&self.policy, by, req.platform),
+            who(&self.policy, by.name, req.platform),
             messages::because(reason.as_deref()),
             messages::clock(req.expires_at.unwrap_or_default(), true)
         );
@@ -257,7 +301,7 @@ impl Service {
         &self,
         tx: &mut Tx,
         req: &RequestRow,
-        by: &str,
+        by: &Voter<'_>,
         round: i64,
         have: i64,
         need: i64,
@@ -265,8 +309,8 @@ impl Service {
         tx.audit(
             AuditKind::ApprovalRecorded,
             Some(&req.id),
-            Some(by),
-            json!({ "round": round, "approvals": have, "required": need }),
+            Some(by.name),
+            by.stamp(json!({ "round": round, "approvals": have, "required": need })),
             self.simulated,
         )
         .await?;
@@ -275,14 +319,20 @@ impl Service {
 
     /// `pending → approved`, and the apply job in the same transaction: once the approval is
     /// committed the rule is opened even if this process dies right after.
-    async fn approve(&self, tx: &mut Tx, req: &RequestRow, by: &str, approvals: i64) -> Result<()> {
+    async fn approve(
+        &self,
+        tx: &mut Tx,
+        req: &RequestRow,
+        by: &Voter<'_>,
+        approvals: i64,
+    ) -> Result<()> {
         tx.transition(&req.id, Status::Pending, Status::Approved, None)
             .await?;
         tx.audit(
             AuditKind::Approved,
             Some(&req.id),
-            Some(by),
-            json!({ "round": 0, "approvals": approvals }),
+            Some(by.name),
+            by.stamp(json!({ "round": 0, "approvals": approvals })),
             self.simulated,
         )
         .await?;
@@ -293,7 +343,7 @@ impl Service {
         .await?;
         let text = format!(
             "{} approved {} port {}; opening it now",
-            who(&self.policy, by, req.platform),
+            who(&self.policy, by.name, req.platform),
             req.target,
             req.ports
         );
@@ -307,7 +357,7 @@ impl Service {
         &self,
         tx: &mut Tx,
         req: &RequestRow,
-        by: &str,
+        by: &Voter<'_>,
         round: i64,
         new_expiry: i64,
         extension_ms: i64,
@@ -321,14 +371,14 @@ impl Service {
         tx.audit(
             AuditKind::Extended,
             Some(&req.id),
-            Some(by),
-            json!({ "round": round, "expires_at": new_expiry, "extension_s": extension_ms / 1000 }),
+            Some(by.name),
+            by.stamp(json!({ "round": round, "expires_at": new_expiry, "extension_s": extension_ms / 1000 })),
             self.simulated,
         )
         .await?;
         let text = format!(
             "{} approved the extension; {} stays open until {}",
-            who(&self.policy, by, req.platform),
+            who(&self.policy, by.name, req.platform),
             req.target,
             messages::clock(new_expiry, true)
         );

@@ -178,9 +178,11 @@ impl Service {
             // The same refusal as any command from someone jitbot does not know.
             return self.command(user, "").await.map(FormOpened::Reply);
         };
+        let groups = self.memberships(user).await?;
         let actor = Actor {
             person,
             discord_roles: &user.roles,
+            slack_groups: &groups,
         };
         match self.request_form_for(&actor, target) {
             Ok(form) => self.deliver_form(user.platform, form, via).await,
@@ -201,9 +203,11 @@ impl Service {
         let Some(person) = self.person(user) else {
             return Ok(());
         };
+        let groups = self.memberships(user).await?;
         let actor = Actor {
             person,
             discord_roles: &user.roles,
+            slack_groups: &groups,
         };
         let Ok(form) = self.request_form_for(&actor, Some(target)) else {
             return Ok(());
@@ -231,9 +235,11 @@ impl Service {
         let Some(person) = self.person(user) else {
             return self.command(user, "").await.map(Submitted::Answer);
         };
+        let groups = self.memberships(user).await?;
         let actor = Actor {
             person,
             discord_roles: &user.roles,
+            slack_groups: &groups,
         };
         let mut values = values.clone();
         if let Some(t) = target {

@@ -132,9 +132,11 @@ impl Service {
             user_name: link.person.clone(),
             roles: Vec::new(),
         };
+        let groups = self.memberships(&user).await?;
         let actor = Actor {
             person,
             discord_roles: &[],
+            slack_groups: &groups,
         };
         let source = SourceCidr::parse(&address.to_string())
             .ok()

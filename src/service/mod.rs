@@ -25,7 +25,7 @@ use crate::domain::Platform;
 use crate::domain::{RequestId, bounded};
 use crate::messages::reply;
 use crate::outbox::{self, Destinations};
-use crate::policy::{Actor, Person, Policy, Refusal};
+use crate::policy::{Actor, GroupMemberships, Person, Policy, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Store, Tx};
 pub use forms::{FormOpened, FormVia};
 use serde_json::json;
@@ -86,6 +86,24 @@ impl Service {
         }
     }
 
+    /// The Slack user groups the membership table says `user` is in now, judged against
+    /// [`Policy::group_max_age`] (none on Discord, where roles travel with the interaction). Read
+    /// from the database: a handler never asks Slack.
+    async fn memberships(&self, user: &ChatUser) -> Result<GroupMemberships> {
+        let named = self.policy.slack_groups();
+        if user.platform != Platform::Slack || named.is_empty() {
+            return Ok(GroupMemberships::default());
+        }
+        let table = self.store.group_table(&user.user_id).await?;
+        Ok(GroupMemberships::judge(
+            &named,
+            &table.refreshed_at,
+            &table.member_of,
+            crate::store::now_ms(),
+            self.policy.group_max_age(),
+        ))
+    }
+
     fn reply(&self, tone: Tone, title: &str, text: impl Into<String>) -> Message {
         reply(tone, title, text, self.simulated)
     }
@@ -138,9 +156,11 @@ impl Service {
                 )
                 .await;
         };
+        let groups = self.memberships(user).await?;
         let actor = Actor {
             person,
             discord_roles: &user.roles,
+            slack_groups: &groups,
         };
         let command = match Command::parse(text) {
             Ok(c) => c,

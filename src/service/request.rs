@@ -6,6 +6,7 @@ use crate::command::AccessRequest;
 use crate::domain::Platform;
 use crate::domain::{RequestId, SourceSpec, Status};
 use crate::job::Job;
+use crate::limits;
 use crate::messages::{self, who};
 use crate::outbox;
 use crate::paths::{self, Path};
@@ -51,11 +52,39 @@ impl Service {
                     .await;
             }
         };
+        self.record(user, actor, shape, path, text).await
+    }
+
+    /// Records a request that passed policy: in one transaction, the abuse limits, the row, its
+    /// audit event, and its apply job (approved by policy, break-glass) or its approval cards.
+    async fn record(
+        &self,
+        user: &ChatUser,
+        actor: &Actor<'_>,
+        mut shape: ApprovedShape,
+        path: Path,
+        text: &str,
+    ) -> Result<Message> {
         let id = RequestId::generate();
         let now = now_ms();
-        let new = self.new_request(&id, user, actor, &shape, path, now);
         let mut tx = self.store.begin().await?;
+        let auto_note = match self.within_limits(&mut tx, actor, &mut shape, now).await? {
+            Ok(note) => note,
+            Err(hit) => {
+                // Roll back first: on SQLite the transaction holds the only connection.
+                drop(tx);
+                let target = &shape.target.name;
+                let context = json!({ "text": text, "target": target, "limit": hit.detail });
+                return self
+                    .refuse(Some(&actor.person.name), None, &hit.refusal, context)
+                    .await;
+            }
+        };
+        let new = self.new_request(&id, user, actor, &shape, path, now);
         tx.insert_request(&new).await?;
+        if shape.auto_approved {
+            tx.mark_auto_approved(&new.id).await?;
+        }
         self.audit_requested(&mut tx, &new, &shape).await?;
         // Read back what was stored: notices are built from rows, like every later one.
         let req = tx
@@ -72,13 +101,55 @@ impl Service {
         } else if shape.auto_approved {
             self.approve_by_policy(&mut tx, &req, &summary, now).await?
         } else {
-            self.ask_approvers(&mut tx, &req, &shape.target, &summary)
-                .await?
+            let asked = self
+                .ask_approvers(&mut tx, &req, &shape.target, &summary)
+                .await?;
+            match auto_note {
+                Some(note) => format!("{note}. {asked}"),
+                None => asked,
+            }
         };
         tx.commit().await?;
         self.metrics.request("submitted");
         tracing::info!(request_id = %id, target = %req.target, requester = %actor.person.name, auto = shape.auto_approved, "request recorded");
         Ok(self.reply(Tone::Pending, "Request submitted", answer))
+    }
+
+    /// The abuse limits ([`crate::limits`]), counted in the request's transaction under the
+    /// limits lock. `Err`: the limit hit. `Ok(Some(note))`: the target's auto-approve rule is used
+    /// up, so `shape` now waits for approvers and `note` tells the requester why.
+    async fn within_limits(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor<'_>,
+        shape: &mut ApprovedShape,
+        now: i64,
+    ) -> Result<std::result::Result<Option<String>, limits::LimitHit>> {
+        tx.lock_limits().await?;
+        let person = actor.person.name.as_str();
+        let target = &shape.target;
+        let counts = limits::Counts {
+            pending: tx.pending_of(person).await?,
+            last_hour: tx.requests_of_since(person, now - limits::HOUR_MS).await?,
+            on_target: tx.holding(&target.name).await?,
+        };
+        if let Some(hit) = limits::check(&self.policy.limits, target, &counts, now) {
+            return Ok(Err(hit));
+        }
+        let Some(rule) = target.auto_approve.as_ref().filter(|_| shape.auto_approved) else {
+            return Ok(Ok(None));
+        };
+        let Some((_, per)) = rule.max_uses else {
+            return Ok(Ok(None));
+        };
+        let uses = tx
+            .auto_approvals_since(&target.name, now - per.as_millis())
+            .await?;
+        let note = limits::auto_approve_exhausted(&target.name, rule, &uses, now);
+        if note.is_some() {
+            shape.auto_approved = false;
+        }
+        Ok(Ok(note))
     }
 
     /// The row for a request that passed policy. It starts `approved` when policy approves it

@@ -10,9 +10,11 @@
 
 pub mod audit;
 pub mod jobs;
+mod limits;
 mod replay;
 pub mod siem;
 mod singletons;
+mod slack_groups;
 mod source_links;
 mod target_paths;
 
@@ -25,6 +27,8 @@ use tokio::sync::Notify;
 
 pub use audit::{AuditEvent, AuditKind};
 pub use jobs::{ClaimedJob, JobSpec};
+pub use limits::Tally;
+pub use slack_groups::GroupTable;
 pub use source_links::SourceLink;
 
 /// Which SQL dialect is behind the pool.

@@ -146,6 +146,7 @@ impl Worker {
                     api.update_form(&view_id, hash.as_deref(), &form).await
                 })
                 .await),
+            Job::SlackGroups => self.refresh_slack_groups(claimed).await,
         }
     }
 

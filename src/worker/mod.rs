@@ -8,6 +8,7 @@ mod nudge;
 pub mod reconcile;
 mod resolve;
 mod siem;
+mod slack_groups;
 
 use crate::azure::NsgManager;
 use crate::chat::ChatApi;

@@ -282,6 +282,7 @@ impl Worker {
             }
         }
         self.schedule_siem().await?;
+        self.schedule_slack_groups().await?;
         self.store.jobs_added().notify_one();
         Ok(())
     }

@@ -242,6 +242,16 @@ async fn discord_role_holders_approve_and_others_cannot() {
     let decisions = app.store.decisions(&id).await.unwrap();
     assert_eq!(decisions.len(), 1);
     assert_eq!(decisions[0].approver, "carol");
+    // The decision's audit event names the chat identity, the person and the role that let her.
+    let approved = app.events_of("approved").await;
+    let detail = &approved.last().expect("an approved event").detail;
+    assert_eq!(detail["chat"], format!("discord:{D_CAROL}"), "{detail}");
+    assert_eq!(detail["person"], "carol", "{detail}");
+    assert_eq!(
+        detail["via"],
+        format!("discord-role:{D_APPROVER_ROLE}"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ pub type DmButton = (String, String, String);
 
 pub const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 pub const BOT_TOKEN: &str = "xoxb-test-token";
+/// The ARM service principal's client secret that the fake Entra accepts.
+pub const ENTRA_SECRET: &str = "entra-client-secret-9f2c41d7";
 pub const NSG: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
 pub const APPROVALS: &str = "C0APPROVALS";
 pub const AUDIT: &str = "C0AUDIT";
@@ -266,10 +268,10 @@ async fn azure_fakes() -> (ArmSim, EntraSim, CredentialFactory) {
     .await
     .unwrap();
     arm.add_nsg(NSG, "westeurope");
-    let entra = EntraSim::start("tenant-1", "client-1", "s3cret", 3599)
+    let entra = EntraSim::start("tenant-1", "client-1", ENTRA_SECRET, 3599)
         .await
         .unwrap();
-    let factory = entra.credential_factory("s3cret");
+    let factory = entra.credential_factory(ENTRA_SECRET);
     (arm, entra, factory)
 }
 

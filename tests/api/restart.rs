@@ -85,6 +85,11 @@ async fn a_crash_after_the_put_never_restarts_the_clock() {
     let started = applying
         .apply_started_at
         .expect("the apply records when the rule may first be open");
+    // The PUT has reached ARM (its answer is still held) before jitbot dies.
+    app.wait_until("the PUT at ARM", Duration::from_secs(2), |a| {
+        a.rule(&id).is_some()
+    })
+    .await;
     app.crash().await;
     // Down for longer than the grant: the rule is live all that time.
     tokio::time::sleep(Duration::from_millis(3500)).await;

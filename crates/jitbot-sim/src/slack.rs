@@ -3,7 +3,8 @@
 //!
 //! It serves `POST /api/chat.postMessage`, `/api/chat.update`, `/api/chat.postEphemeral`,
 //! `/api/conversations.open`, `/api/conversations.history` (GET or POST), `/api/views.open`,
-//! `/api/views.update` (see [`views`]) and `/api/auth.test` on
+//! `/api/views.update` (see [`views`]), `/api/auth.test` and `/api/usergroups.users.list` (GET or
+//! POST; members set with [`SlackSim::set_usergroup`]) on
 //! `127.0.0.1`, with Slack's conventions
 //! (see `shared/reference/PROTOCOLS.md`): JSON or form bodies, `Authorization: Bearer <token>`,
 //! failures as HTTP 200 `{"ok":false,"error":…}`, 429 with `Retry-After` for rate limits, and
@@ -57,6 +58,7 @@ const METHODS: &[&str] = &[
     "views.open",
     "views.update",
     "auth.test",
+    "usergroups.users.list",
 ];
 
 /// One Web API call as the emulator received and answered it.
@@ -169,6 +171,8 @@ struct SimState {
     /// Trigger ids already used to open a view (each opens one).
     exchanged_triggers: HashSet<String>,
     next_view: u64,
+    /// User group id (`S…`) → its members, for `usergroups.users.list`.
+    usergroups: HashMap<String, Vec<String>>,
 }
 
 impl SimState {
@@ -305,6 +309,15 @@ impl SlackSim {
                 task: Mutex::new(Some(task)),
             }),
         })
+    }
+
+    /// Sets the members of user group `group` (`S…`), creating it: what `usergroups.users.list`
+    /// answers from now on (a test removing someone from a group).
+    pub fn set_usergroup(&self, group: &str, users: &[&str]) {
+        self.inner.lock().usergroups.insert(
+            group.to_string(),
+            users.iter().map(|u| u.to_string()).collect(),
+        );
     }
 
     /// Print every posted or updated message to stdout as a person would see it (the demo).
@@ -684,6 +697,7 @@ fn dispatch(
         "conversations.history" => conversations_history(st, body),
         "views.open" => views::open(st, body),
         "views.update" => views::update(st, body),
+        "usergroups.users.list" => usergroups_users_list(st, body),
         "auth.test" => Reply::ok(json!({
             "ok": true,
             "url": "https://jitbot-sim.slack.com/",
@@ -877,6 +891,19 @@ fn post_ephemeral(
         blocks: shown.blocks,
     });
     Reply::ok(json!({"ok": true, "message_ts": ts}))
+}
+
+/// `usergroups.users.list`: the group's members, as Slack answers (`{"ok":true,"users":[…]}`);
+/// a group the workspace does not have is `no_such_subteam`, a missing argument
+/// `invalid_arg_name`.
+fn usergroups_users_list(st: &SimState, body: &Map<String, Value>) -> Reply {
+    let Some(group) = str_field(body, "usergroup").filter(|g| !g.trim().is_empty()) else {
+        return Reply::err("invalid_arg_name");
+    };
+    match st.usergroups.get(group.trim()) {
+        Some(users) => Reply::ok(json!({"ok": true, "users": users})),
+        None => Reply::err("no_such_subteam"),
+    }
 }
 
 fn conversations_open(st: &mut SimState, body: &Map<String, Value>) -> Reply {
