@@ -21,6 +21,7 @@ pub mod job;
 pub mod lockdown;
 pub mod messages;
 pub mod metrics;
+pub mod oidc;
 pub mod outbox;
 pub mod pages;
 pub mod paths;

@@ -25,6 +25,9 @@ pub struct PersonFile {
     /// one inside the target's allowed sources (before the target's `default_source`).
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The person's Microsoft Entra ID object id (a GUID): on `step_up` targets only a sign-in
+    /// as this directory user makes their approval count.
+    pub entra: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -108,6 +111,10 @@ pub struct TargetFile {
     #[serde(default)]
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApproveFile>,
+    /// Approve counts only after the approver signs in with Entra ID and confirms on jitbot's
+    /// page (`[entra]`, `server.public_url` and `people.<name>.entra` needed).
+    #[serde(default)]
+    pub step_up: bool,
 }
 
 fn default_protocol() -> String {
@@ -132,6 +139,8 @@ pub struct Person {
     pub discord: Option<String>,
     /// Usual source addresses (`people.<name>.sources`).
     pub sources: Vec<SourceCidr>,
+    /// Entra ID object id (`people.<name>.entra`), lower case: who they are in the directory.
+    pub entra: Option<String>,
 }
 
 /// Someone named in `requesters`, `approvers` or `auto_approve.requesters`.
@@ -213,6 +222,8 @@ pub struct Target {
     pub pending_ttl: GrantDuration,
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApprove>,
+    /// Approvals need an Entra ID sign-in of the approver (`service/step_up.rs`).
+    pub step_up: bool,
 }
 
 impl Target {
@@ -377,6 +388,7 @@ impl Policy {
                             }
                         })
                         .collect(),
+                    entra: entra_id(name, p.entra.as_deref(), &mut errors),
                 },
             );
         }
@@ -1022,7 +1034,28 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         pending_ttl,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
+        step_up: t.step_up,
     })
+}
+
+/// `people.<name>.entra`: an object id is a GUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`);
+/// kept in lower case, as compared with the ID token's `oid`.
+fn entra_id(name: &str, id: Option<&str>, errors: &mut Vec<String>) -> Option<String> {
+    let id = id?.trim();
+    let groups: Vec<&str> = id.split('-').collect();
+    let lengths_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    if lengths_ok
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        Some(id.to_ascii_lowercase())
+    } else {
+        errors.push(format!(
+            "people.{name}.entra: `{id}` is not an Entra object id (a GUID such as 4f1c2b1e-8d0a-4c55-9a53-0b6f6f3c2a10: Entra admin center → Users → the user → Object ID)"
+        ));
+        None
+    }
 }
 
 /// Policies and targets for unit tests elsewhere in the crate (`decision.rs`).
@@ -1063,6 +1096,7 @@ pub(crate) mod fixtures {
             pending_ttl: GrantDuration::from_secs(900),
             extend_without_approval: false,
             auto_approve: None,
+            step_up: false,
         }
     }
 
@@ -1073,6 +1107,7 @@ pub(crate) mod fixtures {
             slack: Some(format!("U-{name}")),
             discord: None,
             sources: vec![],
+            entra: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod links;
 mod queries;
 mod request;
 mod revoke;
+mod step_up;
 
 use crate::chat::{Message, Tone};
 use crate::command::{Command, USAGE};
@@ -26,8 +27,11 @@ use crate::messages::reply;
 use crate::outbox::{self, Destinations};
 use crate::policy::{Actor, Person, Policy, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Store, Tx};
+
+pub use click::ClickOutcome;
 use serde_json::json;
 use std::sync::Arc;
+pub use step_up::{CallbackQuery, StepUpPage};
 
 /// Every string in `v` cut to [`crate::domain::LOGGED_TEXT_MAX`] characters: a refusal's context
 /// holds what the sender typed, and an audit event must not grow with it.
@@ -74,6 +78,9 @@ pub struct Service {
     pub simulated: bool,
     /// Requests by outcome.
     pub metrics: crate::metrics::Metrics,
+    /// The Entra ID sign-in of step-up approvals (`[entra]`). None: approvals on `step_up`
+    /// targets are refused (`jitbot check` does not let such a config start).
+    pub step_up: Option<Arc<crate::oidc::EntraClient>>,
 }
 
 impl Service {

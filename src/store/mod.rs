@@ -14,6 +14,7 @@ mod replay;
 pub mod siem;
 mod singletons;
 mod source_links;
+mod step_up_links;
 mod target_paths;
 
 use crate::domain::Platform;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 pub use audit::{AuditEvent, AuditKind};
 pub use jobs::{ClaimedJob, JobSpec};
 pub use source_links::SourceLink;
+pub use step_up_links::{StepUpLink, StepUpLogin};
 
 /// Which SQL dialect is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,4 +114,5 @@ mod replicas;
 mod restart;
 mod security;
 mod siem;
+mod step_up;
 mod vm;
