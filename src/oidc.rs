@@ -27,7 +27,7 @@ use crate::domain::{GrantDuration, Secret};
 /// The environment variable of the client secret unless `entra.client_secret_env` names another.
 pub const DEFAULT_SECRET_ENV: &str = "JITBOT_ENTRA_CLIENT_SECRET";
 /// Unknown `kid`s do not make jitbot fetch the keys more often than this.
-pub const KEYS_REFRESH_MIN: Duration = Duration::from_secs(10);
+pub const KEYS_REFRESH_MIN: Duration = Duration::from_secs(2);
 /// How long a sign-in may take by default, from the redirect to Entra to the callback.
 const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 

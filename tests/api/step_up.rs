@@ -364,3 +364,34 @@ async fn step_up_in_chromium_refuses_a_tampered_or_misdirected_id_token() {
     assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn step_up_keeps_the_keys_and_fetches_them_again_for_a_new_kid() {
+    let Some((_driver, driver_url)) = chromedriver().await else {
+        return;
+    };
+    let app = spawn_step_up_app().await;
+    app.entra.set_signed_in_user(ALICE_OID, ALICE_UPN);
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver_url, profile.path()).await;
+    let id = app.submit(STEVE, "lab 22 30m from 127.0.0.1").await;
+    let mut sign_in_once = async || {
+        let link = step_up_link(&approve_click(&app, ALICE, &id).await);
+        sign_in(&c, &link, Duration::ZERO).await;
+        assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
+    };
+    sign_in_once().await;
+    sign_in_once().await;
+    assert_eq!(app.entra.jwks_requests(), 1, "the keys are kept");
+    // Entra rotates: the next token names a kid jitbot does not hold.
+    app.entra.rotate_signing_key();
+    tokio::time::sleep(jitbot::oidc::KEYS_REFRESH_MIN + Duration::from_millis(100)).await;
+    sign_in_once().await;
+    assert_eq!(
+        app.entra.jwks_requests(),
+        2,
+        "fetched again for the new kid"
+    );
+    assert!(refusal_reasons(&app).await.is_empty());
+    c.close().await.unwrap();
+}
