@@ -201,6 +201,29 @@ impl Service {
     }
 }
 
+/// What an approval of `round` opens, for the Confirm page: `lab port 22 from 203.0.113.7/32
+/// for 30m, for steve (reason: deploy)`, or the extension it grants.
+fn what_is_approved(req: &RequestRow, round: i64) -> String {
+    let reason = req
+        .reason
+        .as_deref()
+        .map(|r| format!(" (reason: {})", bounded(r)))
+        .unwrap_or_default();
+    let grant = format!("{} port {} from {}", req.target, req.ports, req.source);
+    match (round, req.extension_ms) {
+        (0, _) | (_, None) => format!(
+            "{grant} for {}, for {}{reason}",
+            crate::domain::GrantDuration::from_millis(req.duration_ms),
+            req.requester
+        ),
+        (_, Some(ms)) => format!(
+            "{grant}: {} more, for {}",
+            crate::domain::GrantDuration::from_millis(ms),
+            req.extension_by.as_deref().unwrap_or(&req.requester)
+        ),
+    }
+}
+
 /// The page of an unknown, used or expired link.
 pub const GONE: &str = "This link is not valid: it has expired, was already used, or never existed. Click Approve again in chat for a new one.";
 const UNAVAILABLE: &str = "jitbot could not reach Microsoft Entra ID to sign you in. Nothing was approved; click Approve again in chat in a minute.";
@@ -297,7 +320,7 @@ impl Service {
             .await?;
         Ok(StepUpPage::Confirm {
             request_id: req.id.clone(),
-            what: format!("{} port {} for {}", req.target, req.ports, req.requester),
+            what: what_is_approved(&req, link.round),
             person: link.person.clone(),
             upn: identity.upn,
             confirm_token,

@@ -185,7 +185,10 @@ async fn step_up_in_chromium_signs_in_confirms_and_opens_the_rule() {
     sign_in(&c, &link, Duration::ZERO).await;
     assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     assert_eq!(text_of(&c, "request").await, id);
-    assert!(text_of(&c, "what").await.starts_with("lab port 22"));
+    assert_eq!(
+        text_of(&c, "what").await,
+        "lab port 22 from 127.0.0.1/32 for 30m, for steve (reason: deploy)"
+    );
     // Signed in, not yet confirmed: nothing counted.
     nothing_approved(&app, &id).await;
     if let Ok(dir) = std::env::var("JITBOT_SCREENSHOT_DIR") {
