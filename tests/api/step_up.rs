@@ -378,7 +378,7 @@ async fn step_up_keeps_the_keys_and_fetches_them_again_for_a_new_kid() {
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver_url, profile.path()).await;
     let id = app.submit(STEVE, "lab 22 30m from 127.0.0.1").await;
-    let mut sign_in_once = async || {
+    let sign_in_once = async || {
         let link = step_up_link(&approve_click(&app, ALICE, &id).await);
         sign_in(&c, &link, Duration::ZERO).await;
         assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
