@@ -20,6 +20,8 @@ CREATE TABLE step_up_links (
     pkce_verifier     TEXT,
     login_expires_at  BIGINT,
     callback_at       BIGINT,
+    -- SHA-256 of a cookie set on the browser that started the sign-in; the callback needs it.
+    browser_hash      TEXT,
     entra_oid         TEXT,
     entra_upn         TEXT,
     confirm_hash      TEXT UNIQUE,

@@ -6,7 +6,11 @@
 use super::{HttpState, html};
 use crate::service::{CallbackQuery, StepUpPage};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
+/// The cookie that ties a sign-in to the browser that started it (`Path=/step-up`, `HttpOnly`,
+/// `SameSite=Lax`: sent on Entra's top-level redirect back, never to other sites' requests).
+const COOKIE: &str = "jitbot_step_up";
 use axum::response::{IntoResponse, Response};
 
 /// The Confirm button's form.
@@ -15,12 +19,46 @@ pub struct ConfirmForm {
     token: String,
 }
 
-fn answer(outcome: Result<StepUpPage, crate::store::StoreError>) -> Response {
+/// `Set-Cookie` for the sign-in's browser token; `Secure` when jitbot is served over https.
+fn browser_cookie(st: &HttpState, browser: &str) -> String {
+    let secure = st
+        .service
+        .public_url
+        .as_ref()
+        .is_some_and(|u| u.scheme() == "https");
+    let max_age = st
+        .service
+        .step_up
+        .as_ref()
+        .map(|c| c.settings().login_timeout.as_secs())
+        .unwrap_or(600);
+    format!(
+        "{COOKIE}={browser}; Path=/step-up; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The browser token in the request's cookies, if any.
+fn browser_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+fn answer(st: &HttpState, outcome: Result<StepUpPage, crate::store::StoreError>) -> Response {
     match outcome {
-        Ok(StepUpPage::SignIn(url)) => {
+        Ok(StepUpPage::SignIn { url, browser }) => {
             let mut resp = StatusCode::FOUND.into_response();
             if let Ok(v) = HeaderValue::from_str(url.as_str()) {
                 resp.headers_mut().insert(header::LOCATION, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&browser_cookie(st, &browser)) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
             }
             for (name, value) in crate::pages::HEADERS {
                 if let Ok(v) = HeaderValue::from_str(value) {
@@ -57,12 +95,20 @@ fn answer(outcome: Result<StepUpPage, crate::store::StoreError>) -> Response {
 
 /// `GET /step-up/<token>`.
 pub async fn begin(State(st): State<HttpState>, Path(token): Path<String>) -> Response {
-    answer(st.service.step_up_begin(&token).await)
+    answer(&st, st.service.step_up_begin(&token).await)
 }
 
 /// `GET /step-up/callback?code=…&state=…` (or `?error=…&state=…`).
-pub async fn callback(State(st): State<HttpState>, Query(q): Query<CallbackQuery>) -> Response {
-    answer(st.service.step_up_callback(&q).await)
+pub async fn callback(
+    State(st): State<HttpState>,
+    Query(q): Query<CallbackQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let browser = browser_of(&headers);
+    answer(
+        &st,
+        st.service.step_up_callback(&q, browser.as_deref()).await,
+    )
 }
 
 /// `POST /step-up/confirm`.
@@ -70,5 +116,5 @@ pub async fn confirm(
     State(st): State<HttpState>,
     axum::Form(form): axum::Form<ConfirmForm>,
 ) -> Response {
-    answer(st.service.step_up_confirm(&form.token).await)
+    answer(&st, st.service.step_up_confirm(&form.token).await)
 }

@@ -46,8 +46,9 @@ pub struct CallbackQuery {
 /// What the step-up pages show next.
 #[derive(Debug, Clone)]
 pub enum StepUpPage {
-    /// Send the browser to Entra's authorize endpoint.
-    SignIn(url::Url),
+    /// Send the browser to Entra's authorize endpoint, with `browser` in a cookie: the
+    /// callback must come back to the browser that started the sign-in.
+    SignIn { url: url::Url, browser: String },
     /// Signed in as the approver: what is being approved, and the Confirm button's token.
     Confirm {
         request_id: String,
@@ -79,16 +80,8 @@ impl Service {
         req: &RequestRow,
         action: &ButtonAction,
     ) -> Result<ClickOutcome> {
-        let ctx = json!({ "round": action.round, "step_up": true });
-        let (Some(base), Some(_)) = (&self.public_url, &self.step_up) else {
-            let refusal = Refusal::new(
-                "step_up_unavailable",
-                "this target needs an Entra ID sign-in to approve, which is not configured here ([entra] and server.public_url)",
-            );
-            return self
-                .refuse(Some(&person.name), Some(&req.id), &refusal, ctx)
-                .await
-                .map(ClickOutcome::Answer);
+        let Some(base) = self.public_url.as_ref().filter(|_| self.step_up.is_some()) else {
+            return self.refuse_link(person, req, action, unavailable()).await;
         };
         if person.entra.is_none() {
             let refusal = Refusal::new(
@@ -98,10 +91,7 @@ impl Service {
                     req.target, person.name
                 ),
             );
-            return self
-                .refuse(Some(&person.name), Some(&req.id), &refusal, ctx)
-                .await
-                .map(ClickOutcome::Answer);
+            return self.refuse_link(person, req, action, refusal).await;
         }
         let token = random_value();
         let now = now_ms();
@@ -117,6 +107,7 @@ impl Service {
             pkce_verifier: None,
             login_expires_at: None,
             callback_at: None,
+            browser_hash: None,
             entra_oid: None,
             entra_upn: None,
         };
@@ -141,6 +132,20 @@ impl Service {
         );
         let link = self.reply(Tone::Pending, "Sign in to approve", text);
         Ok(ClickOutcome::StepUpLink(link))
+    }
+
+    /// A click that gets no link: audited and answered like any refused click.
+    async fn refuse_link(
+        &self,
+        person: &Person,
+        req: &RequestRow,
+        action: &ButtonAction,
+        refusal: Refusal,
+    ) -> Result<ClickOutcome> {
+        let ctx = json!({ "round": action.round, "step_up": true });
+        self.refuse(Some(&person.name), Some(&req.id), &refusal, ctx)
+            .await
+            .map(ClickOutcome::Answer)
     }
 
     /// Audits a refused step-up step and returns its page.
@@ -176,9 +181,11 @@ impl Service {
             return Ok(StepUpPage::Refused(GONE.into()));
         };
         let (state, nonce, verifier) = (random_value(), random_value(), random_value());
+        let browser = random_value();
         let now = now_ms();
         let login = StepUpLogin {
             state_hash: &hashed(&state),
+            browser_hash: &hashed(&browser),
             nonce: &nonce,
             pkce_verifier: &verifier,
             login_expires_at: now + client.settings().login_timeout.as_millis() as i64,
@@ -191,7 +198,7 @@ impl Service {
             return Ok(StepUpPage::Refused(GONE.into()));
         };
         match client.authorize_url(&state, &nonce, &verifier).await {
-            Ok(url) => Ok(StepUpPage::SignIn(url)),
+            Ok(url) => Ok(StepUpPage::SignIn { url, browser }),
             Err(e) => {
                 let detail = json!({ "error": bounded(&e.to_string()) });
                 self.step_up_refused(&link, e.reason(), detail, UNAVAILABLE)
@@ -224,15 +231,28 @@ fn what_is_approved(req: &RequestRow, round: i64) -> String {
     }
 }
 
+fn unavailable() -> Refusal {
+    Refusal::new(
+        "step_up_unavailable",
+        "this target needs an Entra ID sign-in to approve, which is not configured here ([entra] and server.public_url)",
+    )
+}
+
 /// The page of an unknown, used or expired link.
 pub const GONE: &str = "This link is not valid: it has expired, was already used, or never existed. Click Approve again in chat for a new one.";
 const UNAVAILABLE: &str = "jitbot could not reach Microsoft Entra ID to sign you in. Nothing was approved; click Approve again in chat in a minute.";
+const OTHER_BROWSER: &str = "This sign-in was started in another browser, so nothing was approved. Open the link from chat in the browser you sign in with.";
 const SIGN_IN_FAILED: &str = "The sign-in could not be verified, so nothing was approved. Click Approve again in chat for a new link.";
 
 impl Service {
-    /// `GET /step-up/callback`: the sign-in's answer. Uses the `state` up, redeems the code and
-    /// checks who signed in; on success the page asks to confirm.
-    pub async fn step_up_callback(&self, q: &CallbackQuery) -> Result<StepUpPage> {
+    /// `GET /step-up/callback`: the sign-in's answer, in the browser whose cookie is `browser`.
+    /// Uses the `state` up, redeems the code and checks who signed in; on success the page asks
+    /// to confirm.
+    pub async fn step_up_callback(
+        &self,
+        q: &CallbackQuery,
+        browser: Option<&str>,
+    ) -> Result<StepUpPage> {
         let (Some(client), Some(state)) = (&self.step_up, q.state.as_deref()) else {
             return Ok(StepUpPage::Refused(GONE.into()));
         };
@@ -253,6 +273,12 @@ impl Service {
                 )
             };
             return self.step_up_refused(&link, reason, json!({}), page).await;
+        }
+        if browser.map(hashed) != link.browser_hash {
+            // Someone else's sign-in page, forwarded: never completes here.
+            return self
+                .step_up_refused(&link, "other_browser", json!({}), OTHER_BROWSER)
+                .await;
         }
         if let Some(error) = &q.error {
             let detail = json!({ "error": bounded(error) });

@@ -23,6 +23,8 @@ pub struct StepUpLink {
     pub pkce_verifier: Option<String>,
     pub login_expires_at: Option<i64>,
     pub callback_at: Option<i64>,
+    /// SHA-256 of the cookie of the browser that started the sign-in.
+    pub browser_hash: Option<String>,
     pub entra_oid: Option<String>,
     pub entra_upn: Option<String>,
 }
@@ -31,6 +33,7 @@ pub struct StepUpLink {
 #[derive(Debug, Clone)]
 pub struct StepUpLogin<'a> {
     pub state_hash: &'a str,
+    pub browser_hash: &'a str,
     pub nonce: &'a str,
     pub pkce_verifier: &'a str,
     pub login_expires_at: i64,
@@ -55,6 +58,7 @@ impl StepUpLink {
             pkce_verifier: r.try_get("pkce_verifier")?,
             login_expires_at: r.try_get("login_expires_at")?,
             callback_at: r.try_get("callback_at")?,
+            browser_hash: r.try_get("browser_hash")?,
             entra_oid: r.try_get("entra_oid")?,
             entra_upn: r.try_get("entra_upn")?,
         })
@@ -111,7 +115,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<StepUpLink>> {
         let done = sqlx::query(
-            "UPDATE step_up_links SET opened_at = $2, state_hash = $3, nonce = $4, pkce_verifier = $5, login_expires_at = $6
+            "UPDATE step_up_links SET opened_at = $2, state_hash = $3, nonce = $4, pkce_verifier = $5, login_expires_at = $6, browser_hash = $7
              WHERE token_hash = $1 AND opened_at IS NULL AND expires_at > $2",
         )
         .bind(token_hash)
@@ -120,6 +124,7 @@ impl Store {
         .bind(login.nonce)
         .bind(login.pkce_verifier)
         .bind(login.login_expires_at)
+        .bind(login.browser_hash)
         .execute(self.pool())
         .await?;
         if done.rows_affected() != 1 {

@@ -398,3 +398,40 @@ async fn step_up_keeps_the_keys_and_fetches_them_again_for_a_new_kid() {
     assert!(refusal_reasons(&app).await.is_empty());
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn step_up_in_chromium_refuses_a_sign_in_finished_in_another_browser() {
+    let Some((_driver, driver_url)) = chromedriver().await else {
+        return;
+    };
+    let app = spawn_step_up_app().await;
+    app.entra.set_signed_in_user(ALICE_OID, ALICE_UPN);
+    let (id, link) = request_and_link(&app).await;
+    // Whoever holds the chat account opens the link and forwards Entra's sign-in page…
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let attacker = browser(&driver_url, one.path()).await;
+    attacker.goto(&link).await.unwrap();
+    text_of(&attacker, "upn").await;
+    let sign_in_page = attacker.current_url().await.unwrap();
+    // … and the approver signs in there, in her own browser.
+    let victim = browser(&driver_url, two.path()).await;
+    victim.goto(sign_in_page.as_str()).await.unwrap();
+    victim
+        .find(Locator::Id("signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = text_of(&victim, "result").await;
+    assert!(page.contains("started in another browser"), "{page}");
+    assert!(victim.find(Locator::Id("confirm")).await.is_err());
+    assert_eq!(refusal_reasons(&app).await, ["other_browser"]);
+    assert!(
+        app.entra.redemptions().is_empty(),
+        "the code is never redeemed"
+    );
+    nothing_approved(&app, &id).await;
+    attacker.close().await.unwrap();
+    victim.close().await.unwrap();
+}
