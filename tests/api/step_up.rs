@@ -156,6 +156,36 @@ async fn a_step_up_approve_click_is_answered_with_a_link_and_counts_nothing() {
 }
 
 #[tokio::test]
+async fn on_discord_the_step_up_link_is_the_ephemeral_answer_to_the_click() {
+    let mut app = spawn_discord_app().await;
+    let issuer = app.entra.issuer();
+    app.restart_with(move |text| {
+        text.replacen(
+            "[database]",
+            &format!(
+                "[server]\npublic_url = \"@@BASE@@\"\n\n[entra]\nissuer = \"{issuer}\"\n\
+                 client_id = \"client-1\"\n\n[database]"
+            ),
+            1,
+        )
+        .replacen("[targets.web1]\n", "[targets.web1]\nstep_up = true\n", 1)
+        .replacen("[people.alice]\n", &format!("[people.alice]\nentra = \"{ALICE_OID}\"\n"), 1)
+    })
+    .await;
+    let id = app.submit(D_STEVE, "web1", "22", "30m").await;
+    let (status, json) = app.click(D_ALICE, &[], &id, true).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["type"], 4, "{json}");
+    assert_eq!(json["data"]["flags"], 64, "not ephemeral: {json}");
+    let text = embed_text(&json["data"]);
+    assert!(text.contains(&format!("{}/step-up/", app.base)), "{text}");
+    assert_eq!(app.request(&id).await.status, Status::Pending);
+    assert_eq!(app.events_of("step_up_link_issued").await.len(), 1);
+    assert!(app.events_of("approval_recorded").await.is_empty());
+    assert!(app.events_of("approved").await.is_empty());
+}
+
+#[tokio::test]
 async fn an_approver_without_an_entra_id_gets_no_link() {
     let mut app = spawn_step_up_app().await;
     let id = app.submit(STEVE, "lab 22 30m from 127.0.0.1").await;
@@ -185,6 +215,15 @@ async fn step_up_in_chromium_signs_in_confirms_and_opens_the_rule() {
     sign_in(&c, &link, Duration::ZERO).await;
     assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     assert_eq!(text_of(&c, "request").await, id);
+    let callback = c.current_url().await.unwrap();
+    let param = |name: &str| {
+        callback
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+            .unwrap()
+    };
+    let (code, state) = (param("code"), param("state"));
     assert_eq!(
         text_of(&c, "what").await,
         "lab port 22 from 127.0.0.1/32 for 30m, for steve (reason: deploy)"
@@ -220,6 +259,12 @@ async fn step_up_in_chromium_signs_in_confirms_and_opens_the_rule() {
     }
     assert_eq!(app.events_of("approved").await.len(), 1);
     app.assert_chain_intact().await;
+    // No token, code, state or secret reaches the audit trail.
+    let trail = serde_json::to_string(&app.store.audit_events(0, None).await.unwrap()).unwrap();
+    let token = link.rsplit('/').next().unwrap();
+    for secret in [token, code.as_str(), state.as_str(), "s3cret"] {
+        assert!(!trail.contains(secret), "{secret} is in the audit trail");
+    }
     c.close().await.unwrap();
 }
 
