@@ -85,7 +85,8 @@ pub fn result(message: &Message) -> String {
 }
 
 /// Step-up approval, signed in: what is being approved, by whom, and the Confirm button (a
-/// form that posts the one-time confirm token to `/step-up/confirm`).
+/// form that posts the one-time confirm token to `confirm`, next to the callback, so a
+/// `public_url` with a path prefix works).
 pub fn step_up_confirm(
     request_id: &str,
     what: &str,
@@ -99,7 +100,7 @@ pub fn step_up_confirm(
             "<h1>Confirm your approval</h1>\
              <p>Signed in with Microsoft Entra ID as <strong id=\"upn\">{upn}</strong> ({person}).</p>\
              <p>Approve <code id=\"request\">{request_id}</code>: <strong id=\"what\">{what}</strong>?</p>\
-             <form method=\"post\" action=\"/step-up/confirm\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <form method=\"post\" action=\"confirm\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
              <button type=\"submit\" id=\"confirm\">Approve</button></form>\
              <p class=\"muted\">Not what you meant to approve? Close this page: nothing is approved until you confirm.</p>",
             upn = escape(upn),

@@ -8,7 +8,7 @@ use crate::service::{CallbackQuery, StepUpPage};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-/// The cookie that ties a sign-in to the browser that started it (`Path=/step-up`, `HttpOnly`,
+/// The cookie that ties a sign-in to the browser that started it (`Path=<public_url path>step-up`, `HttpOnly`,
 /// `SameSite=Lax`: sent on Entra's top-level redirect back, never to other sites' requests).
 const COOKIE: &str = "jitbot_step_up";
 use axum::response::{IntoResponse, Response};
@@ -32,8 +32,16 @@ fn browser_cookie(st: &HttpState, browser: &str) -> String {
         .as_ref()
         .map(|c| c.settings().login_timeout.as_secs())
         .unwrap_or(600);
+    // Where the callback lives (`public_url` may carry a path prefix).
+    let path = st
+        .service
+        .public_url
+        .as_ref()
+        .and_then(|u| u.join("step-up").ok())
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|| "/step-up".into());
     format!(
-        "{COOKIE}={browser}; Path=/step-up; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        "{COOKIE}={browser}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
     )
 }
