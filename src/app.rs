@@ -79,6 +79,13 @@ impl Application {
             out: out.clone(),
             simulated: azure.simulated,
             metrics: metrics.clone(),
+            step_up: match settings.entra.clone() {
+                Some(entra) => Some(Arc::new(
+                    crate::oidc::EntraClient::new(entra)
+                        .context("setting up the [entra] sign-in")?,
+                )),
+                None => None,
+            },
         };
         audit_start(&store, policy.targets.len(), azure.simulated).await?;
         let heartbeat = Arc::new(AtomicI64::new(now_ms()));

@@ -41,6 +41,8 @@ pub struct ConfigFile {
     /// Per-person abuse limits.
     #[serde(default)]
     pub limits: crate::policy::PersonLimits,
+    /// `[entra]`: the app registration approvers of `step_up` targets sign in with.
+    pub entra: Option<crate::oidc::EntraFile>,
 }
 
 /// `[digest]` of the config file.
@@ -354,6 +356,8 @@ pub struct Settings {
     pub policy: Policy,
     pub scan: crate::exposure::ScanSettings,
     pub siem: crate::siem::SiemSettings,
+    /// Step-up sign-in (`[entra]`), when configured.
+    pub entra: Option<crate::oidc::EntraSettings>,
 }
 
 impl Settings {
@@ -461,6 +465,12 @@ impl Settings {
         };
         errors.extend(file.azure.problems());
         let siem = crate::siem::SiemSettings::resolve(&file.siem, &secrets, &mut errors);
+        let entra = crate::oidc::EntraSettings::resolve(
+            file.entra.as_ref(),
+            file.server.public_url.as_ref(),
+            &secrets,
+            &mut errors,
+        );
         if file.slack.is_none() && file.discord.is_none() {
             errors.push(
                 "no chat platform is configured: add a [slack] or a [discord] section (or both)"
@@ -476,6 +486,7 @@ impl Settings {
                     errors.push(format!("targets.{}.approval_channel.discord: Discord is configured, so say which channel id gets the approval cards", t.name));
                 }
             }
+            errors.extend(step_up_problems(policy, &file));
             if policy.targets.is_empty() {
                 errors.push("no [targets.*] are defined, so nothing can be requested".into());
             }
@@ -508,8 +519,30 @@ impl Settings {
             policy,
             scan: file.scan,
             siem,
+            entra,
         })
     }
+}
+
+/// `step_up` targets need the sign-in configured: `[entra]` and `server.public_url`.
+fn step_up_problems(policy: &Policy, file: &ConfigFile) -> Vec<String> {
+    policy
+        .targets
+        .values()
+        .filter(|t| t.step_up)
+        .filter_map(|t| {
+            let missing = match (&file.entra, &file.server.public_url) {
+                (Some(_), Some(_)) => return None,
+                (None, Some(_)) => "an [entra] section (issuer, client_id)",
+                (Some(_), None) => "server.public_url",
+                (None, None) => "an [entra] section and server.public_url",
+            };
+            Some(format!(
+                "targets.{}.step_up: approvers sign in with Entra ID on jitbot's page, which needs {missing}",
+                t.name
+            ))
+        })
+        .collect()
 }
 
 impl WorkerSettings {
@@ -662,6 +695,75 @@ ops = ["alice"]
         format!(
             "{BASE}\n[targets.web1]\nnsg = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/n\"\ndestination = \"10.0.0.4\"\nports = [22]\nrequesters = [\"*\"]\napproval_channel.slack = \"C2\"\n{body}"
         )
+    }
+
+    /// `web1` with `step_up = true`, plus `top` before everything (`[server]`, `[entra]`).
+    fn step_up_config(top: &str) -> Vec<String> {
+        let body = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]\nstep_up = true";
+        check(&format!("{top}\n{}", target(body)))
+    }
+
+    const ENTRA: &str = "[entra]\nissuer = \"https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0\"\nclient_id = \"0c2b7d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e\"";
+    const PUBLIC: &str = "[server]\npublic_url = \"https://jitbot.example.com/\"";
+
+    #[test]
+    fn step_up_targets_need_entra_and_a_public_url() {
+        assert_eq!(
+            step_up_config(&format!("{PUBLIC}\n{ENTRA}")),
+            Vec::<String>::new()
+        );
+        let no_entra = step_up_config(PUBLIC);
+        assert!(
+            no_entra
+                .iter()
+                .any(|e| e.contains("targets.web1.step_up") && e.contains("[entra]")),
+            "{no_entra:?}"
+        );
+        let no_url = step_up_config(ENTRA);
+        assert!(
+            no_url
+                .iter()
+                .any(|e| e.contains("targets.web1.step_up") && e.contains("server.public_url")),
+            "{no_url:?}"
+        );
+        let common = step_up_config(&format!(
+            "{PUBLIC}\n{}",
+            ENTRA.replace("72f988bf-86f1-41af-91ab-2d7cd011db47", "common")
+        ));
+        assert!(
+            common
+                .iter()
+                .any(|e| e.contains("entra.issuer") && e.contains("tenant-specific")),
+            "{common:?}"
+        );
+    }
+
+    #[test]
+    fn an_entra_object_id_must_be_a_guid() {
+        let with = |id: &str| {
+            check(
+                &target("max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]")
+                .replace("slack = \"U1\"\n", &format!("slack = \"U1\"\nentra = \"{id}\"\n")),
+            )
+        };
+        assert_eq!(
+            with("4F1C2B1E-8D0A-4C55-9A53-0B6F6F3C2A10"),
+            Vec::<String>::new()
+        );
+        for bad in [
+            "alice@contoso.com",
+            "4f1c2b1e8d0a4c559a530b6f6f3c2a10",
+            "4f1c2b1e-8d0a-4c55-9a53-0b6f6f3c2a1g",
+        ] {
+            let errors = with(bad);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("people.alice.entra")
+                        && e.contains("not an Entra object id")),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::config::SlackSettings;
 use crate::domain::{Platform, bounded};
 use crate::messages::reply;
 use crate::policy::Refusal;
-use crate::service::{ChatUser, Service};
+use crate::service::{ChatUser, ClickOutcome, Service};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,8 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+mod step_up;
 
 /// How long a handler may take before it answers "try again" (Slack gives up at 3 s).
 const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
@@ -98,6 +100,9 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ip/{token}", get(source_page).post(source_confirm))
+        .route("/step-up/callback", get(step_up::callback))
+        .route("/step-up/confirm", post(step_up::confirm))
+        .route("/step-up/{token}", get(step_up::begin))
         // Bodies past the cap are refused (413) before they are read into memory.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -515,11 +520,13 @@ async fn slack_click(
         {
             return Ok(Err(replayed()));
         }
-        match service.click(&user, &click.action).await? {
-            None => Ok(Ok(None)),
+        match service.click_outcome(&user, &click.action).await? {
+            ClickOutcome::Recorded => Ok(Ok(None)),
+            // A step-up link is for the clicker's eyes only, now: in this response.
+            ClickOutcome::StepUpLink(link) => Ok(Ok(Some(link))),
             // A person in the policy is told by a durable direct message; anyone else gets the
             // answer in this response (no outbound call per forged click).
-            Some(answer) => service
+            ClickOutcome::Answer(answer) => service
                 .tell_clicker(&user, &click.action.request_id, &answer)
                 .await
                 .map(Ok),

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod lockdown;
 pub mod messages;
 pub mod metrics;
+pub mod oidc;
 pub mod outbox;
 pub mod pages;
 pub mod paths;

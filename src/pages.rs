@@ -84,6 +84,45 @@ pub fn result(message: &Message) -> String {
     )
 }
 
+/// Step-up approval, signed in: what is being approved, by whom, and the Confirm button (a
+/// form that posts the one-time confirm token to `confirm`, next to the callback, so a
+/// `public_url` with a path prefix works).
+pub fn step_up_confirm(
+    request_id: &str,
+    what: &str,
+    person: &str,
+    upn: &str,
+    token: &str,
+) -> String {
+    page(
+        "Confirm your approval",
+        &format!(
+            "<h1>Confirm your approval</h1>\
+             <p>Signed in with Microsoft Entra ID as <strong id=\"upn\">{upn}</strong> ({person}).</p>\
+             <p>Approve <code id=\"request\">{request_id}</code>: <strong id=\"what\">{what}</strong>?</p>\
+             <form method=\"post\" action=\"confirm\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <button type=\"submit\" id=\"confirm\">Approve</button></form>\
+             <p class=\"muted\">Not what you meant to approve? Close this page: nothing is approved until you confirm.</p>",
+            upn = escape(upn),
+            person = escape(person),
+            request_id = escape(request_id),
+            what = escape(what),
+            token = escape(token),
+        ),
+    )
+}
+
+/// A step-up step that was refused: what happened and what to do.
+pub fn step_up_refused(text: &str) -> String {
+    page(
+        "Not approved",
+        &format!(
+            "<h1 id=\"title\">Not approved</h1><p id=\"result\">{}</p>",
+            escape(text)
+        ),
+    )
+}
+
 /// A link that is unknown, used or expired.
 pub fn gone() -> String {
     page(

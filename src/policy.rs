@@ -25,6 +25,9 @@ pub struct PersonFile {
     /// one inside the target's allowed sources (before the target's `default_source`).
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The person's Microsoft Entra ID object id (a GUID): on `step_up` targets only a sign-in
+    /// as this directory user makes their approval count.
+    pub entra: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -113,6 +116,10 @@ pub struct TargetFile {
     #[serde(default)]
     pub extend_without_approval: bool,
     pub auto_approve: Option<AutoApproveFile>,
+    /// Approve counts only after the approver signs in with Entra ID and confirms on jitbot's
+    /// page (`[entra]`, `server.public_url` and `people.<name>.entra` needed).
+    #[serde(default)]
+    pub step_up: bool,
     /// At most this many requests of the target open or waiting at once (pending, approved,
     /// open, closing). Unlimited when absent.
     pub max_concurrent_grants: Option<u32>,
@@ -168,6 +175,8 @@ pub struct Person {
     pub discord: Option<String>,
     /// Usual source addresses (`people.<name>.sources`).
     pub sources: Vec<SourceCidr>,
+    /// Entra ID object id (`people.<name>.entra`), lower case: who they are in the directory.
+    pub entra: Option<String>,
 }
 
 /// Someone named in `requesters`, `approvers` or `auto_approve.requesters`.
@@ -260,6 +269,8 @@ pub struct Target {
     pub auto_approve: Option<AutoApprove>,
     /// At most this many requests open or waiting at once.
     pub max_concurrent_grants: Option<u32>,
+    /// Approvals need an Entra ID sign-in of the approver (`service/step_up.rs`).
+    pub step_up: bool,
 }
 
 impl Target {
@@ -474,6 +485,7 @@ impl Policy {
                             }
                         })
                         .collect(),
+                    entra: entra_id(name, p.entra.as_deref(), &mut errors),
                 },
             );
         }
@@ -1193,6 +1205,7 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
         extend_without_approval: t.extend_without_approval,
         auto_approve,
         max_concurrent_grants: t.max_concurrent_grants,
+        step_up: t.step_up,
     })
 }
 
@@ -1235,6 +1248,26 @@ fn auto_approve_uses(
     }
 }
 
+/// `people.<name>.entra`: an object id is a GUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`);
+/// kept in lower case, as compared with the ID token's `oid`.
+fn entra_id(name: &str, id: Option<&str>, errors: &mut Vec<String>) -> Option<String> {
+    let id = id?.trim();
+    let groups: Vec<&str> = id.split('-').collect();
+    let lengths_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    if lengths_ok
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        Some(id.to_ascii_lowercase())
+    } else {
+        errors.push(format!(
+            "people.{name}.entra: `{id}` is not an Entra object id (a GUID such as 4f1c2b1e-8d0a-4c55-9a53-0b6f6f3c2a10: Entra admin center → Users → the user → Object ID)"
+        ));
+        None
+    }
+}
+
 /// Policies and targets for unit tests elsewhere in the crate (`decision.rs`).
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -1274,6 +1307,7 @@ pub(crate) mod fixtures {
             extend_without_approval: false,
             auto_approve: None,
             max_concurrent_grants: None,
+            step_up: false,
         }
     }
 
@@ -1284,6 +1318,7 @@ pub(crate) mod fixtures {
             slack: Some(format!("U-{name}")),
             discord: None,
             sources: vec![],
+            entra: None,
         }
     }
 

@@ -6,13 +6,15 @@ use crate::decision::{self, Ballot, Decided};
 use crate::domain::{Status, bounded};
 use crate::job::Job;
 use crate::messages::{self, who};
-use crate::policy::{Actor, Decidable, Refusal};
+use crate::oidc::Identity;
+use crate::policy::{Actor, Decidable, Person, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Tx, now_ms};
 use serde_json::json;
 
 /// Who decided: the person the policy resolved, the chat identity that clicked, and the approver
 /// entry that let them (every decision's audit event records all three).
 pub(super) struct Voter<'a> {
+    person: &'a Person,
     name: &'a str,
     /// `slack:U123` / `discord:123…`.
     chat: String,
@@ -32,10 +34,60 @@ impl Voter<'_> {
     }
 }
 
+/// What a vote carries besides the voter: the decision, the approver's reason (**Deny with
+/// reason**) and the directory identity of a step-up sign-in.
+#[derive(Clone, Copy)]
+struct Vote<'a> {
+    decision: Decision,
+    reason: Option<&'a str>,
+    entra: Option<&'a Identity>,
+}
+
+/// A decision's audit detail, with the directory identity of a step-up sign-in when there was one.
+fn signed(mut detail: serde_json::Value, entra: Option<&Identity>) -> serde_json::Value {
+    if let (Some(id), Some(map)) = (entra, detail.as_object_mut()) {
+        map.insert("step_up".into(), json!(true));
+        map.insert("entra_oid".into(), json!(id.oid));
+        map.insert("entra_upn".into(), json!(id.upn));
+    }
+    detail
+}
+
+/// What became of a click, for the HTTP handler that answers it.
+#[derive(Debug, Clone)]
+pub enum ClickOutcome {
+    /// Recorded; the card update says it all.
+    Recorded,
+    /// Refused or changed nothing: the clicker's private answer.
+    Answer(Message),
+    /// An approval on a `step_up` target: not counted; the clicker's one-time sign-in link, to
+    /// be answered in the interaction's own response (only the clicker sees it).
+    StepUpLink(Message),
+}
+
+impl ClickOutcome {
+    /// The private answer, if any (what [`Service::click`] returns).
+    pub fn into_answer(self) -> Option<Message> {
+        match self {
+            ClickOutcome::Recorded => None,
+            ClickOutcome::Answer(m) | ClickOutcome::StepUpLink(m) => Some(m),
+        }
+    }
+}
+
 impl Service {
     /// A button click from a verified user. Returns a private reply for the clicker when the click
     /// was refused or changed nothing; `None` when the card update says it all.
     pub async fn click(&self, user: &ChatUser, action: &ButtonAction) -> Result<Option<Message>> {
+        Ok(self.click_outcome(user, action).await?.into_answer())
+    }
+
+    /// [`Service::click`], saying whether the answer is a step-up link.
+    pub async fn click_outcome(
+        &self,
+        user: &ChatUser,
+        action: &ButtonAction,
+    ) -> Result<ClickOutcome> {
         self.decide(user, action, None).await
     }
 
@@ -45,45 +97,112 @@ impl Service {
         user: &ChatUser,
         action: &ButtonAction,
         reason: Option<&str>,
-    ) -> Result<Option<Message>> {
+    ) -> Result<ClickOutcome> {
         let Some(decision) = action.kind.decision() else {
-            return self.grant_button(user, action).await.map(Some);
+            return self
+                .grant_button(user, action)
+                .await
+                .map(ClickOutcome::Answer);
         };
+        let (voter, req) = match self.authorise_click(user, action).await? {
+            Ok(allowed) => allowed,
+            Err(refused) => return Ok(ClickOutcome::Answer(refused)),
+        };
+        if decision == Decision::Approve && self.needs_step_up(&req) {
+            return self.step_up_link(user, voter.person, &req, action).await;
+        }
+        let vote = Vote {
+            decision,
+            reason,
+            entra: None,
+        };
+        self.record_vote(user, &voter, &req, action, vote).await
+    }
+
+    /// An approval confirmed after an Entra ID sign-in as `identity`: the same checks and the
+    /// same path as a click, with the directory identity in the decision's audit event.
+    pub(super) async fn click_signed_in(
+        &self,
+        user: &ChatUser,
+        action: &ButtonAction,
+        identity: &Identity,
+    ) -> Result<Option<Message>> {
         let (voter, req) = match self.authorise_click(user, action).await? {
             Ok(allowed) => allowed,
             Err(refused) => return Ok(Some(refused)),
         };
-        let by = &voter;
+        if voter.person.entra.as_deref() != Some(identity.oid.as_str()) {
+            let refusal = Refusal::new(
+                "step_up_identity",
+                "the Entra ID sign-in is not the approver's directory identity",
+            );
+            let ctx = json!({ "round": action.round, "entra_oid": identity.oid });
+            return self
+                .refuse(Some(voter.name), Some(&req.id), &refusal, ctx)
+                .await
+                .map(Some);
+        }
+        let vote = Vote {
+            decision: Decision::Approve,
+            reason: None,
+            entra: Some(identity),
+        };
+        let outcome = self.record_vote(user, &voter, &req, action, vote).await?;
+        Ok(outcome.into_answer())
+    }
+
+    /// Records an authorised decision: the round's lock, the vote, and what the state machine
+    /// says it does, in one transaction.
+    async fn record_vote(
+        &self,
+        user: &ChatUser,
+        by: &Voter<'_>,
+        req: &RequestRow,
+        action: &ButtonAction,
+        vote: Vote<'_>,
+    ) -> Result<ClickOutcome> {
+        let Vote {
+            decision,
+            reason,
+            entra,
+        } = vote;
         let round = action.round;
         let mut tx = self.store.begin().await?;
         match self
-            .cast_vote(&mut tx, &req, by.name, user, action, decision)
+            .cast_vote(&mut tx, req, by.name, user, action, decision)
             .await?
         {
             Decided::RoundClosed => {
                 // Roll back first: on SQLite the transaction holds the only connection.
                 drop(tx);
-                return self.nothing_to_decide(&req).await.map(Some);
+                return self.nothing_to_decide(req).await.map(ClickOutcome::Answer);
             }
             Decided::AlreadyVoted => {
                 let text = format!("you already decided `{}`", req.id);
-                return Ok(Some(self.reply(Tone::Info, "Already recorded", text)));
+                return Ok(ClickOutcome::Answer(self.reply(
+                    Tone::Info,
+                    "Already recorded",
+                    text,
+                )));
             }
-            Decided::Denied => self.deny(&mut tx, &req, by, reason).await?,
+            Decided::Denied => self.deny(&mut tx, req, by, reason).await?,
             Decided::ExtensionDenied => {
-                self.deny_extension(&mut tx, &req, by, round, reason)
-                    .await?
+                self.deny_extension(&mut tx, req, by, round, reason).await?
             }
             Decided::NeedsMore { have, need } => {
-                self.count_approval(&mut tx, &req, by, round, have, need)
+                let counted = (have, need);
+                self.count_approval(&mut tx, req, by, round, counted, entra)
                     .await?
             }
-            Decided::Approved { approvals } => self.approve(&mut tx, &req, by, approvals).await?,
+            Decided::Approved { approvals } => {
+                self.approve(&mut tx, req, by, approvals, entra).await?
+            }
             Decided::Extended {
                 new_expiry,
                 extension_ms,
             } => {
-                self.approve_extension(&mut tx, &req, by, round, new_expiry, extension_ms)
+                let ext = (new_expiry, extension_ms);
+                self.approve_extension(&mut tx, req, by, round, ext, entra)
                     .await?
             }
         }
@@ -93,8 +212,8 @@ impl Service {
             crate::crashpoint::hit("after_decision");
         }
         self.metrics.request("decided");
-        tracing::info!(request_id = %req.id, approver = %by.name, via = %by.via, decision = action.kind.as_str(), round = action.round, "decision recorded");
-        Ok(None)
+        tracing::info!(request_id = %req.id, approver = %by.name, via = %by.via, decision = action.kind.as_str(), round = action.round, step_up = entra.is_some(), "decision recorded");
+        Ok(ClickOutcome::Recorded)
     }
 
     /// Who clicked, on what, and may they decide it ([`crate::policy::Policy::may_decide`])?
@@ -133,18 +252,10 @@ impl Service {
             discord_roles: &user.roles,
             slack_groups: &groups,
         };
-        let decidable = Decidable {
-            target: &req.target,
-            requester: &req.requester,
-            extension_by: req.extension_by.as_deref(),
-            round: action.round,
-            escalated: self.policy.targets.get(&req.target).is_some_and(|t| {
-                t.escalation
-                    .as_ref()
-                    .is_some_and(|e| now_ms() >= req.created_at + e.after.as_millis())
-            }),
-        };
-        if let Err(refusal) = self.policy.may_decide(&actor, &decidable) {
+        if let Err(refusal) = self
+            .policy
+            .may_decide(&actor, &self.decidable(&req, action.round))
+        {
             return self
                 .refuse(Some(&person.name), Some(&req.id), &refusal, ctx)
                 .await
@@ -152,6 +263,7 @@ impl Service {
         }
         let via = self.decides_via(&actor, &req.target);
         let voter = Voter {
+            person,
             name: &person.name,
             chat: who_clicked,
             via,
@@ -171,6 +283,21 @@ impl Service {
             .or_else(|| self.policy.matched(actor, escalation.unwrap_or_default()))
             .map(|p| p.describe())
             .unwrap_or_default()
+    }
+
+    /// The facts [`crate::policy::Policy::may_decide`] judges a decision on `round` of `req` by.
+    pub(super) fn decidable<'r>(&self, req: &'r RequestRow, round: i64) -> Decidable<'r> {
+        Decidable {
+            target: &req.target,
+            requester: &req.requester,
+            extension_by: req.extension_by.as_deref(),
+            round,
+            escalated: self.policy.targets.get(&req.target).is_some_and(|t| {
+                t.escalation
+                    .as_ref()
+                    .is_some_and(|e| now_ms() >= req.created_at + e.after.as_millis())
+            }),
+        }
     }
 
     /// Records this approver's vote under the round's lock, and asks the state machine what it
@@ -303,14 +430,17 @@ impl Service {
         req: &RequestRow,
         by: &Voter<'_>,
         round: i64,
-        have: i64,
-        need: i64,
+        (have, need): (i64, i64),
+        entra: Option<&Identity>,
     ) -> Result<()> {
         tx.audit(
             AuditKind::ApprovalRecorded,
             Some(&req.id),
             Some(by.name),
-            by.stamp(json!({ "round": round, "approvals": have, "required": need })),
+            signed(
+                by.stamp(json!({ "round": round, "approvals": have, "required": need })),
+                entra,
+            ),
             self.simulated,
         )
         .await?;
@@ -325,6 +455,7 @@ impl Service {
         req: &RequestRow,
         by: &Voter<'_>,
         approvals: i64,
+        entra: Option<&Identity>,
     ) -> Result<()> {
         tx.transition(&req.id, Status::Pending, Status::Approved, None)
             .await?;
@@ -332,7 +463,10 @@ impl Service {
             AuditKind::Approved,
             Some(&req.id),
             Some(by.name),
-            by.stamp(json!({ "round": 0, "approvals": approvals })),
+            signed(
+                by.stamp(json!({ "round": 0, "approvals": approvals })),
+                entra,
+            ),
             self.simulated,
         )
         .await?;
@@ -359,8 +493,8 @@ impl Service {
         req: &RequestRow,
         by: &Voter<'_>,
         round: i64,
-        new_expiry: i64,
-        extension_ms: i64,
+        (new_expiry, extension_ms): (i64, i64),
+        entra: Option<&Identity>,
     ) -> Result<()> {
         tx.close_extension(&req.id, round, Some(new_expiry)).await?;
         Job::Relabel {
@@ -372,7 +506,10 @@ impl Service {
             AuditKind::Extended,
             Some(&req.id),
             Some(by.name),
-            by.stamp(json!({ "round": round, "expires_at": new_expiry, "extension_s": extension_ms / 1000 })),
+            signed(
+                by.stamp(json!({ "round": round, "expires_at": new_expiry, "extension_s": extension_ms / 1000 })),
+                entra,
+            ),
             self.simulated,
         )
         .await?;

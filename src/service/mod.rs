@@ -18,6 +18,7 @@ mod links;
 mod queries;
 mod request;
 mod revoke;
+mod step_up;
 
 use crate::chat::{Message, Tone};
 use crate::command::{Command, USAGE};
@@ -28,8 +29,11 @@ use crate::outbox::{self, Destinations};
 use crate::policy::{Actor, GroupMemberships, Person, Policy, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Store, Tx};
 pub use forms::{FormOpened, FormVia};
+
+pub use click::ClickOutcome;
 use serde_json::json;
 use std::sync::Arc;
+pub use step_up::{CallbackQuery, StepUpPage};
 
 /// Every string in `v` cut to [`crate::domain::LOGGED_TEXT_MAX`] characters: a refusal's context
 /// holds what the sender typed, and an audit event must not grow with it.
@@ -76,6 +80,9 @@ pub struct Service {
     pub simulated: bool,
     /// Requests by outcome.
     pub metrics: crate::metrics::Metrics,
+    /// The Entra ID sign-in of step-up approvals (`[entra]`). None: approvals on `step_up`
+    /// targets are refused (`jitbot check` does not let such a config start).
+    pub step_up: Option<Arc<crate::oidc::EntraClient>>,
 }
 
 impl Service {
@@ -90,11 +97,16 @@ impl Service {
     /// [`Policy::group_max_age`] (none on Discord, where roles travel with the interaction). Read
     /// from the database: a handler never asks Slack.
     async fn memberships(&self, user: &ChatUser) -> Result<GroupMemberships> {
+        self.memberships_of(user.platform, &user.user_id).await
+    }
+
+    /// [`Service::memberships`] of a chat user known by platform and id.
+    async fn memberships_of(&self, platform: Platform, user_id: &str) -> Result<GroupMemberships> {
         let named = self.policy.slack_groups();
-        if user.platform != Platform::Slack || named.is_empty() {
+        if platform != Platform::Slack || named.is_empty() {
             return Ok(GroupMemberships::default());
         }
-        let table = self.store.group_table(&user.user_id).await?;
+        let table = self.store.group_table(user_id).await?;
         Ok(GroupMemberships::judge(
             &named,
             &table.refreshed_at,

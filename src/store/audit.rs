@@ -63,6 +63,10 @@ pub enum AuditKind {
     Digest,
     /// A `from me` link was issued (the token itself is never recorded).
     SourceLinkIssued,
+    /// A step-up link was issued to an approver (the token itself is never recorded).
+    StepUpLinkIssued,
+    /// A step-up sign-in or confirmation was refused; `reason` says why.
+    StepUpRefused,
     /// A request was opened without approval (`/jit break-glass`).
     BreakGlass,
     /// An undecided request went to the target's escalation approvers.
@@ -105,6 +109,8 @@ impl AuditKind {
             AuditKind::Reconciled => "reconciled",
             AuditKind::Digest => "digest",
             AuditKind::SourceLinkIssued => "source_link_issued",
+            AuditKind::StepUpLinkIssued => "step_up_link_issued",
+            AuditKind::StepUpRefused => "step_up_refused",
             AuditKind::BreakGlass => "break_glass",
             AuditKind::Escalated => "escalated",
             AuditKind::NsgWritesFallback => "nsg_writes_fallback",

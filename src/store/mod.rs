@@ -16,6 +16,7 @@ pub mod siem;
 mod singletons;
 mod slack_groups;
 mod source_links;
+mod step_up_links;
 mod target_paths;
 
 use crate::domain::Platform;
@@ -30,6 +31,7 @@ pub use jobs::{ClaimedJob, JobSpec};
 pub use limits::Tally;
 pub use slack_groups::GroupTable;
 pub use source_links::SourceLink;
+pub use step_up_links::{StepUpLink, StepUpLogin};
 
 /// Which SQL dialect is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// chromedriver on a free port, killed when dropped; `None` when it is not installed.
-async fn chromedriver() -> Option<(tokio::process::Child, String)> {
+pub async fn chromedriver() -> Option<(tokio::process::Child, String)> {
     if !std::path::Path::new(CHROMEDRIVER).exists() {
         assert!(
             std::env::var("JITBOT_TEST_REQUIRE_BROWSER").as_deref() != Ok("1"),
@@ -45,7 +45,7 @@ async fn chromedriver() -> Option<(tokio::process::Child, String)> {
     Some((child, url))
 }
 
-async fn browser(driver: &str, profile: &std::path::Path) -> fantoccini::Client {
+pub async fn browser(driver: &str, profile: &std::path::Path) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),

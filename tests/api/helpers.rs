@@ -305,19 +305,23 @@ async fn spawn_harness(config: impl FnOnce(&ArmSim, &SlackSim, &str) -> String) 
 
 /// Builds and starts jitbot from a config text on a loopback port, with the tests' secrets.
 async fn build_app(settings_text: &str, factory: &CredentialFactory) -> Application {
-    let file: ConfigFile = toml::from_str(settings_text).unwrap();
+    // `@@BASE@@` in the config is this server's own address (a `public_url` the browser can use).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let settings_text = settings_text.replace("@@BASE@@", &base);
+    let file: ConfigFile = toml::from_str(&settings_text).unwrap();
     let settings = Settings::resolve(file, |name| {
         Ok(match name {
             "SLACK_SIGNING_SECRET" => Some(SECRET),
             "SLACK_BOT_TOKEN" => Some(BOT_TOKEN),
             "DISCORD_BOT_TOKEN" => Some(D_BOT_TOKEN),
             "JITBOT_SIEM_SOC_SECRET" => Some(SIEM_SECRET),
+            "JITBOT_ENTRA_CLIENT_SECRET" => Some(ENTRA_SECRET),
             _ => None,
         }
         .map(jitbot::config::Secret::new))
     })
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Application::build(
         settings,
         Overrides {

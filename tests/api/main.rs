@@ -118,4 +118,5 @@ mod restart;
 mod secrets;
 mod security;
 mod siem;
+mod step_up;
 mod vm;

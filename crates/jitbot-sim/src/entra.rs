@@ -1,5 +1,7 @@
 //! Fake Microsoft Entra ID token endpoint (client-credentials grant), plus an
-//! [`azure_core::http::HttpClient`] that redirects a real azure_identity credential to it.
+//! [`azure_core::http::HttpClient`] that redirects a real azure_identity credential to it; and,
+//! on the same server, the OpenID provider that step-up approval signs people in with
+//! ([`oidc`]: discovery, keys, authorize, the authorization-code grant).
 //!
 //! azure_identity insists on an https authority host, so tests build a real
 //! `ClientSecretCredential` with authority `https://login.test/` and
@@ -9,10 +11,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Path, State};
+mod oidc;
+
+pub use oidc::IdTokenFault;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport};
 use serde_json::json;
@@ -51,6 +57,9 @@ struct EntraState {
     scopes: Vec<String>,
     /// The scope each issued token was asked for (what its `aud` would be in Entra).
     audience: HashMap<String, String>,
+    /// `http://127.0.0.1:<port>`, for the issuer and endpoint URLs.
+    base_url: String,
+    oidc: oidc::OidcState,
 }
 
 fn lock(state: &Mutex<EntraState>) -> MutexGuard<'_, EntraState> {
@@ -104,9 +113,18 @@ impl EntraSim {
             issued: Vec::new(),
             scopes: Vec::new(),
             audience: HashMap::new(),
+            base_url: base_url.clone(),
+            oidc: oidc::OidcState::default(),
         }));
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(discovery),
+            )
+            .route("/{tenant}/discovery/v2.0/keys", get(jwks))
+            .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
+            .route("/{tenant}/oauth2/v2.0/login", get(login))
             .with_state(state.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -140,6 +158,90 @@ impl EntraSim {
     pub fn scopes(&self) -> Vec<String> {
         lock(&self.state).scopes.clone()
     }
+
+    /// The tenant-specific v2.0 issuer: `<base_url>/<tenant>/v2.0`.
+    pub fn issuer(&self) -> String {
+        let st = lock(&self.state);
+        format!("{}/{}/v2.0", st.base_url, st.tenant)
+    }
+
+    /// Who the authorize endpoint signs in from now on (directory object id and UPN).
+    pub fn set_signed_in_user(&self, oid: &str, upn: &str) {
+        lock(&self.state).oidc.sign_in(oid, upn);
+    }
+
+    /// Spoils the ID tokens issued from now on (`IdTokenFault::None` to stop).
+    pub fn set_id_token_fault(&self, fault: IdTokenFault) {
+        lock(&self.state).oidc.set_fault(fault);
+    }
+
+    /// Rotates the signing key: tokens are signed with a second key, published next to the first.
+    pub fn rotate_signing_key(&self) {
+        lock(&self.state).oidc.rotate();
+    }
+
+    /// How often the keys (JWKS) were fetched.
+    pub fn jwks_requests(&self) -> usize {
+        lock(&self.state).oidc.jwks_requests
+    }
+
+    /// Every authorization-code redemption, `"<code prefix>: ok|refused"`, in order.
+    pub fn redemptions(&self) -> Vec<String> {
+        lock(&self.state).oidc.redemptions.clone()
+    }
+}
+
+/// A tenant other than the emulator's: 400 like Entra.
+fn unknown_tenant(tenant: &str) -> Response {
+    entra_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_tenant",
+        90002,
+        &format!("Tenant '{tenant}' not found."),
+    )
+}
+
+async fn discovery(
+    State(state): State<Arc<Mutex<EntraState>>>,
+    Path(tenant): Path<String>,
+) -> Response {
+    let st = lock(&state);
+    if !tenant.eq_ignore_ascii_case(&st.tenant) {
+        return unknown_tenant(&tenant);
+    }
+    Json(oidc::discovery(&st.base_url, &st.tenant)).into_response()
+}
+
+async fn jwks(State(state): State<Arc<Mutex<EntraState>>>, Path(tenant): Path<String>) -> Response {
+    let mut st = lock(&state);
+    if !tenant.eq_ignore_ascii_case(&st.tenant) {
+        return unknown_tenant(&tenant);
+    }
+    Json(oidc::jwks(&mut st.oidc)).into_response()
+}
+
+async fn authorize(
+    State(state): State<Arc<Mutex<EntraState>>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = lock(&state);
+    if !tenant.eq_ignore_ascii_case(&st.tenant) {
+        return unknown_tenant(&tenant);
+    }
+    let client_id = st.client_id.clone();
+    oidc::authorize(&mut st.oidc, &client_id, &q)
+}
+
+async fn login(
+    State(state): State<Arc<Mutex<EntraState>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = lock(&state);
+    oidc::complete(
+        &mut st.oidc,
+        q.get("flow").map(String::as_str).unwrap_or(""),
+    )
 }
 
 fn entra_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
@@ -175,6 +277,15 @@ async fn token(
             90002,
             &format!("Tenant '{tenant}' not found."),
         );
+    }
+    if field("grant_type") == "authorization_code" {
+        let issuer = format!("{}/{}/v2.0", st.base_url, st.tenant);
+        let (tenant, id, secret) = (
+            st.tenant.clone(),
+            st.client_id.clone(),
+            st.client_secret.clone(),
+        );
+        return oidc::redeem(&mut st.oidc, &issuer, &tenant, (&id, &secret), &form);
     }
     if field("grant_type") != "client_credentials" {
         return entra_error(
