@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// How long a handler may take before it answers "try again" (Slack gives up at 3 s).
-const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
+pub(crate) const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -285,9 +285,10 @@ const REPLAY_MARGIN_SECS: i64 = 60;
 
 /// What identifies one signed request in the replay cache ([`crate::store::Store::first_sighting`]):
 /// the digest of what its signature covers, kept until its timestamp has left the window.
-struct ReplayKey {
-    digest: String,
-    expires_at: i64,
+pub(crate) struct ReplayKey {
+    pub(crate) digest: String,
+    /// Unix ms after which the digest may be forgotten.
+    pub(crate) expires_at: i64,
 }
 
 impl ReplayKey {
@@ -321,21 +322,36 @@ impl ReplayKey {
     }
 }
 
-/// Whether this is the first copy of a signed request. A copy sent again inside the 5-minute
-/// window, to this replica or another, is audited here (`replayed_request`) and must change
-/// nothing: the caller answers [`replayed`]. Runs inside the handler's budget, before the
-/// request's action, so a slow database gets the usual "try again" answer.
-async fn first_copy(
-    st: &HttpState,
-    key: &ReplayKey,
-    path: &str,
-) -> Result<bool, crate::store::StoreError> {
+/// Where a verified Slack command or click came from: what identifies it in the replay cache,
+/// and what a second copy of it means.
+pub(crate) struct Origin {
+    pub(crate) key: ReplayKey,
+    /// `/slack/commands`, `/slack/interactions`, or the Socket Mode envelope type (logs, audit).
+    pub(crate) path: &'static str,
+    /// HTTP: a copy of a signed request is a replay, audited (`replayed_request`). Socket Mode:
+    /// a copy is Slack delivering an unacknowledged envelope again, logged but not an attack.
+    pub(crate) copy_is_replay: bool,
+}
+
+/// Whether this is the first copy of a request. A copy, to this replica or another, must
+/// change nothing: the caller answers [`SlackAnswer::Copy`] (or Discord's 409). A replayed
+/// signed request is audited here (`replayed_request`). Runs inside the handler's budget,
+/// before the request's action, so a slow database gets the usual "try again" answer.
+async fn first_copy(st: &HttpState, origin: &Origin) -> Result<bool, crate::store::StoreError> {
+    let (key, path) = (&origin.key, origin.path);
     let store = &st.service.store;
     if store
         .first_sighting(&key.digest, key.expires_at, crate::store::now_ms())
         .await?
     {
         return Ok(true);
+    }
+    if !origin.copy_is_replay {
+        tracing::info!(
+            path,
+            "Slack delivered an envelope again; it was already handled"
+        );
+        return Ok(false);
     }
     tracing::warn!(path, "refused a replayed chat request");
     let refusal = Refusal::new("replayed_request", REPLAYED);
@@ -352,12 +368,11 @@ fn replayed() -> Response {
     (StatusCode::CONFLICT, REPLAYED).into_response()
 }
 
-fn unavailable() -> Response {
-    Json(json!({
+fn unavailable() -> serde_json::Value {
+    json!({
         "response_type": "ephemeral",
         "text": "jitbot could not record this right now (its database is not answering). Nothing was changed; please try again in a minute.",
-    }))
-    .into_response()
+    })
 }
 
 /// Checks the Slack signature over the raw body and returns the request's replay key; the error
@@ -369,10 +384,11 @@ async fn verify_slack(
     body: &[u8],
     path: &str,
 ) -> Result<ReplayKey, Response> {
-    let Some(cfg) = st.slack.as_ref() else {
+    // Not configured, or Socket Mode (commands and clicks come over the WebSocket): no route.
+    let Some(secret) = st.slack.as_ref().and_then(|cfg| cfg.signing_secret()) else {
         return Err(StatusCode::NOT_FOUND.into_response());
     };
-    match slack::verify_request(cfg.signing_secret.expose(), headers, body, now_unix()) {
+    match slack::verify_request(secret.expose(), headers, body, now_unix()) {
         Ok(()) => Ok(ReplayKey::of(
             Platform::Slack,
             "x-slack-request-timestamp",
@@ -392,6 +408,29 @@ async fn verify_slack(
     }
 }
 
+/// What a verified Slack command or click gets back, whichever way it came: over HTTP the
+/// response, over Socket Mode the envelope's acknowledgement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackAnswer {
+    /// This JSON: the 200 body, or the ack's `payload`.
+    Json(serde_json::Value),
+    /// An empty 200, or a bare ack.
+    Empty,
+    /// A copy of a request already handled, which changed nothing: 409 over HTTP.
+    Copy,
+}
+
+impl IntoResponse for SlackAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            SlackAnswer::Json(v) => Json(v).into_response(),
+            SlackAnswer::Empty => StatusCode::OK.into_response(),
+            SlackAnswer::Copy => replayed(),
+        }
+    }
+}
+
+/// `POST /slack/commands`: verify, parse, then [`answer_slack_command`].
 async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/slack/commands";
     let key = match verify_slack(&st, &headers, &body, path).await {
@@ -412,6 +451,23 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
             .await;
         }
     };
+    let origin = Origin {
+        key,
+        path,
+        copy_is_replay: true,
+    };
+    answer_slack_command(&st, &cmd, &origin)
+        .await
+        .into_response()
+}
+
+/// A verified slash command's answer (HTTP and Socket Mode): the reply to the person, within
+/// the handler's budget, or "try again" when the database does not answer in time.
+pub(crate) async fn answer_slack_command(
+    st: &HttpState,
+    cmd: &slack::SlashCommand,
+    origin: &Origin,
+) -> SlackAnswer {
     let user = ChatUser {
         platform: Platform::Slack,
         user_id: cmd.user_id.clone(),
@@ -419,27 +475,28 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
         roles: vec![],
     };
     let work = async {
-        if !first_copy(&st, &key, path).await? {
+        if !first_copy(st, origin).await? {
             return Ok(None);
         }
         st.service.command(&user, &cmd.text).await.map(Some)
     };
     match tokio::time::timeout(HANDLER_BUDGET, work).await {
-        Ok(Ok(Some(msg))) => Json(slack::ephemeral_response(&msg)).into_response(),
-        Ok(Ok(None)) => replayed(),
+        Ok(Ok(Some(msg))) => SlackAnswer::Json(slack::ephemeral_response(&msg)),
+        Ok(Ok(None)) => SlackAnswer::Copy,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "command failed");
             st.metrics.request("unavailable");
-            unavailable()
+            SlackAnswer::Json(unavailable())
         }
         Err(_) => {
             tracing::error!("command took longer than the handler budget");
             st.metrics.request("unavailable");
-            unavailable()
+            SlackAnswer::Json(unavailable())
         }
     }
 }
 
+/// `POST /slack/interactions`: verify, parse, then [`answer_slack_interaction`].
 async fn slack_interaction(
     State(st): State<HttpState>,
     headers: HeaderMap,
@@ -450,13 +507,8 @@ async fn slack_interaction(
         Ok(key) => key,
         Err(refused) => return refused,
     };
-    let click = match slack::parse_interaction(&body) {
-        Ok(Interaction::Button(c)) => c,
-        Ok(Interaction::Other { kind }) => {
-            let kind = bounded(&kind);
-            tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
-            return StatusCode::OK.into_response();
-        }
+    let interaction = match slack::parse_interaction(&body) {
+        Ok(i) => i,
         Err(e) => {
             return refuse_http(
                 &st,
@@ -469,16 +521,42 @@ async fn slack_interaction(
             .await;
         }
     };
+    let origin = Origin {
+        key,
+        path,
+        copy_is_replay: true,
+    };
+    answer_slack_interaction(&st, interaction, &origin)
+        .await
+        .into_response()
+}
+
+/// A verified interaction's answer (HTTP and Socket Mode). A jitbot button: the decision, then
+/// nothing (the card-update job edits the card) or the refusal for the clicker; anything else
+/// is acknowledged and ignored.
+pub(crate) async fn answer_slack_interaction(
+    st: &HttpState,
+    interaction: Interaction,
+    origin: &Origin,
+) -> SlackAnswer {
+    let click = match interaction {
+        Interaction::Button(c) => c,
+        Interaction::Other { kind } => {
+            let kind = bounded(&kind);
+            tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
+            return SlackAnswer::Empty;
+        }
+    };
     let user = ChatUser {
         platform: Platform::Slack,
         user_id: click.user_id.clone(),
         user_name: click.user_name.clone(),
         roles: vec![],
     };
-    let service = st.service.clone();
+    let service = &st.service;
     let outcome = tokio::time::timeout(HANDLER_BUDGET, async {
-        if !first_copy(&st, &key, path).await? {
-            return Ok(Err(replayed()));
+        if !first_copy(st, origin).await? {
+            return Ok(Err(SlackAnswer::Copy));
         }
         match service.click(&user, &click.action).await? {
             None => Ok(Ok(None)),
@@ -492,18 +570,18 @@ async fn slack_interaction(
     })
     .await;
     match outcome {
-        Ok(Ok(Err(replay))) => replay,
-        Ok(Ok(Ok(None))) => StatusCode::OK.into_response(),
-        Ok(Ok(Ok(Some(answer)))) => Json(click_response(&answer)).into_response(),
+        Ok(Ok(Err(copy))) => copy,
+        Ok(Ok(Ok(None))) => SlackAnswer::Empty,
+        Ok(Ok(Ok(Some(answer)))) => SlackAnswer::Json(click_response(&answer)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "click failed");
             st.metrics.request("unavailable");
-            click_unavailable()
+            SlackAnswer::Json(click_unavailable())
         }
         Err(_) => {
             tracing::error!("click took longer than the handler budget");
             st.metrics.request("unavailable");
-            click_unavailable()
+            SlackAnswer::Json(click_unavailable())
         }
     }
 }
@@ -545,13 +623,17 @@ async fn discord_interaction(
         )
         .await;
     }
-    let key = ReplayKey::of(
-        Platform::Discord,
-        "x-signature-timestamp",
-        discord::MAX_SKEW_SECS,
-        &headers,
-        &body,
-    );
+    let origin = Origin {
+        key: ReplayKey::of(
+            Platform::Discord,
+            "x-signature-timestamp",
+            discord::MAX_SKEW_SECS,
+            &headers,
+            &body,
+        ),
+        path,
+        copy_is_replay: true,
+    };
     let incoming = match discord::parse_interaction(&body) {
         Ok(i) => i,
         Err(e) => {
@@ -586,7 +668,7 @@ async fn discord_interaction(
             // gets a deferred response now and the answer replaces it when it is ready. `None`:
             // a replay, which changes nothing and gets no follow-up (its token is the original's).
             let mut work = tokio::spawn(async move {
-                if !first_copy(&state, &key, path).await? {
+                if !first_copy(&state, &origin).await? {
                     return Ok(None);
                 }
                 state.service.command(&user, &text).await.map(Some)
@@ -644,7 +726,7 @@ async fn discord_interaction(
         Incoming::Button { user, action, .. } => {
             let user = chat_user(&user);
             let work = async {
-                if !first_copy(&st, &key, path).await? {
+                if !first_copy(&st, &origin).await? {
                     return Ok(Err(replayed()));
                 }
                 st.service.click(&user, &action).await.map(Ok)
@@ -700,10 +782,9 @@ fn click_response(answer: &crate::chat::Message) -> serde_json::Value {
     response
 }
 
-fn click_unavailable() -> Response {
-    Json(json!({ "response_type": "ephemeral", "replace_original": false,
-        "text": reply(Tone::Danger, "", "jitbot could not record your decision (its database is not answering); nothing changed. Please click again in a minute.", false).plain_text() }))
-    .into_response()
+fn click_unavailable() -> serde_json::Value {
+    json!({ "response_type": "ephemeral", "replace_original": false,
+        "text": reply(Tone::Danger, "", "jitbot could not record your decision (its database is not answering); nothing changed. Please click again in a minute.", false).plain_text() })
 }
 
 #[cfg(test)]
