@@ -50,6 +50,8 @@ const SILENT_FOR: Duration = Duration::from_secs(30);
 const REFRESH_WITHIN: Duration = Duration::from_secs(15);
 /// How long a connection may take to send its last acknowledgements at shutdown.
 const STOP_WITHIN: Duration = Duration::from_secs(3);
+/// A connection that lived this long resets the backoff when it closes.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait between two reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long an envelope's digest stays in the replay cache (Slack redelivers for minutes).
@@ -132,9 +134,20 @@ enum LinkEvent {
 /// The client's handle on one connection.
 struct Link {
     id: u64,
+    opened: Instant,
     /// `true`: a newer connection serves; this one is served until Slack closes it (Slack may
     /// still deliver on it), at most [`REFRESH_WITHIN`].
     replaced: watch::Sender<bool>,
+}
+
+/// Waits out the next backoff step (or until shutdown), saying why.
+async fn pause(backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>, why: &str) {
+    let wait = backoff.next();
+    tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "Slack Socket Mode: not connected");
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => {}
+    }
 }
 
 /// The wait before the next reconnection attempt: 1 s, doubling to [`BACKOFF_MAX`].
@@ -162,24 +175,14 @@ impl SocketMode {
                 next_id += 1;
                 tokio::select! {
                     opened = self.open(next_id, &events_tx, &mut links) => match opened {
-                        Ok(link) => {
-                            backoff = Backoff::default();
-                            current = Some(link);
-                        }
-                        Err(e) => {
-                            let wait = backoff.next();
-                            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Slack Socket Mode: not connected");
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
-                                _ = shutdown.changed() => {}
-                            }
-                        }
+                        Ok(link) => current = Some(link),
+                        Err(e) => pause(&mut backoff, &mut shutdown, &e.to_string()).await,
                     },
                     _ = shutdown.changed() => {}
                 }
                 continue;
             };
-            let link_id = link.id;
+            let (link_id, opened) = (link.id, link.opened);
             tokio::select! {
                 event = events.recv() => match event {
                     Some((id, LinkEvent::Disconnect(reason))) if id == link_id => {
@@ -187,10 +190,16 @@ impl SocketMode {
                         current = self.refresh(current.take(), next_id, &reason, &events_tx, &mut links).await;
                     }
                     Some((id, LinkEvent::Closed)) if id == link_id => {
-                        tracing::warn!(link = id, "Slack Socket Mode: the connection closed; reconnecting");
                         current = None;
+                        // A connection that lasted was fine: reconnect at once. One that keeps
+                        // dying young is not hammered.
+                        if opened.elapsed() >= STABLE_AFTER {
+                            backoff = Backoff::default();
+                        } else {
+                            pause(&mut backoff, &mut shutdown, "the connection closed soon after it opened").await;
+                        }
                     }
-                    // A retired connection closing, or a late word from one.
+                    // A replaced connection closing, or a late word from one.
                     Some(_) => {}
                     None => return,
                 },
@@ -261,7 +270,11 @@ impl SocketMode {
             shutdown: self.shutdown.clone(),
         };
         links.spawn(self.clone().serve(id, socket, ends, events.clone()));
-        Ok(Link { id, replaced })
+        Ok(Link {
+            id,
+            opened: Instant::now(),
+            replaced,
+        })
     }
 
     /// `apps.connections.open`: a fresh single-use WebSocket URL.

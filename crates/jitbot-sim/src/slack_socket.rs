@@ -397,22 +397,7 @@ async fn serve_connection(tcp: tokio::net::TcpStream, inner: Arc<HubInner>) {
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, check_ticket).await else {
         return;
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let id = {
-        let mut st = inner.lock();
-        let id = st.connections.len() as u64 + 1;
-        let hello = json!({ "type": "hello", "num_connections": st.connections.iter().filter(|c| c.open).count() + 1,
-            "connection_info": { "app_id": APP_ID },
-            "debug_info": { "host": "applink-sim", "build_number": 1, "approximate_connection_time": 3600 } });
-        let _ = tx.send(ToConnection::Send(hello.to_string()));
-        st.connections.push(Connection {
-            id,
-            tx,
-            disconnecting: false,
-            open: true,
-        });
-        id
-    };
+    let (id, mut rx) = register(&inner);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -437,6 +422,25 @@ async fn serve_connection(tcp: tokio::net::TcpStream, inner: Arc<HubInner>) {
     if let Some(c) = inner.lock().connections.iter_mut().find(|c| c.id == id) {
         c.open = false;
     }
+}
+
+/// Adds a greeted connection (its `hello` queued first); returns its id and what to send on it.
+fn register(inner: &HubInner) -> (u64, mpsc::UnboundedReceiver<ToConnection>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut st = inner.lock();
+    let id = st.connections.len() as u64 + 1;
+    let open = st.connections.iter().filter(|c| c.open).count();
+    let hello = json!({ "type": "hello", "num_connections": open + 1,
+        "connection_info": { "app_id": APP_ID },
+        "debug_info": { "host": "applink-sim", "build_number": 1, "approximate_connection_time": 3600 } });
+    let _ = tx.send(ToConnection::Send(hello.to_string()));
+    st.connections.push(Connection {
+        id,
+        tx,
+        disconnecting: false,
+        open: true,
+    });
+    (id, rx)
 }
 
 /// Records `{"envelope_id", "payload"?}` received on connection `id`.
