@@ -171,6 +171,8 @@ impl SocketMode {
         let mut current: Option<Link> = None;
         let mut backoff = Backoff::default();
         while !*shutdown.borrow() {
+            // Forget the connections that ended.
+            while links.try_join_next().is_some() {}
             let Some(link) = current.as_ref() else {
                 next_id += 1;
                 tokio::select! {
