@@ -63,6 +63,10 @@ client_id = "client-1"
 [slack]
 api_base_url = "{slack}"
 audit_channel = "C0AUDIT"
+# A load test, not an abuse test: one person makes many requests.
+[limits]
+max_pending_per_person = 100000
+max_requests_per_hour = 100000
 [people.alice]
 slack = "{APPROVER}"
 "#

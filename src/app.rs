@@ -42,6 +42,8 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
+    /// The Slack Socket Mode client (`slack.mode = "socket"`).
+    socket: Option<JoinHandle<()>>,
     _azure: Azure,
     _simulated_arm: Option<SimulatedArm>,
 }
@@ -119,17 +121,16 @@ impl Application {
                 .with_context(|| format!("binding {}", settings.server.listen))?,
         };
         let addr = listener.local_addr()?;
-        let router = http::router(
-            HttpState {
-                service: service.clone(),
-                slack,
-                discord: discord_endpoint,
-                worker_heartbeat: heartbeat,
-                metrics,
-                trusted_proxies: Arc::new(settings.server.trusted_proxies.clone()),
-            },
-            settings.server.max_body_bytes,
-        );
+        let state = HttpState {
+            service: service.clone(),
+            slack: slack.clone(),
+            discord: discord_endpoint,
+            worker_heartbeat: heartbeat,
+            metrics,
+            trusted_proxies: Arc::new(settings.server.trusted_proxies.clone()),
+        };
+        let socket = slack_socket(&state, slack.as_deref(), rx.clone())?;
+        let router = http::router(state, settings.server.max_body_bytes);
         let server = tokio::spawn(crate::server::serve(
             listener,
             router,
@@ -144,6 +145,7 @@ impl Application {
             shutdown,
             server,
             worker,
+            socket,
             _azure: azure,
             _simulated_arm: simulated_arm,
         })
@@ -152,8 +154,13 @@ impl Application {
     /// Graceful stop: no new requests, running jobs finish (or keep their lease), then return.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        // The server and the worker wind down side by side.
-        let _ = tokio::join!(self.server, self.worker);
+        // The server, the worker and the Socket Mode client wind down side by side.
+        let socket = async {
+            if let Some(s) = self.socket {
+                let _ = s.await;
+            }
+        };
+        let _ = tokio::join!(self.server, self.worker, socket);
         self.store.close().await;
     }
 
@@ -161,6 +168,10 @@ impl Application {
     pub async fn crash(self) {
         self.server.abort();
         self.worker.abort();
+        if let Some(s) = self.socket {
+            s.abort();
+            let _ = s.await;
+        }
         let _ = self.server.await;
         let _ = self.worker.await;
         self.store.close().await;
@@ -271,6 +282,26 @@ fn chat_clients(settings: &Settings) -> anyhow::Result<ChatClients> {
         slack,
         discord,
     })
+}
+
+/// In Socket Mode, starts the client that receives Slack's commands and clicks over the
+/// WebSocket (answered by the same code as the HTTP routes, which are then off).
+fn slack_socket(
+    state: &HttpState,
+    slack: Option<&crate::config::SlackSettings>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some((slack, app_token)) = slack.and_then(|s| s.app_token().map(|t| (s, t))) else {
+        return Ok(None);
+    };
+    let handle = crate::slack_socket::spawn(
+        state.clone(),
+        &slack.api_base_url,
+        app_token.clone(),
+        shutdown,
+    )
+    .context("starting Slack Socket Mode")?;
+    Ok(Some(handle))
 }
 
 /// The audit trail records every start, with the version and whether Azure is simulated.

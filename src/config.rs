@@ -292,6 +292,22 @@ pub struct SlackFile {
     /// How often the members of the Slack user groups named in the policy (`slack-group:<id>`)
     /// are fetched (`usergroups.users.list`). Default 60s.
     pub group_refresh: Option<String>,
+    /// How Slack's commands and clicks reach jitbot: `http` (Slack posts to `/slack/*`, signed
+    /// with `SLACK_SIGNING_SECRET`) or `socket` (jitbot opens a WebSocket with
+    /// `SLACK_APP_TOKEN`; no public endpoint). Default `http`.
+    #[serde(default)]
+    pub mode: SlackMode,
+}
+
+/// `slack.mode`: where Slack's commands and clicks arrive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlackMode {
+    /// Slack posts to `/slack/commands` and `/slack/interactions` (a public HTTPS endpoint).
+    #[default]
+    Http,
+    /// Socket Mode: jitbot connects out to Slack (`apps.connections.open`).
+    Socket,
 }
 
 fn default_slack_api() -> String {
@@ -335,13 +351,95 @@ pub fn secret(name: &str) -> Result<Option<Secret>, String> {
     Ok(None)
 }
 
+/// Secret `name` through `secrets`; its absence (or an unreadable file) is an error in `errors`.
+fn needed_secret(
+    secrets: &impl Fn(&str) -> Result<Option<Secret>, String>,
+    name: &str,
+    errors: &mut Vec<String>,
+) -> Option<Secret> {
+    match secrets(name) {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            errors.push(format!(
+                "secret {name} is not set (set {name} or {name}_FILE)"
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
 /// Slack, resolved with its secrets.
 #[derive(Debug, Clone)]
 pub struct SlackSettings {
     pub api_base_url: String,
     pub audit_channel: Option<String>,
-    pub signing_secret: Secret,
+    /// How commands and clicks arrive, with the secret that authenticates them.
+    pub inbound: SlackInbound,
+    /// For Web API calls (cards, direct messages), whatever the inbound transport.
     pub bot_token: Secret,
+}
+
+/// How Slack's commands and clicks reach jitbot, with the secret that proves they are Slack's.
+#[derive(Debug, Clone)]
+pub enum SlackInbound {
+    /// Signed HTTP requests to `/slack/*`, checked with `SLACK_SIGNING_SECRET`.
+    Http { signing_secret: Secret },
+    /// Socket Mode: the WebSocket jitbot opens with `SLACK_APP_TOKEN` (`xapp-…`) is the
+    /// authentication; its envelopes carry no signature.
+    Socket { app_token: Secret },
+}
+
+impl SlackSettings {
+    /// The signing secret when Slack posts to the HTTP endpoints; `None` in Socket Mode (the
+    /// `/slack/*` routes are then off).
+    pub fn signing_secret(&self) -> Option<&Secret> {
+        match &self.inbound {
+            SlackInbound::Http { signing_secret } => Some(signing_secret),
+            SlackInbound::Socket { .. } => None,
+        }
+    }
+
+    /// The app-level token in Socket Mode.
+    pub fn app_token(&self) -> Option<&Secret> {
+        match &self.inbound {
+            SlackInbound::Socket { app_token } => Some(app_token),
+            SlackInbound::Http { .. } => None,
+        }
+    }
+
+    /// Resolves `[slack]` with its secrets; every problem goes to `errors`. The secrets are
+    /// never quoted.
+    fn resolve(
+        file: &SlackFile,
+        secrets: &impl Fn(&str) -> Result<Option<Secret>, String>,
+        errors: &mut Vec<String>,
+    ) -> Option<SlackSettings> {
+        let mut need = |name: &str| needed_secret(secrets, name, errors);
+        let inbound = match file.mode {
+            SlackMode::Http => need("SLACK_SIGNING_SECRET")
+                .map(|signing_secret| SlackInbound::Http { signing_secret }),
+            SlackMode::Socket => {
+                need("SLACK_APP_TOKEN").map(|app_token| SlackInbound::Socket { app_token })
+            }
+        };
+        let bot_token = need("SLACK_BOT_TOKEN");
+        if let Some(SlackInbound::Socket { app_token }) = &inbound
+            && !app_token.expose().starts_with("xapp-")
+        {
+            errors.push("SLACK_APP_TOKEN: slack.mode = \"socket\" needs an app-level token (xapp-…: Basic Information → App-Level Tokens, scope connections:write); this one does not start with xapp-".into());
+            return None;
+        }
+        Some(SlackSettings {
+            api_base_url: file.api_base_url.clone(),
+            audit_channel: file.audit_channel.clone(),
+            inbound: inbound?,
+            bot_token: bot_token?,
+        })
+    }
 }
 
 /// Everything jitbot runs with, resolved and checked.
@@ -416,37 +514,11 @@ impl Settings {
                 errors.push(format!("discord.application_id: `{}` is not a Discord id (digits only; Developer Portal → General Information → Application ID)", d.application_id));
             }
         }
-        let mut need = |name: &str| -> Option<Secret> {
-            match secrets(name) {
-                Ok(Some(s)) => Some(s),
-                Ok(None) => {
-                    errors.push(format!(
-                        "secret {name} is not set (set {name} or {name}_FILE)"
-                    ));
-                    None
-                }
-                Err(e) => {
-                    errors.push(e);
-                    None
-                }
-            }
-        };
-        let slack = match &file.slack {
-            Some(s) => {
-                let signing_secret = need("SLACK_SIGNING_SECRET");
-                let bot_token = need("SLACK_BOT_TOKEN");
-                match (signing_secret, bot_token) {
-                    (Some(signing_secret), Some(bot_token)) => Some(SlackSettings {
-                        api_base_url: s.api_base_url.clone(),
-                        audit_channel: s.audit_channel.clone(),
-                        signing_secret,
-                        bot_token,
-                    }),
-                    _ => None,
-                }
-            }
-            None => None,
-        };
+        let slack = file
+            .slack
+            .as_ref()
+            .and_then(|s| SlackSettings::resolve(s, &secrets, &mut errors));
+        let mut need = |name: &str| needed_secret(&secrets, name, &mut errors);
         let discord = match (&file.discord, discord_key) {
             (Some(d), Some(public_key)) => {
                 need("DISCORD_BOT_TOKEN").map(|bot_token| DiscordSettings {
@@ -890,6 +962,47 @@ ops = ["alice"]
                 ]
             );
         }
+    }
+
+    #[test]
+    fn socket_mode_needs_an_app_token_and_no_signing_secret() {
+        let policy = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]";
+        let text = target(policy).replace("[slack]\n", "[slack]\nmode = \"socket\"\n");
+        let resolve = |app_token: Option<&'static str>| {
+            let file: ConfigFile = toml::from_str(&text).expect("valid TOML");
+            Settings::resolve(file, move |name| {
+                Ok(match name {
+                    "SLACK_APP_TOKEN" => app_token.map(Secret::new),
+                    "SLACK_BOT_TOKEN" => Some(Secret::new("xoxb-1")),
+                    _ => None,
+                })
+            })
+        };
+        let settings = resolve(Some("xapp-1-A1-secret")).expect("no signing secret needed");
+        let slack = settings.slack.expect("slack");
+        assert!(slack.signing_secret().is_none());
+        assert_eq!(
+            slack.app_token().map(Secret::expose),
+            Some("xapp-1-A1-secret")
+        );
+        let missing = resolve(None).unwrap_err().join(" ");
+        assert!(
+            missing.contains("secret SLACK_APP_TOKEN is not set"),
+            "{missing}"
+        );
+        let bot = resolve(Some("xoxb-not-an-app-token"))
+            .unwrap_err()
+            .join(" ");
+        assert!(bot.contains("needs an app-level token (xapp-"), "{bot}");
+        assert!(
+            !bot.contains("xoxb-not"),
+            "the token is never quoted: {bot}"
+        );
+        // Over HTTP the signing secret is what is needed, as before.
+        let http = check(&target(policy));
+        assert!(http.is_empty(), "{http:?}");
+        let unknown = text.replace("mode = \"socket\"", "mode = \"websocket\"");
+        assert!(toml::from_str::<ConfigFile>(&unknown).is_err());
     }
 
     #[test]

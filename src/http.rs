@@ -36,7 +36,7 @@ use std::time::Duration;
 mod step_up;
 
 /// How long a handler may take before it answers "try again" (Slack gives up at 3 s).
-const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
+pub(crate) const HANDLER_BUDGET: Duration = Duration::from_millis(2500);
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -293,8 +293,9 @@ const REPLAY_MARGIN_SECS: i64 = 60;
 /// What identifies one signed request in the replay cache ([`crate::store::Store::first_sighting`]):
 /// the digest of what its signature covers, kept until its timestamp has left the window.
 pub(crate) struct ReplayKey {
-    digest: String,
-    expires_at: i64,
+    pub(crate) digest: String,
+    /// Unix ms after which the digest may be forgotten.
+    pub(crate) expires_at: i64,
 }
 
 impl ReplayKey {
@@ -328,21 +329,36 @@ impl ReplayKey {
     }
 }
 
-/// Whether this is the first copy of a signed request. A copy sent again inside the 5-minute
-/// window, to this replica or another, is audited here (`replayed_request`) and must change
-/// nothing: the caller answers [`replayed`]. Runs inside the handler's budget, before the
-/// request's action, so a slow database gets the usual "try again" answer.
-async fn first_copy(
-    st: &HttpState,
-    key: &ReplayKey,
-    path: &str,
-) -> Result<bool, crate::store::StoreError> {
+/// Where a verified Slack command or click came from: what identifies it in the replay cache,
+/// and what a second copy of it means.
+pub(crate) struct Origin {
+    pub(crate) key: ReplayKey,
+    /// `/slack/commands`, `/slack/interactions`, or the Socket Mode envelope type (logs, audit).
+    pub(crate) path: &'static str,
+    /// HTTP: a copy of a signed request is a replay, audited (`replayed_request`). Socket Mode:
+    /// a copy is Slack delivering an unacknowledged envelope again, logged but not an attack.
+    pub(crate) copy_is_replay: bool,
+}
+
+/// Whether this is the first copy of a request. A copy, to this replica or another, must
+/// change nothing: the caller answers [`SlackAnswer::Copy`] (or Discord's 409). A replayed
+/// signed request is audited here (`replayed_request`). Runs inside the handler's budget,
+/// before the request's action, so a slow database gets the usual "try again" answer.
+async fn first_copy(st: &HttpState, origin: &Origin) -> Result<bool, crate::store::StoreError> {
+    let (key, path) = (&origin.key, origin.path);
     let store = &st.service.store;
     if store
         .first_sighting(&key.digest, key.expires_at, crate::store::now_ms())
         .await?
     {
         return Ok(true);
+    }
+    if !origin.copy_is_replay {
+        tracing::info!(
+            path,
+            "Slack delivered an envelope again; it was already handled"
+        );
+        return Ok(false);
     }
     tracing::warn!(path, "refused a replayed chat request");
     let refusal = Refusal::new("replayed_request", REPLAYED);
@@ -359,12 +375,11 @@ fn replayed() -> Response {
     (StatusCode::CONFLICT, REPLAYED).into_response()
 }
 
-fn unavailable() -> Response {
-    Json(json!({
+fn unavailable() -> serde_json::Value {
+    json!({
         "response_type": "ephemeral",
         "text": "jitbot could not record this right now (its database is not answering). Nothing was changed; please try again in a minute.",
-    }))
-    .into_response()
+    })
 }
 
 /// Checks the Slack signature over the raw body and returns the request's replay key; the error
@@ -376,10 +391,11 @@ async fn verify_slack(
     body: &[u8],
     path: &str,
 ) -> Result<ReplayKey, Response> {
-    let Some(cfg) = st.slack.as_ref() else {
+    // Not configured, or Socket Mode (commands and clicks come over the WebSocket): no route.
+    let Some(secret) = st.slack.as_ref().and_then(|cfg| cfg.signing_secret()) else {
         return Err(StatusCode::NOT_FOUND.into_response());
     };
-    match slack::verify_request(cfg.signing_secret.expose(), headers, body, now_unix()) {
+    match slack::verify_request(secret.expose(), headers, body, now_unix()) {
         Ok(()) => Ok(ReplayKey::of(
             Platform::Slack,
             "x-slack-request-timestamp",
@@ -399,6 +415,29 @@ async fn verify_slack(
     }
 }
 
+/// What a verified Slack command or click gets back, whichever way it came: over HTTP the
+/// response, over Socket Mode the envelope's acknowledgement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackAnswer {
+    /// This JSON: the 200 body, or the ack's `payload`.
+    Json(serde_json::Value),
+    /// An empty 200, or a bare ack.
+    Empty,
+    /// A copy of a request already handled, which changed nothing: 409 over HTTP.
+    Copy,
+}
+
+impl IntoResponse for SlackAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            SlackAnswer::Json(v) => Json(v).into_response(),
+            SlackAnswer::Empty => StatusCode::OK.into_response(),
+            SlackAnswer::Copy => replayed(),
+        }
+    }
+}
+
+/// `POST /slack/commands`: verify, parse, then [`answer_slack_command`].
 async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/slack/commands";
     let key = match verify_slack(&st, &headers, &body, path).await {
@@ -419,6 +458,23 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
             .await;
         }
     };
+    let origin = Origin {
+        key,
+        path,
+        copy_is_replay: true,
+    };
+    answer_slack_command(&st, &cmd, &origin)
+        .await
+        .into_response()
+}
+
+/// A verified slash command's answer (HTTP and Socket Mode): the reply to the person, within
+/// the handler's budget, or "try again" when the database does not answer in time.
+pub(crate) async fn answer_slack_command(
+    st: &HttpState,
+    cmd: &slack::SlashCommand,
+    origin: &Origin,
+) -> SlackAnswer {
     let user = ChatUser {
         platform: Platform::Slack,
         user_id: cmd.user_id.clone(),
@@ -427,30 +483,31 @@ async fn slack_command(State(st): State<HttpState>, headers: HeaderMap, body: By
     };
     // `/jit` alone opens the request form (Slack gives every invocation a trigger).
     if cmd.text.trim().is_empty() && !cmd.trigger_id.is_empty() {
-        return forms::slack_open_request_form(&st, Some(&key), &user, &cmd.trigger_id).await;
+        return forms::slack_open_request_form(st, origin, &user, &cmd.trigger_id).await;
     }
     let work = async {
-        if !first_copy(&st, &key, path).await? {
+        if !first_copy(st, origin).await? {
             return Ok(None);
         }
         st.service.command(&user, &cmd.text).await.map(Some)
     };
     match tokio::time::timeout(HANDLER_BUDGET, work).await {
-        Ok(Ok(Some(msg))) => Json(slack::ephemeral_response(&msg)).into_response(),
-        Ok(Ok(None)) => replayed(),
+        Ok(Ok(Some(msg))) => SlackAnswer::Json(slack::ephemeral_response(&msg)),
+        Ok(Ok(None)) => SlackAnswer::Copy,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "command failed");
             st.metrics.request("unavailable");
-            unavailable()
+            SlackAnswer::Json(unavailable())
         }
         Err(_) => {
             tracing::error!("command took longer than the handler budget");
             st.metrics.request("unavailable");
-            unavailable()
+            SlackAnswer::Json(unavailable())
         }
     }
 }
 
+/// `POST /slack/interactions`: verify, parse, then [`answer_slack_interaction`].
 async fn slack_interaction(
     State(st): State<HttpState>,
     headers: HeaderMap,
@@ -461,8 +518,8 @@ async fn slack_interaction(
         Ok(key) => key,
         Err(refused) => return refused,
     };
-    match slack::parse_interaction(&body) {
-        Ok(interaction) => slack_interaction_verified(&st, Some(&key), interaction).await,
+    let interaction = match slack::parse_interaction(&body) {
+        Ok(i) => i,
         Err(e) => {
             return refuse_http(
                 &st,
@@ -474,51 +531,52 @@ async fn slack_interaction(
             )
             .await;
         }
-    }
+    };
+    let origin = Origin {
+        key,
+        path,
+        copy_is_replay: true,
+    };
+    answer_slack_interaction(&st, interaction, &origin)
+        .await
+        .into_response()
 }
 
-/// What a verified Slack interaction answers: a button click, a form opened, changed or
-/// submitted. `key`: the signed request's replay key (`None` where nothing is signed, such as
-/// Socket Mode, whose envelopes the socket verified).
-pub(crate) async fn slack_interaction_verified(
+/// A verified interaction's answer (HTTP and Socket Mode): a button click, a form opened,
+/// changed or submitted; anything else is acknowledged and ignored.
+pub(crate) async fn answer_slack_interaction(
     st: &HttpState,
-    key: Option<&ReplayKey>,
     interaction: Interaction,
-) -> Response {
+    origin: &Origin,
+) -> SlackAnswer {
     match interaction {
         Interaction::Button(c) if c.action.kind == ButtonKind::DenyWithReason => {
-            forms::slack_deny_button(st, key, &c).await
+            forms::slack_deny_button(st, origin, &c).await
         }
-        Interaction::Button(c) => slack_click(st, key, c).await,
-        Interaction::FormChanged(change) => forms::slack_form_changed(st, key, &change).await,
-        Interaction::FormSubmitted(s) => forms::slack_form_submitted(st, key, &s).await,
+        Interaction::Button(c) => slack_click(st, origin, c).await,
+        Interaction::FormChanged(change) => forms::slack_form_changed(st, origin, &change).await,
+        Interaction::FormSubmitted(s) => forms::slack_form_submitted(st, origin, &s).await,
         Interaction::Other { kind } => {
             let kind = bounded(&kind);
             tracing::debug!(%kind, "ignoring an interaction that is not a jitbot button");
-            StatusCode::OK.into_response()
+            SlackAnswer::Empty
         }
     }
 }
 
-/// An Approve, Deny, Extend or I'm-done click on Slack.
-async fn slack_click(
-    st: &HttpState,
-    key: Option<&ReplayKey>,
-    click: slack::ButtonClick,
-) -> Response {
-    let path = "/slack/interactions";
+/// An Approve, Deny, Extend or I'm-done click on Slack: the decision, then nothing (the
+/// card-update job edits the card) or the answer for the clicker.
+async fn slack_click(st: &HttpState, origin: &Origin, click: slack::ButtonClick) -> SlackAnswer {
     let user = ChatUser {
         platform: Platform::Slack,
         user_id: click.user_id.clone(),
         user_name: click.user_name.clone(),
         roles: vec![],
     };
-    let service = st.service.clone();
+    let service = &st.service;
     let outcome = tokio::time::timeout(HANDLER_BUDGET, async {
-        if let Some(key) = key
-            && !first_copy(st, key, path).await?
-        {
-            return Ok(Err(replayed()));
+        if !first_copy(st, origin).await? {
+            return Ok(Err(SlackAnswer::Copy));
         }
         match service.click_outcome(&user, &click.action).await? {
             ClickOutcome::Recorded => Ok(Ok(None)),
@@ -534,18 +592,18 @@ async fn slack_click(
     })
     .await;
     match outcome {
-        Ok(Ok(Err(replay))) => replay,
-        Ok(Ok(Ok(None))) => StatusCode::OK.into_response(),
-        Ok(Ok(Ok(Some(answer)))) => Json(click_response(&answer)).into_response(),
+        Ok(Ok(Err(copy))) => copy,
+        Ok(Ok(Ok(None))) => SlackAnswer::Empty,
+        Ok(Ok(Ok(Some(answer)))) => SlackAnswer::Json(click_response(&answer)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "click failed");
             st.metrics.request("unavailable");
-            click_unavailable()
+            SlackAnswer::Json(click_unavailable())
         }
         Err(_) => {
             tracing::error!("click took longer than the handler budget");
             st.metrics.request("unavailable");
-            click_unavailable()
+            SlackAnswer::Json(click_unavailable())
         }
     }
 }
@@ -587,13 +645,17 @@ async fn discord_interaction(
         )
         .await;
     }
-    let key = ReplayKey::of(
-        Platform::Discord,
-        "x-signature-timestamp",
-        discord::MAX_SKEW_SECS,
-        &headers,
-        &body,
-    );
+    let origin = Origin {
+        key: ReplayKey::of(
+            Platform::Discord,
+            "x-signature-timestamp",
+            discord::MAX_SKEW_SECS,
+            &headers,
+            &body,
+        ),
+        path,
+        copy_is_replay: true,
+    };
     let incoming = match discord::parse_interaction(&body) {
         Ok(i) => i,
         Err(e) => {
@@ -628,7 +690,7 @@ async fn discord_interaction(
             // gets a deferred response now and the answer replaces it when it is ready. `None`:
             // a replay, which changes nothing and gets no follow-up (its token is the original's).
             let mut work = tokio::spawn(async move {
-                if !first_copy(&state, &key, path).await? {
+                if !first_copy(&state, &origin).await? {
                     return Ok(None);
                 }
                 state.service.command(&user, &text).await.map(Some)
@@ -684,21 +746,22 @@ async fn discord_interaction(
             Json(discord::autocomplete(&choices)).into_response()
         }
         Incoming::Button { user, action, .. } if action.kind == ButtonKind::DenyWithReason => {
-            forms::discord_deny_button(&st, &key, &chat_user(&user), &action).await
+            forms::discord_deny_button(&st, &origin, &chat_user(&user), &action).await
         }
         Incoming::FormCommand { user, target } => {
-            forms::discord_open_request_form(&st, &key, &chat_user(&user), target.as_deref()).await
+            forms::discord_open_request_form(&st, &origin, &chat_user(&user), target.as_deref())
+                .await
         }
         Incoming::FormPick { user, target } => {
-            forms::discord_open_request_form(&st, &key, &chat_user(&user), Some(&target)).await
+            forms::discord_open_request_form(&st, &origin, &chat_user(&user), Some(&target)).await
         }
         Incoming::FormSubmit { user, kind, values } => {
-            forms::discord_form_submitted(&st, &key, &chat_user(&user), &kind, &values).await
+            forms::discord_form_submitted(&st, &origin, &chat_user(&user), &kind, &values).await
         }
         Incoming::Button { user, action, .. } => {
             let user = chat_user(&user);
             let work = async {
-                if !first_copy(&st, &key, path).await? {
+                if !first_copy(&st, &origin).await? {
                     return Ok(Err(replayed()));
                 }
                 st.service.click(&user, &action).await.map(Ok)
@@ -755,10 +818,9 @@ fn click_response(answer: &crate::chat::Message) -> serde_json::Value {
     response
 }
 
-fn click_unavailable() -> Response {
-    Json(json!({ "response_type": "ephemeral", "replace_original": false,
-        "text": reply(Tone::Danger, "", "jitbot could not record your decision (its database is not answering); nothing changed. Please click again in a minute.", false).plain_text() }))
-    .into_response()
+fn click_unavailable() -> serde_json::Value {
+    json!({ "response_type": "ephemeral", "replace_original": false,
+        "text": reply(Tone::Danger, "", "jitbot could not record your decision (its database is not answering); nothing changed. Please click again in a minute.", false).plain_text() })
 }
 
 #[cfg(test)]

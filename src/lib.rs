@@ -31,6 +31,7 @@ pub mod scan;
 pub mod server;
 pub mod service;
 pub mod siem;
+pub mod slack_socket;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

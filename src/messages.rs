@@ -374,6 +374,17 @@ pub fn changed_meanwhile(id: &str, simulated: bool) -> Message {
     )
 }
 
+/// The answer to a slash command Slack delivered again over Socket Mode after another jitbot
+/// process (or an earlier connection) already handled it: it counted once.
+pub fn delivered_again(simulated: bool) -> Message {
+    reply(
+        Tone::Info,
+        "",
+        "jitbot had already received this command (Slack sent it again after a reconnect); it counts once. `/jit list` shows your requests.",
+        simulated,
+    )
+}
+
 /// The answer when `/jit extend` cannot go ahead, with the reason.
 pub fn cannot_extend(why: String, simulated: bool) -> Message {
     reply(Tone::Warning, "Cannot extend", why, simulated)

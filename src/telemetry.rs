@@ -9,8 +9,13 @@ pub fn init(format: LogFormat) {
 
 /// Like [`init`], with another default filter when `RUST_LOG` is unset.
 pub fn init_with_default(format: LogFormat, default_filter: &str) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // tungstenite traces the whole handshake request, whose URL holds Socket Mode's one-time
+    // connection ticket (a credential): never below debug, whatever RUST_LOG says.
+    if let Ok(cap) = "tungstenite::handshake=debug".parse() {
+        filter = filter.add_directive(cap);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

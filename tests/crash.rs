@@ -38,6 +38,8 @@ use tokio::process::{Child, Command};
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const BOT_TOKEN: &str = "xoxb-crash-token";
+/// The app-level token of Socket Mode (used only by configs with `mode = "socket"`).
+const APP_TOKEN: &str = "xapp-1-A0CRASH-1-crash-app-token";
 const NSG: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
 const APPROVALS: &str = "C0APPROVALS";
 const AUDIT: &str = "C0AUDIT";
@@ -244,6 +246,7 @@ impl World {
         cmd.env("PATH", path)
             .env("SLACK_SIGNING_SECRET", SECRET)
             .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_APP_TOKEN", APP_TOKEN)
             .env("RUST_LOG", self.log_level)
             .env_remove("JITBOT_CRASH_AT")
             .env_remove("JITBOT_DATABASE_URL")
@@ -1481,4 +1484,91 @@ async fn no_secret_or_token_reaches_a_log_line_a_message_or_the_audit_trail() {
             "a chat message shows a secret"
         );
     }
+}
+
+/// The real binary in Socket Mode at `RUST_LOG=trace`: a command and a click over the WebSocket
+/// open the grant, SIGTERM closes the connection within the shutdown budget, and neither the app
+/// token nor the connection's one-time URL reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_serves_stops_gracefully_and_never_logs_the_app_token() {
+    jitbot::install_crypto();
+    let mut w = World::new("5s", None).await;
+    w.log_level = "trace";
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(
+        &w.config,
+        text.replacen("[slack]\n", "[slack]\nmode = \"socket\"\n", 1),
+    )
+    .unwrap();
+    let socket = w.slack.socket().clone();
+    socket.set_app_token(APP_TOKEN);
+    w.start(None).await;
+    socket
+        .wait_connected(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let command = slack_user::slash_command_payload(STEVE, "steve", "C0OPS", "web1 22 1h");
+    let envelope = socket.push("slash_commands", command);
+    let ack = socket
+        .wait_ack(&envelope, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(ack.latency < Duration::from_secs(3), "{:?}", ack.latency);
+    let answer = ack.payload.expect("the answer rides on the ack")["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = answer
+        .split('`')
+        .find(|w| w.starts_with("req_"))
+        .unwrap_or_else(|| panic!("no request id in {answer}"))
+        .to_string();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            w.card_ts(&id).is_some()
+        })
+        .await,
+        "no card"
+    );
+    let ts = w.card_ts(&id).unwrap();
+    let click =
+        slack_user::block_action_payload(ALICE, "alice", APPROVALS, &ts, "jit_approve", &id);
+    let envelope = socket.push("interactive", click);
+    socket
+        .wait_ack(&envelope, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            w.arm.rule(NSG, &format!("jitbot-{id}")).is_some()
+        })
+        .await,
+        "never opened"
+    );
+
+    let stopped = w.terminate().await;
+    println!("METRIC socket_mode_sigterm_exit_ms={}", stopped.as_millis());
+    assert!(
+        stopped < Duration::from_secs(10),
+        "took {stopped:?} to stop"
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || async {
+            socket.live_connections() == 0
+        })
+        .await,
+        "the connection was closed"
+    );
+    let log = std::fs::read_to_string(w.dir.join("jitbot.log")).unwrap();
+    assert!(
+        log.contains("Socket Mode: connected"),
+        "the connection is logged"
+    );
+    assert!(!log.contains(APP_TOKEN), "the log shows the app token");
+    let leaks: Vec<&str> = log.lines().filter(|l| l.contains("ticket=")).collect();
+    assert!(
+        leaks.is_empty(),
+        "the log shows the one-time connection URL: {leaks:#?}"
+    );
 }

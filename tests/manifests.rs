@@ -210,3 +210,37 @@ fn the_sweeper_runs_every_five_minutes_everywhere() {
         "{unit}"
     );
 }
+
+/// A Slack manifest's lines with their comments and trailing blanks cut (no YAML parser here).
+fn yaml_lines(path: &str) -> Vec<String> {
+    read(path)
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(l).trim_end().to_string())
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect()
+}
+
+#[test]
+fn the_socket_mode_slack_manifest_is_the_http_one_without_request_urls() {
+    let http = yaml_lines("manifests/slack-app.yaml");
+    let socket = yaml_lines("manifests/slack-app-socket.yaml");
+    let has = |lines: &[String], needle: &str| lines.iter().any(|l| l.trim() == needle);
+    assert!(has(&http, "socket_mode_enabled: false"));
+    assert!(has(&socket, "socket_mode_enabled: true"));
+    assert!(http.iter().any(|l| l.trim().starts_with("url: https://")));
+    assert!(
+        http.iter()
+            .any(|l| l.trim().starts_with("request_url: https://"))
+    );
+    // Over Socket Mode Slack calls nothing: no URL anywhere.
+    assert!(!socket.iter().any(|l| l.contains("url:")), "{socket:?}");
+    // Otherwise the same app: same command, scopes and settings.
+    let without_urls = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| !l.contains("url:") && !l.contains("socket_mode_enabled"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(without_urls(&http), without_urls(&socket));
+}

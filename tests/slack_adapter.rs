@@ -1236,3 +1236,48 @@ async fn group_members_come_from_usergroups_users_list_and_errors_are_classified
         Err(ChatError::RateLimited { .. })
     ));
 }
+
+/// Socket Mode delivers the same command and click as JSON payloads: they parse to exactly what
+/// the HTTP form bodies parse to, and a payload that is not an object is refused.
+#[test]
+fn socket_mode_payloads_parse_like_the_http_bodies() {
+    use jitbot_sim::slack_user;
+    let payload = slack_user::slash_command_payload("U1", "ann", "C1", "web1 22 1h from me");
+    let form = serde_urlencoded::to_string(
+        payload
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let over_socket = jitbot::chat::slack::slash_command_from_json(&payload).unwrap();
+    assert_eq!(
+        over_socket,
+        jitbot::chat::slack::parse_slash_command(form.as_bytes()).unwrap()
+    );
+    assert_eq!(over_socket.text, "web1 22 1h from me");
+
+    let click = slack_user::block_action_payload(
+        "U2",
+        "bob",
+        "C1",
+        "1700000100.000200",
+        "jit_approve",
+        "req_1:2",
+    );
+    let form = serde_urlencoded::to_string([("payload", click.to_string())]).unwrap();
+    let over_socket = jitbot::chat::slack::interaction_from_json(&click).unwrap();
+    assert_eq!(
+        over_socket,
+        jitbot::chat::slack::parse_interaction(form.as_bytes()).unwrap()
+    );
+    assert!(
+        matches!(over_socket, jitbot::chat::slack::Interaction::Button(ref c) if c.action.round == 2)
+    );
+
+    assert!(jitbot::chat::slack::slash_command_from_json(&json!("text")).is_err());
+    assert!(jitbot::chat::slack::slash_command_from_json(&json!({ "command": "/jit" })).is_err());
+    assert!(jitbot::chat::slack::interaction_from_json(&json!([])).is_err());
+}

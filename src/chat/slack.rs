@@ -181,6 +181,9 @@ pub enum ParseError {
     /// The payload is JSON but lacks something a block_actions click must carry.
     #[error("block_actions payload lacks `{0}`")]
     MissingPayloadField(&'static str),
+    /// A Socket Mode envelope's `payload` is not a JSON object.
+    #[error("the envelope's `payload` is not a JSON object")]
+    NotAnObject,
 }
 
 /// A slash command invocation (`/jit web1 22 1h`), as Slack posts it.
@@ -205,13 +208,26 @@ pub struct SlashCommand {
 /// (`token`, `api_app_id`, …) are ignored; `user_id` and `command` are required.
 pub fn parse_slash_command(body: &[u8]) -> Result<SlashCommand, ParseError> {
     let pairs = decode_form(body)?;
-    let get = |name: &str| -> String {
+    slash_command_from(|name| {
         pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
-    };
+    })
+}
+
+/// A slash command as Socket Mode delivers it: the `payload` of a `slash_commands` envelope,
+/// an object holding the form's fields as strings. Same rules as [`parse_slash_command`].
+pub fn slash_command_from_json(payload: &Value) -> Result<SlashCommand, ParseError> {
+    if !payload.is_object() {
+        return Err(ParseError::NotAnObject);
+    }
+    slash_command_from(|name| str_at(payload, &[name]).unwrap_or_default().to_string())
+}
+
+/// Builds the command from its fields (`get` answers "" for an absent one).
+fn slash_command_from(get: impl Fn(&str) -> String) -> Result<SlashCommand, ParseError> {
     let required = |name: &'static str| -> Result<String, ParseError> {
         let v = get(name);
         if v.trim().is_empty() {
@@ -274,17 +290,23 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, ParseError> {
         .map(|(_, v)| v)
         .ok_or(ParseError::MissingField("payload"))?;
     let p: Value = serde_json::from_str(&payload)?;
+    interaction_from_json(&p)
+}
+
+/// An interaction as Socket Mode delivers it: the `payload` of an `interactive` envelope, the
+/// same JSON the HTTP form's `payload` field holds. Same rules as [`parse_interaction`].
+pub fn interaction_from_json(p: &Value) -> Result<Interaction, ParseError> {
     let kind = p
         .get("type")
         .and_then(Value::as_str)
         .ok_or(ParseError::MissingPayloadField("type"))?;
     if kind == "view_submission"
-        && let Some(s) = form::parse_submission(&p)?
+        && let Some(s) = form::parse_submission(p)?
     {
         return Ok(Interaction::FormSubmitted(s));
     }
     if kind == "block_actions"
-        && let Some(c) = form::parse_change(&p)?
+        && let Some(c) = form::parse_change(p)?
     {
         return Ok(Interaction::FormChanged(c));
     }
@@ -307,25 +329,25 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, ParseError> {
         });
     };
 
-    let user_id = str_at(&p, &["user", "id"])
+    let user_id = str_at(p, &["user", "id"])
         .filter(|s| !s.is_empty())
         .ok_or(ParseError::MissingPayloadField("user.id"))?;
-    let user_name = str_at(&p, &["user", "username"])
-        .or_else(|| str_at(&p, &["user", "name"]))
+    let user_name = str_at(p, &["user", "username"])
+        .or_else(|| str_at(p, &["user", "name"]))
         .unwrap_or_default();
-    let team_id = str_at(&p, &["team", "id"])
-        .or_else(|| str_at(&p, &["user", "team_id"]))
+    let team_id = str_at(p, &["team", "id"])
+        .or_else(|| str_at(p, &["user", "team_id"]))
         .unwrap_or_default();
-    let channel_id = str_at(&p, &["container", "channel_id"])
-        .or_else(|| str_at(&p, &["channel", "id"]))
+    let channel_id = str_at(p, &["container", "channel_id"])
+        .or_else(|| str_at(p, &["channel", "id"]))
         .filter(|s| !s.is_empty())
         .ok_or(ParseError::MissingPayloadField("container.channel_id"))?;
-    let message_ts = str_at(&p, &["container", "message_ts"])
-        .or_else(|| str_at(&p, &["message", "ts"]))
+    let message_ts = str_at(p, &["container", "message_ts"])
+        .or_else(|| str_at(p, &["message", "ts"]))
         .filter(|s| !s.is_empty())
         .ok_or(ParseError::MissingPayloadField("container.message_ts"))?;
-    let response_url = str_at(&p, &["response_url"]).unwrap_or_default();
-    let trigger_id = str_at(&p, &["trigger_id"]).unwrap_or_default();
+    let response_url = str_at(p, &["response_url"]).unwrap_or_default();
+    let trigger_id = str_at(p, &["trigger_id"]).unwrap_or_default();
 
     Ok(Interaction::Button(ButtonClick {
         user_id: user_id.to_string(),

@@ -3,7 +3,8 @@
 //! within the handler's budget and counts once (the replay cache), like a command or a click.
 
 use super::{
-    HANDLER_BUDGET, HttpState, ReplayKey, discord_unavailable, first_copy, replayed, unavailable,
+    HANDLER_BUDGET, HttpState, Origin, SlackAnswer, discord_unavailable, first_copy, replayed,
+    unavailable,
 };
 use crate::chat::discord;
 use crate::chat::form::{FormKind, FormValues, Submitted};
@@ -13,22 +14,19 @@ use crate::messages::{form_errors, reply};
 use crate::service::{ChatUser, FormOpened, FormVia};
 use crate::store::StoreError;
 use axum::Json;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::future::Future;
 
-/// Runs `work` if this is the first copy of the signed request (`key`; `None` where nothing is
-/// signed, such as Socket Mode), within the handler's budget. `Ok(None)`: a replay.
+/// Runs `work` if this is the first copy of the request (`origin`'s replay key), within the
+/// handler's budget. `Ok(None)`: a copy, which changes nothing.
 async fn once<T>(
     st: &HttpState,
-    key: Option<&ReplayKey>,
-    path: &str,
+    origin: &Origin,
     work: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<Option<T>, &'static str> {
+    let path = origin.path;
     let run = async {
-        if let Some(key) = key
-            && !first_copy(st, key, path).await?
-        {
+        if !first_copy(st, origin).await? {
             return Ok(None);
         }
         work.await.map(Some)
@@ -61,17 +59,17 @@ fn slack_user(user_id: &str, user_name: &str) -> ChatUser {
 /// command gets an empty answer), or the reply that says why not.
 pub(super) async fn slack_open_request_form(
     st: &HttpState,
-    key: Option<&ReplayKey>,
+    origin: &Origin,
     user: &ChatUser,
     trigger_id: &str,
-) -> Response {
+) -> SlackAnswer {
     let via = FormVia::Trigger(trigger_id.to_string());
     let work = st.service.open_request_form(user, None, via);
-    match once(st, key, "/slack/commands", work).await {
-        Ok(Some(FormOpened::Reply(msg))) => Json(slack::ephemeral_response(&msg)).into_response(),
-        Ok(Some(_)) => StatusCode::OK.into_response(),
-        Ok(None) => replayed(),
-        Err(_) => unavailable(),
+    match once(st, origin, work).await {
+        Ok(Some(FormOpened::Reply(msg))) => SlackAnswer::Json(slack::ephemeral_response(&msg)),
+        Ok(Some(_)) => SlackAnswer::Empty,
+        Ok(None) => SlackAnswer::Copy,
+        Err(_) => SlackAnswer::Json(unavailable()),
     }
 }
 
@@ -79,9 +77,9 @@ pub(super) async fn slack_open_request_form(
 /// to the clicker as for any refused click.
 pub(super) async fn slack_deny_button(
     st: &HttpState,
-    key: Option<&ReplayKey>,
+    origin: &Origin,
     click: &ButtonClick,
-) -> Response {
+) -> SlackAnswer {
     let user = slack_user(&click.user_id, &click.user_name);
     let via = FormVia::Trigger(click.trigger_id.clone());
     let work = async {
@@ -94,11 +92,11 @@ pub(super) async fn slack_deny_button(
             _ => Ok(None),
         }
     };
-    match once(st, key, "/slack/interactions", work).await {
-        Ok(Some(None)) => StatusCode::OK.into_response(),
-        Ok(Some(Some(answer))) => Json(super::click_response(&answer)).into_response(),
-        Ok(None) => replayed(),
-        Err(_) => super::click_unavailable(),
+    match once(st, origin, work).await {
+        Ok(Some(None)) => SlackAnswer::Empty,
+        Ok(Some(Some(answer))) => SlackAnswer::Json(super::click_response(&answer)),
+        Ok(None) => SlackAnswer::Copy,
+        Err(_) => SlackAnswer::Json(super::click_unavailable()),
     }
 }
 
@@ -106,11 +104,11 @@ pub(super) async fn slack_deny_button(
 /// acknowledgement.
 pub(super) async fn slack_form_changed(
     st: &HttpState,
-    key: Option<&ReplayKey>,
+    origin: &Origin,
     change: &FormChange,
-) -> Response {
+) -> SlackAnswer {
     if change.field != crate::chat::form::FieldId::Target {
-        return StatusCode::OK.into_response();
+        return SlackAnswer::Empty;
     }
     let user = slack_user(&change.user_id, &change.user_name);
     let work = st.service.change_request_form(
@@ -119,11 +117,11 @@ pub(super) async fn slack_form_changed(
         change.hash.as_deref(),
         &change.value,
     );
-    match once(st, key, "/slack/interactions", work).await {
-        Ok(Some(())) => StatusCode::OK.into_response(),
-        Ok(None) => replayed(),
+    match once(st, origin, work).await {
+        Ok(Some(())) => SlackAnswer::Empty,
+        Ok(None) => SlackAnswer::Copy,
         // Nothing to show the person here; the form stays as it is.
-        Err(_) => StatusCode::OK.into_response(),
+        Err(_) => SlackAnswer::Empty,
     }
 }
 
@@ -131,19 +129,19 @@ pub(super) async fn slack_form_changed(
 /// place of the form (`response_action: update`), or the form closes (empty 200).
 pub(super) async fn slack_form_submitted(
     st: &HttpState,
-    key: Option<&ReplayKey>,
+    origin: &Origin,
     submission: &FormSubmission,
-) -> Response {
+) -> SlackAnswer {
     let user = slack_user(&submission.user_id, &submission.user_name);
     let work = submit(st, &user, &submission.kind, &submission.values);
-    match once(st, key, "/slack/interactions", work).await {
+    match once(st, origin, work).await {
         Ok(Some(Submitted::Errors(errors))) => {
-            Json(slack::form_errors(submission, &errors)).into_response()
+            SlackAnswer::Json(slack::form_errors(submission, &errors))
         }
-        Ok(Some(Submitted::Answer(msg))) => Json(slack::form_answer(&msg)).into_response(),
-        Ok(Some(Submitted::Closed)) => StatusCode::OK.into_response(),
-        Ok(None) => replayed(),
-        Err(_) => Json(slack::form_answer(&not_recorded())).into_response(),
+        Ok(Some(Submitted::Answer(msg))) => SlackAnswer::Json(slack::form_answer(&msg)),
+        Ok(Some(Submitted::Closed)) => SlackAnswer::Empty,
+        Ok(None) => SlackAnswer::Copy,
+        Err(_) => SlackAnswer::Json(slack::form_answer(&not_recorded())),
     }
 }
 
@@ -191,14 +189,14 @@ fn discord_opened(opened: FormOpened) -> Response {
 /// `/jit form [target]` or a target picked in the menu: the menu or the modal.
 pub(super) async fn discord_open_request_form(
     st: &HttpState,
-    key: &ReplayKey,
+    origin: &Origin,
     user: &ChatUser,
     target: Option<&str>,
 ) -> Response {
     let work = st
         .service
         .open_request_form(user, target, FormVia::Response);
-    match once(st, Some(key), "/discord/interactions", work).await {
+    match once(st, origin, work).await {
         Ok(Some(opened)) => discord_opened(opened),
         Ok(None) => replayed(),
         Err(_) => discord_unavailable(st, "this"),
@@ -208,12 +206,12 @@ pub(super) async fn discord_open_request_form(
 /// **Deny with reason** on Discord: the modal, or the refusal for the clicker alone.
 pub(super) async fn discord_deny_button(
     st: &HttpState,
-    key: &ReplayKey,
+    origin: &Origin,
     user: &ChatUser,
     action: &ButtonAction,
 ) -> Response {
     let work = st.service.open_deny_form(user, action, FormVia::Response);
-    match once(st, Some(key), "/discord/interactions", work).await {
+    match once(st, origin, work).await {
         Ok(Some(opened)) => discord_opened(opened),
         Ok(None) => replayed(),
         Err(_) => discord_unavailable(st, "your decision"),
@@ -224,13 +222,13 @@ pub(super) async fn discord_deny_button(
 /// deferred update when the card says it all (a deny).
 pub(super) async fn discord_form_submitted(
     st: &HttpState,
-    key: &ReplayKey,
+    origin: &Origin,
     user: &ChatUser,
     kind: &FormKind,
     values: &FormValues,
 ) -> Response {
     let work = submit(st, user, kind, values);
-    match once(st, Some(key), "/discord/interactions", work).await {
+    match once(st, origin, work).await {
         Ok(Some(Submitted::Errors(errors))) => {
             let msg = form_errors(&errors, st.service.simulated);
             Json(discord::ephemeral(&msg)).into_response()

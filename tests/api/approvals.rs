@@ -2,7 +2,7 @@ use crate::helpers::*;
 use jitbot::domain::Status;
 use std::time::Duration;
 
-backends! {
+slack_transports! {
 #[tokio::test]
 async fn deny_closes_the_request_and_opens_nothing() {
     let app = spawn_app().await;

@@ -19,7 +19,7 @@ async fn open_message(app: &TestApp, id: &str) -> (String, Vec<DmButton>) {
     found
 }
 
-backends! {
+slack_transports! {
 #[tokio::test]
 async fn im_done_closes_the_grant_and_extend_asks_for_the_extension() {
     let app = spawn_app().await;

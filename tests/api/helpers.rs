@@ -22,6 +22,8 @@ pub const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 pub const BOT_TOKEN: &str = "xoxb-test-token";
 /// The ARM service principal's client secret that the fake Entra accepts.
 pub const ENTRA_SECRET: &str = "entra-client-secret-9f2c41d7";
+/// The app-level token Socket Mode connects with (`SLACK_APP_TOKEN`).
+pub const APP_TOKEN: &str = "xapp-1-A0SIMAPP-1-test";
 pub const NSG: &str = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/prod/providers/Microsoft.Network/networkSecurityGroups/web1-nsg";
 pub const APPROVALS: &str = "C0APPROVALS";
 pub const AUDIT: &str = "C0AUDIT";
@@ -45,10 +47,20 @@ pub enum Db {
     Postgres,
 }
 
+/// How Slack's commands and clicks reach jitbot in a test: signed HTTP posts, or envelopes on
+/// the Socket Mode WebSocket of the fake Slack (`slack.mode = "socket"`). Chosen per test by
+/// `slack_transports!` in `main.rs`; `backends!` tests run over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Socket,
+}
+
 /// What a running test knows about its database: the backend, and the Postgres databases it
-/// created (dropped when the test ends).
+/// created (dropped when the test ends); and the Slack transport of [`spawn_app`].
 struct DbScope {
     db: Db,
+    transport: Transport,
     created: Arc<Mutex<Vec<String>>>,
 }
 
@@ -59,6 +71,11 @@ tokio::task_local! {
 /// The backend of the running test; SQLite outside `backends!`.
 pub fn current_db() -> Db {
     DB.try_with(|s| s.db).unwrap_or(Db::Sqlite)
+}
+
+/// The Slack transport of the running test; HTTP outside `slack_transports!`.
+pub fn current_transport() -> Transport {
+    DB.try_with(|s| s.transport).unwrap_or(Transport::Http)
 }
 
 /// The server the Postgres variants run on, if any.
@@ -74,6 +91,16 @@ pub fn postgres_admin_url() -> Option<String> {
 /// [`REQUIRE_POSTGRES_VAR`] is `1`, then it fails. The databases the body created are dropped
 /// afterwards, whether it passed or not.
 pub async fn run_test(db: Db, name: &str, body: impl Future<Output = ()>) {
+    run_test_over(db, Transport::Http, name, body).await
+}
+
+/// [`run_test`] with Slack's commands and clicks going over `transport` (`slack_transports!`).
+pub async fn run_test_over(
+    db: Db,
+    transport: Transport,
+    name: &str,
+    body: impl Future<Output = ()>,
+) {
     if db == Db::Postgres && postgres_admin_url().is_none() {
         if std::env::var(REQUIRE_POSTGRES_VAR).as_deref() == Ok("1") {
             panic!(
@@ -91,6 +118,7 @@ pub async fn run_test(db: Db, name: &str, body: impl Future<Output = ()>) {
     let created = Arc::new(Mutex::new(Vec::new()));
     let scope = DbScope {
         db,
+        transport,
         created: created.clone(),
     };
     let outcome = DB.scope(scope, AssertUnwindSafe(body).catch_unwind()).await;
@@ -245,6 +273,8 @@ priority_range = [200, 299]
 /// database helpers exist once.
 pub struct Harness {
     pub base: String,
+    /// How [`TestApp`] sends Slack commands and clicks.
+    pub transport: Transport,
     pub http: reqwest::Client,
     pub slack: SlackSim,
     pub arm: ArmSim,
@@ -282,12 +312,19 @@ async fn spawn_harness(config: impl FnOnce(&ArmSim, &SlackSim, &str) -> String) 
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_database(dir.path()).await;
     let slack = SlackSim::start(BOT_TOKEN).await.unwrap();
+    slack.socket().set_app_token(APP_TOKEN);
     let (arm, entra, factory) = azure_fakes().await;
     let settings_text = config(&arm, &slack, &db);
+    let transport = if settings_text.contains(SOCKET_MODE) {
+        Transport::Socket
+    } else {
+        Transport::Http
+    };
     let store = Store::connect(&db).await.unwrap();
     let sql = sql_pool(&db).await;
     let mut h = Harness {
         base: String::new(),
+        transport,
         http: reqwest::Client::new(),
         slack,
         arm,
@@ -314,6 +351,7 @@ async fn build_app(settings_text: &str, factory: &CredentialFactory) -> Applicat
         Ok(match name {
             "SLACK_SIGNING_SECRET" => Some(SECRET),
             "SLACK_BOT_TOKEN" => Some(BOT_TOKEN),
+            "SLACK_APP_TOKEN" => Some(APP_TOKEN),
             "DISCORD_BOT_TOKEN" => Some(D_BOT_TOKEN),
             "JITBOT_SIEM_SOC_SECRET" => Some(SIEM_SECRET),
             "JITBOT_ENTRA_CLIENT_SECRET" => Some(ENTRA_SECRET),
@@ -364,15 +402,26 @@ pub fn request_id_in(reply: &str) -> String {
 impl Harness {
     /// Starts (or restarts) the server on the same database and fakes.
     pub async fn start(&mut self) {
+        let connected = self.slack.socket().connections_opened();
         let app = build_app(&self.settings_text, &self.factory).await;
         self.base = format!("http://{}", app.addr);
         self.app = Some(app);
+        if self.transport == Transport::Socket {
+            // Commands sent before the connection would wait for it; start from a connected app.
+            eventually(
+                Duration::from_secs(10),
+                "jitbot opened no Socket Mode connection",
+                || (self.slack.socket().connections_opened() > connected).then_some(()),
+            )
+            .await;
+        }
     }
 
     /// Another server on the same database, fakes and config.
     async fn replica(&self) -> Harness {
         let mut replica = Harness {
             base: String::new(),
+            transport: self.transport,
             http: reqwest::Client::new(),
             slack: self.slack.clone(),
             arm: self.arm.clone(),
@@ -548,8 +597,23 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with("").await
 }
 
+/// The line that turns Socket Mode on in `[slack]`.
+pub const SOCKET_MODE: &str = "mode = \"socket\"";
+
+/// jitbot with the policy of [`config`] and `extra`, Slack over the test's transport.
 pub async fn spawn_app_with(extra: &str) -> TestApp {
-    TestApp(spawn_harness(|arm, slack, db| config(&arm.base_url, &slack.base_url, db, extra)).await)
+    let socket = current_transport() == Transport::Socket;
+    TestApp(
+        spawn_harness(|arm, slack, db| {
+            let text = config(&arm.base_url, &slack.base_url, db, extra);
+            if socket {
+                text.replacen("[slack]\n", &format!("[slack]\n{SOCKET_MODE}\n"), 1)
+            } else {
+                text
+            }
+        })
+        .await,
+    )
 }
 
 /// Like [`spawn_app_with`], then restarted with `worker` lines added to `[worker]` and every
@@ -586,6 +650,10 @@ impl TestApp {
         user: &str,
         text: &str,
     ) -> (reqwest::StatusCode, serde_json::Value) {
+        if self.transport == Transport::Socket {
+            let payload = slack_user::slash_command_payload(user, "someone", "C0OPS", text);
+            return self.over_socket("slash_commands", payload).await;
+        }
         let body = slack_user::slash_command(user, "someone", "C0OPS", text);
         let resp = slack_user::send(
             &self.http,
@@ -630,16 +698,58 @@ impl TestApp {
             format!("{id}:{round}")
         };
         let action = if approve { "jit_approve" } else { "jit_deny" };
-        let body = slack_user::block_action(user, "someone", APPROVALS, &ts, action, &value);
-        slack_user::send(
+        self.press(user, APPROVALS, &ts, action, &value).await
+    }
+
+    /// Sends an envelope over Socket Mode as Slack would and waits for jitbot's
+    /// acknowledgement, which must come within Slack's 3 s; returns 200 and the ack's payload
+    /// (`Null` for a bare ack), what the HTTP route would have answered.
+    pub async fn over_socket(
+        &self,
+        kind: &str,
+        payload: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let socket = self.slack.socket();
+        let envelope = socket.push(kind, payload);
+        let ack = socket
+            .wait_ack(&envelope, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            ack.latency < Duration::from_secs(3),
+            "{kind} acknowledged after {:?}",
+            ack.latency
+        );
+        let answer = ack.payload.unwrap_or(serde_json::Value::Null);
+        (reqwest::StatusCode::OK, answer)
+    }
+
+    /// `user` presses a button and gets the full answer (status and JSON body or ack payload).
+    pub async fn press_for_answer(
+        &self,
+        user: &str,
+        channel: &str,
+        ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        if self.transport == Transport::Socket {
+            let payload =
+                slack_user::block_action_payload(user, "someone", channel, ts, action_id, value);
+            return self.over_socket("interactive", payload).await;
+        }
+        let body = slack_user::block_action(user, "someone", channel, ts, action_id, value);
+        let resp = slack_user::send(
             &self.http,
             &format!("{}/slack/interactions", self.base),
             SECRET,
             &body,
         )
         .await
-        .unwrap()
-        .status()
+        .unwrap();
+        let status = resp.status();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
     }
 
     /// The ts of the request's approval card, waiting for it to be posted.
@@ -707,16 +817,9 @@ impl TestApp {
         action_id: &str,
         value: &str,
     ) -> reqwest::StatusCode {
-        let body = slack_user::block_action(user, "someone", channel, ts, action_id, value);
-        slack_user::send(
-            &self.http,
-            &format!("{}/slack/interactions", self.base),
-            SECRET,
-            &body,
-        )
-        .await
-        .unwrap()
-        .status()
+        self.press_for_answer(user, channel, ts, action_id, value)
+            .await
+            .0
     }
 
     pub fn card_text(&self, id: &str) -> String {

@@ -6,7 +6,7 @@ fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-backends! {
+slack_transports! {
 #[tokio::test]
 async fn a_two_second_grant_opens_on_approval_and_closes_on_time() {
     let app = spawn_app().await;

@@ -96,6 +96,59 @@ macro_rules! postgres_tests {
     )*};
 }
 
+/// Like `backends!`, plus `name::socket_sqlite`: the same body with Slack's commands and clicks
+/// sent over Socket Mode (envelopes on the fake Slack's WebSocket, answered in the ack) instead
+/// of signed HTTP posts. `TestApp`'s `slash`, `click`, `press` and friends pick the transport,
+/// so the body is unchanged. (`cargo test --test api sqlite` runs both transports.)
+macro_rules! slack_transports {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[tokio::test $(($($args:tt)*))?]
+        $(#[$attr:meta])*
+        async fn $name:ident() $body:block
+    )*) => {$(
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test $(($($args)*))?]
+            $(#[$attr])*
+            async fn sqlite() {
+                $crate::helpers::run_test(
+                    $crate::helpers::Db::Sqlite,
+                    concat!(module_path!(), "::sqlite"),
+                    async $body,
+                )
+                .await
+            }
+
+            #[tokio::test $(($($args)*))?]
+            $(#[$attr])*
+            async fn postgres() {
+                $crate::helpers::run_test(
+                    $crate::helpers::Db::Postgres,
+                    concat!(module_path!(), "::postgres"),
+                    async $body,
+                )
+                .await
+            }
+
+            #[tokio::test $(($($args)*))?]
+            $(#[$attr])*
+            async fn socket_sqlite() {
+                $crate::helpers::run_test_over(
+                    $crate::helpers::Db::Sqlite,
+                    $crate::helpers::Transport::Socket,
+                    concat!(module_path!(), "::socket_sqlite"),
+                    async $body,
+                )
+                .await
+            }
+        }
+    )*};
+}
+
 mod helpers;
 
 mod approvals;
@@ -118,5 +171,6 @@ mod restart;
 mod secrets;
 mod security;
 mod siem;
+mod socket;
 mod step_up;
 mod vm;

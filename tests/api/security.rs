@@ -87,6 +87,9 @@ async fn forged_stale_and_malformed_requests_are_refused_and_change_nothing() {
     app.assert_chain_intact().await;
 }
 
+}
+
+slack_transports! {
 #[tokio::test]
 async fn requests_outside_policy_are_refused_with_the_rule_named() {
     let app = spawn_app().await;
@@ -143,7 +146,9 @@ async fn requests_outside_policy_are_refused_with_the_rule_named() {
     assert_eq!(requests_count(&app).await, 0);
     assert!(app.arm.requests().iter().all(|r| r.method == "GET"));
 }
+}
 
+backends! {
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let app = spawn_app().await;

@@ -17,4 +17,5 @@ pub mod discord_user;
 pub mod entra;
 pub mod siem;
 pub mod slack;
+pub mod slack_socket;
 pub mod slack_user;

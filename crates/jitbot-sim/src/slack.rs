@@ -1,6 +1,8 @@
 //! In-process emulator of the Slack Web API methods jitbot uses, for `jitbot demo` and
 //! black-box tests.
 //!
+//! Socket Mode (`apps.connections.open` and its WebSocket) is in [`crate::slack_socket`].
+//!
 //! It serves `POST /api/chat.postMessage`, `/api/chat.update`, `/api/chat.postEphemeral`,
 //! `/api/conversations.open`, `/api/conversations.history` (GET or POST), `/api/views.open`,
 //! `/api/views.update` (see [`views`]), `/api/auth.test` and `/api/usergroups.users.list` (GET or
@@ -237,6 +239,8 @@ fn is_user_id(s: &str) -> bool {
 struct Inner {
     token: String,
     state: Mutex<SimState>,
+    /// Socket Mode: `apps.connections.open` and its WebSocket.
+    socket: crate::slack_socket::SocketHub,
 }
 
 impl Inner {
@@ -296,6 +300,7 @@ impl SlackSim {
         let inner = Arc::new(Inner {
             token: bot_token.to_string(),
             state: Mutex::new(SimState::default()),
+            socket: crate::slack_socket::SocketHub::start().await?,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -326,7 +331,14 @@ impl SlackSim {
         self
     }
 
-    /// Every Web API call received so far, in arrival order.
+    /// Socket Mode: `apps.connections.open` (set the app token with
+    /// [`crate::slack_socket::SocketHub::set_app_token`]), envelopes and acknowledgements.
+    pub fn socket(&self) -> &crate::slack_socket::SocketHub {
+        &self.inner.socket
+    }
+
+    /// Every Web API call received so far, in arrival order (`apps.connections.open` is not
+    /// one of them: see [`SlackSim::socket`]).
     pub fn calls(&self) -> Vec<SlackCall> {
         self.inner.lock().calls.clone()
     }
@@ -527,6 +539,10 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if method == "apps.connections.open" {
+        let (status, answer) = inner.socket.open(&headers);
+        return (status, axum::Json(answer)).into_response();
+    }
     let (reply, printed, hold) = process(&inner, &method, &headers, &body);
     // Print outside the lock.
     for line in printed {

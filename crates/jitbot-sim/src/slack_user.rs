@@ -22,7 +22,33 @@ pub fn trigger_id_issued_at(issued_ms: i64) -> String {
 
 /// The form body Slack posts for a slash command.
 pub fn slash_command(user_id: &str, user_name: &str, channel_id: &str, text: &str) -> String {
-    serde_urlencoded::to_string([
+    serde_urlencoded::to_string(slash_fields(user_id, user_name, channel_id, text))
+        .unwrap_or_default()
+}
+
+/// The same slash command as Socket Mode delivers it: the `payload` of a `slash_commands`
+/// envelope, the form's fields as a JSON object of strings.
+pub fn slash_command_payload(
+    user_id: &str,
+    user_name: &str,
+    channel_id: &str,
+    text: &str,
+) -> serde_json::Value {
+    slash_fields(user_id, user_name, channel_id, text)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// A slash command's fields, in the order Slack sends them.
+fn slash_fields(
+    user_id: &str,
+    user_name: &str,
+    channel_id: &str,
+    text: &str,
+) -> Vec<(&'static str, String)> {
+    [
         ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
         ("team_id", "T0001"),
         ("team_domain", "example"),
@@ -38,9 +64,11 @@ pub fn slash_command(user_id: &str, user_name: &str, channel_id: &str, text: &st
             "response_url",
             "https://hooks.slack.com/commands/T0001/1234567890123/abcdEFGHijklMNOPqrstUVWX",
         ),
-        ("trigger_id", &trigger_id()),
-    ])
-    .unwrap_or_default()
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .chain([("trigger_id", trigger_id())])
+    .collect()
 }
 
 /// The form body Slack posts when a person clicks a button on a message (`block_actions`).
@@ -52,8 +80,23 @@ pub fn block_action(
     action_id: &str,
     value: &str,
 ) -> String {
+    let payload =
+        block_action_payload(user_id, user_name, channel_id, message_ts, action_id, value);
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
+}
+
+/// The same click as JSON: the form's `payload` field, and the `payload` of an `interactive`
+/// Socket Mode envelope.
+pub fn block_action_payload(
+    user_id: &str,
+    user_name: &str,
+    channel_id: &str,
+    message_ts: &str,
+    action_id: &str,
+    value: &str,
+) -> serde_json::Value {
     let block_id = format!("jit_actions:{}", value.split(':').next().unwrap_or(value));
-    let payload = json!({
+    json!({
         "type": "block_actions",
         "user": { "id": user_id, "username": user_name, "name": user_name, "team_id": "T0001" },
         "api_app_id": "A123456",
@@ -72,8 +115,7 @@ pub fn block_action(
             "text": { "type": "plain_text", "text": "Approve", "emoji": true },
             "value": value, "type": "button", "action_ts": "1700000160.123456"
         }]
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
+    })
 }
 
 /// Posts `body` to `url` signed with `secret` at `timestamp` (Unix seconds), as Slack does.
