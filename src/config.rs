@@ -897,6 +897,21 @@ ops = ["alice"]
     }
 
     #[test]
+    fn a_step_up_target_opens_nothing_without_a_signed_in_approver() {
+        let body = "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"group:ops\"]\npriority_range = [100, 199]\nstep_up = true";
+        for extra in [
+            "auto_approve = { requesters = [\"alice\"], max_duration = \"1h\" }",
+            "extend_without_approval = true",
+        ] {
+            let all = check(&target(&format!("{body}\n{extra}"))).join("\n");
+            assert!(
+                all.contains("targets.web1.step_up: a step-up target needs a signed-in approver"),
+                "{extra}: {all}"
+            );
+        }
+    }
+
+    #[test]
     fn reconciler_periods_have_defaults_and_are_checked() {
         let file: ConfigFile = toml::from_str(&target(
             "max_duration = \"1h\"\nallowed_sources = [\"203.0.113.0/24\"]\napprovers = [\"alice\"]\npriority_range = [100, 199]",

@@ -19,7 +19,7 @@ use crate::config::SlackSettings;
 use crate::domain::{Platform, bounded};
 use crate::messages::reply;
 use crate::policy::Refusal;
-use crate::service::{ChatUser, ClickOutcome, Service};
+use crate::service::{ChatUser, Service};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -578,13 +578,13 @@ async fn slack_click(st: &HttpState, origin: &Origin, click: slack::ButtonClick)
         if !first_copy(st, origin).await? {
             return Ok(Err(SlackAnswer::Copy));
         }
-        match service.click_outcome(&user, &click.action).await? {
-            ClickOutcome::Recorded => Ok(Ok(None)),
-            // A step-up link is for the clicker's eyes only, now: in this response.
-            ClickOutcome::StepUpLink(link) => Ok(Ok(Some(link))),
-            // A person in the policy is told by a durable direct message; anyone else gets the
-            // answer in this response (no outbound call per forged click).
-            ClickOutcome::Answer(answer) => service
+        match service.click(&user, &click.action).await? {
+            None => Ok(Ok(None)),
+            // Slack shows nothing of what a click's response carries (it wants an empty 200), so
+            // a person in the policy gets a refusal, or a step-up sign-in link, by a durable
+            // direct message only they see. Anyone else's answer goes in this response, where it
+            // is audited but unseen: a click never makes jitbot call Slack for an outsider.
+            Some(answer) => service
                 .tell_clicker(&user, &click.action.request_id, &answer)
                 .await
                 .map(Ok),

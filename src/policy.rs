@@ -1175,6 +1175,13 @@ fn resolve_target(policy: &Policy, name: &str, t: &TargetFile) -> Result<Target,
             None
         }
     };
+    if t.step_up && (auto_approve.is_some() || t.extend_without_approval) {
+        // Either would open or lengthen access with no one signed in: the opposite of step-up.
+        errors.push(format!(
+            "{}: a step-up target needs a signed-in approver for every grant and extension; remove auto_approve and extend_without_approval (break_glass stays possible, loudly)",
+            at("step_up")
+        ));
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -53,41 +53,10 @@ fn signed(mut detail: serde_json::Value, entra: Option<&Identity>) -> serde_json
     detail
 }
 
-/// What became of a click, for the HTTP handler that answers it.
-#[derive(Debug, Clone)]
-pub enum ClickOutcome {
-    /// Recorded; the card update says it all.
-    Recorded,
-    /// Refused or changed nothing: the clicker's private answer.
-    Answer(Message),
-    /// An approval on a `step_up` target: not counted; the clicker's one-time sign-in link, to
-    /// be answered in the interaction's own response (only the clicker sees it).
-    StepUpLink(Message),
-}
-
-impl ClickOutcome {
-    /// The private answer, if any (what [`Service::click`] returns).
-    pub fn into_answer(self) -> Option<Message> {
-        match self {
-            ClickOutcome::Recorded => None,
-            ClickOutcome::Answer(m) | ClickOutcome::StepUpLink(m) => Some(m),
-        }
-    }
-}
-
 impl Service {
     /// A button click from a verified user. Returns a private reply for the clicker when the click
     /// was refused or changed nothing; `None` when the card update says it all.
     pub async fn click(&self, user: &ChatUser, action: &ButtonAction) -> Result<Option<Message>> {
-        Ok(self.click_outcome(user, action).await?.into_answer())
-    }
-
-    /// [`Service::click`], saying whether the answer is a step-up link.
-    pub async fn click_outcome(
-        &self,
-        user: &ChatUser,
-        action: &ButtonAction,
-    ) -> Result<ClickOutcome> {
         self.decide(user, action, None).await
     }
 
@@ -97,16 +66,13 @@ impl Service {
         user: &ChatUser,
         action: &ButtonAction,
         reason: Option<&str>,
-    ) -> Result<ClickOutcome> {
+    ) -> Result<Option<Message>> {
         let Some(decision) = action.kind.decision() else {
-            return self
-                .grant_button(user, action)
-                .await
-                .map(ClickOutcome::Answer);
+            return self.grant_button(user, action).await.map(Some);
         };
         let (voter, req) = match self.authorise_click(user, action).await? {
             Ok(allowed) => allowed,
-            Err(refused) => return Ok(ClickOutcome::Answer(refused)),
+            Err(refused) => return Ok(Some(refused)),
         };
         if decision == Decision::Approve && self.needs_step_up(&req) {
             return self.step_up_link(user, voter.person, &req, action).await;
@@ -147,8 +113,7 @@ impl Service {
             reason: None,
             entra: Some(identity),
         };
-        let outcome = self.record_vote(user, &voter, &req, action, vote).await?;
-        Ok(outcome.into_answer())
+        self.record_vote(user, &voter, &req, action, vote).await
     }
 
     /// Records an authorised decision: the round's lock, the vote, and what the state machine
@@ -160,7 +125,7 @@ impl Service {
         req: &RequestRow,
         action: &ButtonAction,
         vote: Vote<'_>,
-    ) -> Result<ClickOutcome> {
+    ) -> Result<Option<Message>> {
         let Vote {
             decision,
             reason,
@@ -175,15 +140,11 @@ impl Service {
             Decided::RoundClosed => {
                 // Roll back first: on SQLite the transaction holds the only connection.
                 drop(tx);
-                return self.nothing_to_decide(req).await.map(ClickOutcome::Answer);
+                return self.nothing_to_decide(req).await.map(Some);
             }
             Decided::AlreadyVoted => {
                 let text = format!("you already decided `{}`", req.id);
-                return Ok(ClickOutcome::Answer(self.reply(
-                    Tone::Info,
-                    "Already recorded",
-                    text,
-                )));
+                return Ok(Some(self.reply(Tone::Info, "Already recorded", text)));
             }
             Decided::Denied => self.deny(&mut tx, req, by, reason).await?,
             Decided::ExtensionDenied => {
@@ -213,7 +174,7 @@ impl Service {
         }
         self.metrics.request("decided");
         tracing::info!(request_id = %req.id, approver = %by.name, via = %by.via, decision = action.kind.as_str(), round = action.round, step_up = entra.is_some(), "decision recorded");
-        Ok(ClickOutcome::Recorded)
+        Ok(None)
     }
 
     /// Who clicked, on what, and may they decide it ([`crate::policy::Policy::may_decide`])?

@@ -341,16 +341,10 @@ impl Service {
             request_id: request_id.to_string(),
             round,
         };
-        Ok(
-            match self
-                .decide(user, &action, Some(reason))
-                .await?
-                .into_answer()
-            {
-                None => Submitted::Closed,
-                Some(answer) => Submitted::Answer(answer),
-            },
-        )
+        Ok(match self.decide(user, &action, Some(reason)).await? {
+            None => Submitted::Closed,
+            Some(answer) => Submitted::Answer(answer),
+        })
     }
 }
 

@@ -30,7 +30,6 @@ use crate::policy::{Actor, GroupMemberships, Person, Policy, Refusal};
 use crate::store::{AuditKind, RequestRow, Result, Store, Tx};
 pub use forms::{FormOpened, FormVia};
 
-pub use click::ClickOutcome;
 use serde_json::json;
 use std::sync::Arc;
 pub use step_up::{CallbackQuery, StepUpPage};

@@ -17,7 +17,7 @@
 //! Every refusal after a link was issued is audited (`step_up_refused`, with `reason`) and shown
 //! as a page that says what to do; no token, code or secret is ever recorded or shown.
 
-use super::{ChatUser, ClickOutcome, Service};
+use super::{ChatUser, Service};
 use crate::chat::{ButtonAction, ButtonKind, Message, Tone};
 use crate::domain::{Platform, bounded};
 use crate::oidc::{Identity, random_value};
@@ -79,7 +79,7 @@ impl Service {
         person: &Person,
         req: &RequestRow,
         action: &ButtonAction,
-    ) -> Result<ClickOutcome> {
+    ) -> Result<Option<Message>> {
         let Some(base) = self.public_url.as_ref().filter(|_| self.step_up.is_some()) else {
             return self.refuse_link(person, req, action, unavailable()).await;
         };
@@ -131,7 +131,7 @@ impl Service {
             req.id, req.target, req.ports
         );
         let link = self.reply(Tone::Pending, "Sign in to approve", text);
-        Ok(ClickOutcome::StepUpLink(link))
+        Ok(Some(link))
     }
 
     /// A click that gets no link: audited and answered like any refused click.
@@ -141,11 +141,11 @@ impl Service {
         req: &RequestRow,
         action: &ButtonAction,
         refusal: Refusal,
-    ) -> Result<ClickOutcome> {
+    ) -> Result<Option<Message>> {
         let ctx = json!({ "round": action.round, "step_up": true });
         self.refuse(Some(&person.name), Some(&req.id), &refusal, ctx)
             .await
-            .map(ClickOutcome::Answer)
+            .map(Some)
     }
 
     /// Audits a refused step-up step and returns its page.

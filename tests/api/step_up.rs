@@ -82,8 +82,27 @@ fn step_up_link(answer: &str) -> String {
 /// A pending `lab` request of Steve's and Alice's step-up link for it.
 async fn request_and_link(app: &TestApp) -> (String, String) {
     let id = app.submit(STEVE, "lab 22 30m from 127.0.0.1 deploy").await;
-    let answer = approve_click(app, ALICE, &id).await;
-    (id, step_up_link(&answer))
+    let link = link_by_dm(app, ALICE, &id).await;
+    (id, link)
+}
+
+/// `user` clicks Approve on `id` and gets a new step-up link: by direct message, because Slack
+/// shows nothing of what a click's response carries.
+async fn link_by_dm(app: &TestApp, user: &str, id: &str) -> String {
+    let links = |a: &TestApp| -> Vec<String> {
+        a.dms(user)
+            .into_iter()
+            .filter(|m| m.contains("/step-up/"))
+            .collect()
+    };
+    let before = links(app).len();
+    let answer = approve_click(app, user, id).await;
+    assert!(!answer.contains("/step-up/"), "{answer}");
+    app.wait_until("the step-up link by DM", Duration::from_secs(5), |a| {
+        links(a).len() > before
+    })
+    .await;
+    step_up_link(links(app).last().map(String::as_str).unwrap_or_default())
 }
 
 /// The text of the element `id` on the current page (waiting up to 5 s for it).
@@ -138,13 +157,15 @@ backends! {
 async fn a_step_up_approve_click_is_answered_with_a_link_and_counts_nothing() {
     let app = spawn_step_up_app().await;
     let id = app.submit(STEVE, "lab 22 30m from 127.0.0.1 deploy").await;
-    let answer = approve_click(&app, ALICE, &id).await;
-    assert!(answer.contains("sign in with Microsoft Entra ID"), "{answer}");
-    let link = step_up_link(&answer);
+    let link = link_by_dm(&app, ALICE, &id).await;
     assert!(link.starts_with(&format!("{}/step-up/", app.base)), "{link}");
-    // The link is answered in the interaction response, never sent as a message.
+    let dm = app.dms(ALICE).into_iter().find(|m| m.contains(&link)).unwrap();
+    assert!(dm.contains("sign in with Microsoft Entra ID"), "{dm}");
+    // Only the clicker gets it: no other message anywhere carries the link.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(app.dms(ALICE).iter().all(|m| !m.contains("/step-up/")));
+    let calls = app.slack.calls();
+    let carrying = calls.iter().filter(|c| c.body.to_string().contains(&link));
+    assert_eq!(carrying.count(), 1, "one DM, nothing else");
     nothing_approved(&app, &id).await;
     let issued = app.events_of("step_up_link_issued").await;
     assert_eq!(issued.len(), 1);
@@ -389,7 +410,7 @@ async fn step_up_in_chromium_refuses_a_tampered_or_misdirected_id_token() {
         IdTokenFault::Expired,
     ] {
         app.entra.set_id_token_fault(fault);
-        let link = step_up_link(&approve_click(&app, ALICE, &id).await);
+        let link = link_by_dm(&app, ALICE, &id).await;
         sign_in(&c, &link, Duration::ZERO).await;
         let page = text_of(&c, "result").await;
         assert!(page.contains("could not be verified"), "{fault:?}: {page}");
@@ -407,7 +428,7 @@ async fn step_up_in_chromium_refuses_a_tampered_or_misdirected_id_token() {
     nothing_approved(&app, &id).await;
     // A good token after all that still works: the refusals changed nothing.
     app.entra.set_id_token_fault(IdTokenFault::None);
-    let link = step_up_link(&approve_click(&app, ALICE, &id).await);
+    let link = link_by_dm(&app, ALICE, &id).await;
     sign_in(&c, &link, Duration::ZERO).await;
     assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     c.close().await.unwrap();
@@ -424,7 +445,7 @@ async fn step_up_keeps_the_keys_and_fetches_them_again_for_a_new_kid() {
     let c = browser(&driver_url, profile.path()).await;
     let id = app.submit(STEVE, "lab 22 30m from 127.0.0.1").await;
     let sign_in_once = async || {
-        let link = step_up_link(&approve_click(&app, ALICE, &id).await);
+        let link = link_by_dm(&app, ALICE, &id).await;
         sign_in(&c, &link, Duration::ZERO).await;
         assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     };
@@ -452,14 +473,15 @@ async fn step_up_in_chromium_refuses_a_sign_in_finished_in_another_browser() {
     let app = spawn_step_up_app().await;
     app.entra.set_signed_in_user(ALICE_OID, ALICE_UPN);
     let (id, link) = request_and_link(&app).await;
-    // Whoever holds the chat account opens the link and forwards Entra's sign-in page…
+    // Both browsers are up before the sign-in's clock (`login_timeout`, 3 s) starts.
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let attacker = browser(&driver_url, one.path()).await;
+    let victim = browser(&driver_url, two.path()).await;
+    // Whoever holds the chat account opens the link and forwards Entra's sign-in page…
     attacker.goto(&link).await.unwrap();
     text_of(&attacker, "upn").await;
     let sign_in_page = attacker.current_url().await.unwrap();
     // … and the approver signs in there, in her own browser.
-    let victim = browser(&driver_url, two.path()).await;
     victim.goto(sign_in_page.as_str()).await.unwrap();
     victim
         .find(Locator::Id("signin"))
