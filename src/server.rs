@@ -12,8 +12,11 @@
 //!   and an idle keep-alive connection is closed after it (hyper starts the timer whenever the
 //!   connection waits for a request). This sheds idle and one-byte-a-second clients.
 //! - **A body timeout** (`server.body_timeout`): headers and then nothing (or a trickle) ends in 408.
-//! - **A body cap** (`server.max_body_bytes`, enforced by the handlers' extractor limit in
-//!   `http.rs`): real Slack and Discord payloads are a few KiB.
+//! - **A body cap** (`server.max_body_bytes`): a longer body ends in 413 as soon as the cap is
+//!   passed, never read further (the handlers' extractor limit in `http.rs` says the same); real
+//!   Slack and Discord payloads are a few KiB.
+//!
+//! Both are [`read_body_within`], which reads the whole body before any handler runs.
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -84,6 +87,41 @@ fn connection_cap(configured: usize) -> usize {
     cap
 }
 
+/// Reads a request's whole body, at most `max` bytes within `timeout` of its head, before the
+/// handler sees it: 408 when it does not arrive in time, 413 as soon as it passes the cap.
+async fn read_body_within(
+    axum::extract::State((timeout, max)): axum::extract::State<(Duration, usize)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let read = http_body_util::Limited::new(body, max).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(collected)) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this server accepts",
+        )
+            .into_response(),
+        Ok(Err(_)) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )
+            .into_response(),
+        Err(_) => (
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+            .into_response(),
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true, then lets open connections finish
 /// their current request and returns when they have closed.
 pub async fn serve(
@@ -94,8 +132,9 @@ pub async fn serve(
 ) {
     let max_connections = connection_cap(limits.max_connections);
     let slots = Arc::new(Semaphore::new(max_connections));
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        limits.body_timeout,
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        (limits.body_timeout, limits.max_body_bytes),
+        read_body_within,
     ));
     let mut builder = http1::Builder::new();
     builder

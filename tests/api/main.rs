@@ -160,6 +160,7 @@ mod database;
 mod discord;
 mod forms;
 mod groups;
+mod http_limits;
 mod lifecycle;
 mod limits;
 mod links;
