@@ -25,8 +25,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-/// Jobs that close a rule: besides the `worker.concurrency` general slots they have as many again
-/// of their own.
+/// Jobs that close a rule: besides the `worker.concurrency` general slots they have
+/// `worker.closing_concurrency` of their own.
 const CLOSING_KINDS: &[&str] = crate::job::kind::CLOSING;
 
 /// What became of a job run.
