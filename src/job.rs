@@ -32,9 +32,9 @@ pub mod kind {
     pub const FORM_OPEN: &str = "chat.form_open";
     pub const FORM_UPDATE: &str = "chat.form_update";
     pub const SLACK_GROUPS: &str = "slack_groups";
-    /// Jobs that close a rule: they have worker slots of their own, so openings and chat traffic
-    /// can never keep a due closing from starting.
-    pub const CLOSING: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN];
+    /// Jobs with slots of their own (`worker.closing_concurrency`), so that no burst of openings
+    /// delays them: the closings, and opening a Slack form, whose trigger lives 3 seconds.
+    pub const RESERVED: &[&str] = &[REVOKE, CLEANUP, REMOVE_ORPHAN, FORM_OPEN];
 }
 
 /// A durable side effect, stored as JSON in the `jobs` table.

@@ -25,9 +25,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-/// Jobs that close a rule: besides the `worker.concurrency` general slots they have
-/// `worker.closing_concurrency` of their own.
-const CLOSING_KINDS: &[&str] = crate::job::kind::CLOSING;
+/// Jobs that close a rule (and Slack form openings): besides the `worker.concurrency` general
+/// slots they have `worker.closing_concurrency` of their own.
+const RESERVED_KINDS: &[&str] = crate::job::kind::RESERVED;
 
 /// What became of a job run.
 #[derive(Debug)]
@@ -117,7 +117,7 @@ impl Worker {
             // Closing rules has slots of its own, so a burst of openings (each waiting its turn
             // in an NSG's lane) can never keep a due revocation from starting.
             let mut full = false;
-            for (pool, only) in [(&closing, Some(CLOSING_KINDS)), (&slots, None)] {
+            for (pool, only) in [(&closing, Some(RESERVED_KINDS)), (&slots, None)] {
                 let free = pool.available_permits() as i64;
                 if free == 0 {
                     continue;
@@ -151,7 +151,7 @@ impl Worker {
             }
             // With every general slot busy, only a closing job can start before one frees up (and
             // a finishing job wakes the loop).
-            let wake_for = (slots.available_permits() == 0).then_some(CLOSING_KINDS);
+            let wake_for = (slots.available_permits() == 0).then_some(RESERVED_KINDS);
             let sleep_ms = if closing.available_permits() == 0 && wake_for.is_some() {
                 5_000
             } else {
@@ -232,8 +232,10 @@ mod tests {
             },
         ];
         for job in &closing {
-            assert!(CLOSING_KINDS.contains(&job.kind()), "{}", job.kind());
+            assert!(RESERVED_KINDS.contains(&job.kind()), "{}", job.kind());
         }
-        assert!(!CLOSING_KINDS.contains(&Job::Apply { request_id: id }.kind()));
+        assert!(!RESERVED_KINDS.contains(&Job::Apply { request_id: id }.kind()));
+        // A form's trigger lives 3 s: it never waits behind a burst of openings either.
+        assert!(RESERVED_KINDS.contains(&crate::job::kind::FORM_OPEN));
     }
 }
