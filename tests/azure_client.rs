@@ -569,7 +569,12 @@ async fn a_wrong_client_secret_is_an_auth_error() {
 
 #[tokio::test]
 async fn concurrent_requests_on_one_nsg_get_different_priorities_one_write_at_a_time() {
-    let (sim, azure) = setup().await;
+    // Rule by rule (`nsg_writes = "per_rule"`); coalesced, two changes that arrive together share
+    // one NSG-level write (tests/nsg_writes.rs).
+    let (sim, azure) = setup_with(ArmSimOptions::default(), |s| {
+        s.nsg_writes = jitbot::azure::NsgWrites::PerRule
+    })
+    .await;
     sim.put_existing_rule(NSG, customer_rule("allow-https", 100, "Inbound"));
     let (a, b) = (azure.nsgs.clone(), azure.nsgs.clone());
     let spec_a = spec("jitbot-req_a", &[22]);

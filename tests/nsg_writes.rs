@@ -407,3 +407,28 @@ async fn a_crash_after_the_nsg_write_leaves_nothing_to_redo() {
     assert_eq!(sim.operations().len(), writes_before, "nothing rewritten");
     assert_eq!(sim.rules(NSG).len(), 3);
 }
+
+/// Changes that reach an idle lane together (an expiry wave, a burst of approvals) go out in one
+/// NSG-level write, not "the first alone, the rest in a second": the lane's holder waits a moment
+/// before it takes what is queued.
+#[tokio::test]
+async fn changes_that_arrive_together_share_the_first_write() {
+    let (sim, azure) = setup().await;
+    let names: Vec<String> = (0..6).map(|i| format!("jitbot-req_t{i}")).collect();
+    let puts = names.iter().map(|n| {
+        let (nsgs, spec) = (azure.nsgs.clone(), spec(n));
+        async move { nsgs.ensure_rule(NSG, &spec).await }
+    });
+    let applied = futures::future::join_all(puts).await;
+    let mut priorities: Vec<u16> = applied
+        .into_iter()
+        .map(|a| a.expect("applied").priority)
+        .collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    assert_eq!(priorities.len(), 6, "six different priorities");
+    assert_eq!(sim.operations().len(), 1, "one NSG write for all six");
+    for n in &names {
+        assert!(sim.rule(NSG, n).is_some(), "{n} is live");
+    }
+}
