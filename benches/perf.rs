@@ -20,6 +20,13 @@
 //! 4. **footprint**: the real binary on SQLite: RSS idle and with 10,000 active grants, start-up
 //!    time (until `/readyz`) with 10,000 active grants in the database.
 //!
+//! Knobs besides those above: `JITBOT_PERF_DATABASE_URL` (a PostgreSQL URL whose user may
+//! `CREATE DATABASE`: every phase then gets a fresh database there instead of a SQLite file, and
+//! drops it at the end); for the footprint, `JITBOT_PERF_BIN` (another jitbot binary to measure),
+//! `JITBOT_PERF_WRAP` (a tool to run it under, e.g. `valgrind --tool=massif`; it is then stopped
+//! with SIGTERM so the tool writes its report) and `JITBOT_PERF_FOOTPRINT_WAIT_SECS` (5: how long
+//! after `/readyz` the RSS is read).
+//!
 //! Every phase runs with the shipped `[worker]` defaults unless `JITBOT_PERF_CONCURRENCY` sets
 //! `worker.concurrency` (see the README's Performance section). Prints a table, then one JSON
 //! line (`PERF_JSON {...}`), also written to `$CARGO_TARGET_DIR/jitbot-perf.json`.
@@ -148,12 +155,58 @@ pending_ttl = "1h"
     c
 }
 
-/// The emulators and a database directory for one phase.
+/// `JITBOT_PERF_DATABASE_URL`: a PostgreSQL server (its user may `CREATE DATABASE`) on which
+/// every phase gets a fresh database instead of a SQLite file.
+fn postgres_admin_url() -> Option<String> {
+    std::env::var("JITBOT_PERF_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Which database the phases run on, for the table and the JSON.
+fn database_label() -> &'static str {
+    if postgres_admin_url().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// Creates `jitbot_perf_<random>` on the server and returns its URL and name.
+async fn create_postgres_database(admin: &str) -> anyhow::Result<(String, String)> {
+    use sqlx::Connection;
+    let name = format!("jitbot_perf_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let mut url = url::Url::parse(admin)?;
+    url.set_path(&format!("/{name}"));
+    Ok((url.to_string(), name))
+}
+
+/// Drops a phase's database (its connections are forced out: the phase is over).
+async fn drop_postgres_database(admin: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// The emulators and a database for one phase: a file in `dir`, or a fresh PostgreSQL database.
 struct Env {
     arm: ArmSim,
     slack: SlackSim,
     entra: EntraSim,
     dir: tempfile::TempDir,
+    /// The fresh PostgreSQL database's URL and name, with `JITBOT_PERF_DATABASE_URL`.
+    postgres: Option<(String, String)>,
 }
 
 impl Env {
@@ -162,16 +215,32 @@ impl Env {
         for i in 0..nsgs {
             arm.add_nsg(&nsg_id(i), "westeurope");
         }
+        let postgres = match postgres_admin_url() {
+            Some(admin) => Some(create_postgres_database(&admin).await?),
+            None => None,
+        };
         Ok(Env {
             arm,
             slack: SlackSim::start(BOT_TOKEN).await?,
             entra: EntraSim::start("tenant-1", "client-1", "s3cret", 3599).await?,
             dir: tempfile::tempdir()?,
+            postgres,
         })
     }
 
     fn db(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("bench.db").display())
+        match &self.postgres {
+            Some((url, _)) => url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("bench.db").display()),
+        }
+    }
+
+    /// Ends the phase: drops its PostgreSQL database (a SQLite file goes with `dir`).
+    async fn finish(self) -> anyhow::Result<()> {
+        if let (Some(admin), Some((_, name))) = (postgres_admin_url(), &self.postgres) {
+            drop_postgres_database(&admin, name).await?;
+        }
+        Ok(())
     }
 
     async fn app(&self, s: &Setup) -> anyhow::Result<Application> {
@@ -234,7 +303,12 @@ struct Report {
 }
 
 impl Report {
+    /// Prints and keeps one table row; on PostgreSQL the name says so.
     fn row(&mut self, name: &str, s: Stats, extra: &str) {
+        let name = match database_label() {
+            "sqlite" => name.to_string(),
+            db => format!("{name} [{db}]"),
+        };
         let line = format!(
             "| {name:<44} | {:>6} | {:>9.0} | {:>9.0} | {:>9.0} | {extra} |",
             s.n, s.p50, s.p99, s.max
@@ -423,6 +497,7 @@ async fn phase_ack(report: &mut Report) -> anyhow::Result<()> {
         json!(best.max(if slash_stats.p99 < 100.0 { rate } else { 0 })),
     );
     app.stop().await;
+    env.finish().await?;
     Ok(())
 }
 
@@ -525,6 +600,7 @@ async fn phase_open(report: &mut Report, writes: &'static str) -> anyhow::Result
     );
     report.json.insert(format!("open_{writes}"), json!({"grants": n, "nsgs": 20, "active": active, "approve_to_live": stats_json(st), "all_live_s": st.max / 1e3, "arm_writes": writes_n, "arm_reads": reads_n, "arm_429": throttled}));
     app.stop().await;
+    env.finish().await?;
     Ok(())
 }
 
@@ -734,6 +810,7 @@ async fn phase_wave(
         json!({"grants": n, "nsgs": nsgs, "revoked": rows.len(), "rules_left": lost, "gone_after": stats_json(st), "arm_requests_per_grant": per_grant, "arm_writes": writes_n, "arm_429": throttled}),
     );
     app.stop().await;
+    env.finish().await?;
     Ok(())
 }
 
@@ -754,6 +831,29 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `JITBOT_PERF_WRAP`: a command (whitespace-separated) the footprint's `jitbot serve` runs
+/// under, one that keeps the process id, e.g. `valgrind --tool=massif`. RSS is then the tool's.
+fn wrapper() -> Vec<String> {
+    std::env::var("JITBOT_PERF_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Stops `jitbot serve`: SIGKILL, or SIGTERM under a wrapper so the tool writes its report.
+fn stop(mut child: std::process::Child) -> anyhow::Result<()> {
+    if wrapper().is_empty() {
+        child.kill()?;
+    } else {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+    }
+    child.wait()?;
+    Ok(())
+}
+
 /// Starts `jitbot serve` and waits for `/readyz`; returns the child and the start-up time.
 async fn serve(
     env: &Env,
@@ -770,7 +870,19 @@ async fn serve(
     let path = env.dir.path().join("jitbot.toml");
     std::fs::write(&path, cfg)?;
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_jitbot"))
+    // `JITBOT_PERF_BIN`: another build of jitbot to measure (say, the one before a change).
+    let bin =
+        std::env::var("JITBOT_PERF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jitbot").into());
+    let wrap = wrapper();
+    let mut command = match wrap.split_first() {
+        Some((tool, args)) => {
+            let mut c = std::process::Command::new(tool);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => std::process::Command::new(&bin),
+    };
+    let child = command
         .args(["serve", "--config"])
         .arg(&path)
         .env(
@@ -828,21 +940,23 @@ async fn phase_footprint(report: &mut Report) -> anyhow::Result<()> {
         concurrency: None,
     };
     let cfg = config(&env.arm.base_url, &env.slack.base_url, &env.db(), &s);
-    let (mut idle, idle_start, _) = serve(&env, &cfg, &bin).await?;
+    let (idle, idle_start, _) = serve(&env, &cfg, &bin).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = rss_kb(idle.id(), "VmRSS:");
-    idle.kill()?;
-    idle.wait()?;
+    stop(idle)?;
 
     let store = Store::connect(&env.db()).await?;
     seed(&store, &env.arm, n, nsgs, now_ms() + 8 * 3_600_000).await?;
     store.close().await;
-    let (mut full, full_start, _) = serve(&env, &cfg, &bin).await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (full, full_start, _) = serve(&env, &cfg, &bin).await?;
+    tokio::time::sleep(Duration::from_secs(env_num(
+        "JITBOT_PERF_FOOTPRINT_WAIT_SECS",
+        5,
+    )))
+    .await;
     let full_rss = rss_kb(full.id(), "VmRSS:");
     let full_hwm = rss_kb(full.id(), "VmHWM:");
-    full.kill()?;
-    full.wait()?;
+    stop(full)?;
     let one = |v: f64| Stats {
         n: 1,
         p50: v,
@@ -863,7 +977,8 @@ async fn phase_footprint(report: &mut Report) -> anyhow::Result<()> {
             full_hwm as f64 / 1024.0
         ),
     );
-    report.json.insert("footprint".into(), json!({"database": "sqlite", "rss_idle_mb": idle_rss as f64 / 1024.0, "startup_empty_ms": idle_start.round(), "active_grants": n, "rss_active_mb": full_rss as f64 / 1024.0, "rss_peak_mb": full_hwm as f64 / 1024.0, "startup_active_ms": full_start.round()}));
+    report.json.insert("footprint".into(), json!({"database": database_label(), "rss_idle_mb": idle_rss as f64 / 1024.0, "startup_empty_ms": idle_start.round(), "active_grants": n, "rss_active_mb": full_rss as f64 / 1024.0, "rss_peak_mb": full_hwm as f64 / 1024.0, "startup_active_ms": full_start.round()}));
+    env.finish().await?;
     Ok(())
 }
 
@@ -900,6 +1015,9 @@ async fn main() -> anyhow::Result<()> {
         "concurrency".into(),
         json!(concurrency_knob().unwrap_or(WorkerSettings::DEFAULT_CONCURRENCY as u64)),
     );
+    report
+        .json
+        .insert("database".into(), json!(database_label()));
     report.json.insert(
         "arm_latency_ms".into(),
         json!(env_num("JITBOT_PERF_ARM_LATENCY_MS", 2000)),

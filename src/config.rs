@@ -157,7 +157,7 @@ fn default_db() -> String {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerFile {
-    /// Jobs run at once (ARM calls, chat posts), besides the closing slots. Default 256.
+    /// Jobs run at once (ARM calls, chat posts), besides the reserved slots. Default 512.
     pub concurrency: Option<usize>,
     /// Jobs that close rules (revocations, clean-ups) run at once, in slots of their own so a
     /// burst of openings never delays a closing. An expiry wave larger than this takes an extra
@@ -241,7 +241,7 @@ fn slack_group_refresh(
 impl WorkerSettings {
     /// Jobs at once: most wait on ARM's asynchronous operations or a chat API, so many are
     /// cheap, and few make a burst of openings wait behind each other (see README, Performance).
-    pub const DEFAULT_CONCURRENCY: usize = 256;
+    pub const DEFAULT_CONCURRENCY: usize = 512;
     /// Closing jobs at once: an expiry wave fits in one claim, so it reaches each NSG's lane
     /// together and costs one NSG write per NSG.
     pub const DEFAULT_CLOSING_CONCURRENCY: usize = 1024;

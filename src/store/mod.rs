@@ -9,6 +9,7 @@
 //! [`Tx`] that also appends its audit event and enqueues its jobs: they commit together or not at all.
 
 pub mod audit;
+mod grant_reads;
 pub mod jobs;
 mod limits;
 mod replay;

@@ -47,7 +47,7 @@ use crate::lockdown::{Baseline, NsgPlan, Step};
 use crate::messages;
 use crate::store::{AuditKind, ClaimedJob, RequestRow, Result, Store, now_ms};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::job::kind::{
     CHECKPOINT as CHECKPOINT_KIND, CLEANUP as CLEANUP_KIND, DIGEST as DIGEST_KIND,
@@ -223,6 +223,27 @@ async fn ensure_singleton(store: &Store, job: &Job, run_at: i64) -> Result<bool>
     store.ensure_singleton(job.kind(), &payload, run_at).await
 }
 
+/// Why a grant's rule in `nsg` must go, given its request as read after the NSG was read at
+/// `read_at` (`None`: no such request), or `None` while the request accounts for it.
+fn grant_rule_unaccounted(req: Option<&RequestRow>, nsg: &str, read_at: i64) -> Option<String> {
+    match req {
+        None => Some("its request is unknown to jitbot".to_string()),
+        Some(r) if r.rule_in(nsg).is_none() => Some(format!(
+            "its request {} is for another NSG ({})",
+            r.id,
+            r.nsg_names()
+        )),
+        Some(r) => match r.status {
+            // In flight, open, or being closed by its own job.
+            Status::Approved | Status::Applying | Status::Active | Status::Revoking => None,
+            Status::Pending => Some(format!("its request {} is not approved", r.id)),
+            // Closed after we read the NSG: what we read says nothing about it now.
+            _ if r.closed_at.is_none_or(|c| c >= read_at) => None,
+            s => Some(format!("its request {} is {s}", r.id)),
+        },
+    }
+}
+
 /// Findings of one reconcile pass.
 #[derive(Default)]
 struct Findings {
@@ -304,14 +325,10 @@ impl Worker {
     async fn nsgs_to_check(&self) -> Result<Vec<String>> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
-        let active = self
-            .store
-            .requests_in(&[Status::Active, Status::Revoking])
-            .await?;
         let all = crate::paths::all_nsgs(&self.policy, &self.store)
             .await?
             .into_iter()
-            .chain(active.into_iter().flat_map(|r| r.rules).map(|r| r.nsg));
+            .chain(self.store.open_grant_nsgs().await?);
         for nsg in all {
             if seen.insert(nsg.to_ascii_lowercase()) {
                 out.push(nsg);
@@ -385,17 +402,16 @@ impl Worker {
                 return Ok(());
             }
         };
-        // Rules in jitbot's namespace that no open grant accounts for.
+        // Rules in jitbot's namespace that no open grant accounts for. Their requests are read
+        // after the NSG, in one batch.
+        let owners = self.owners_of(&rules).await?;
         for rule in &rules {
             if !self.policy.namespace.owns(&rule.name) {
                 continue; // not ours: never touched
             }
             found.owned_rules += 1;
             let reason = match self.policy.namespace.grant_id(&rule.name) {
-                Some(id) => {
-                    self.grant_rule_unaccounted(id.as_str(), nsg, read_at)
-                        .await?
-                }
+                Some(id) => grant_rule_unaccounted(owners.get(id.as_str()), nsg, read_at),
                 None => self.stray_reason(rule),
             };
             if let Some(reason) = reason {
@@ -404,9 +420,10 @@ impl Worker {
             }
         }
         self.keep_baselines(nsg, &rules, found).await?;
-        // Active grants whose rule was deleted or edited: only ever reduce access.
+        // Active grants whose rule was deleted or edited: only ever reduce access. Read after
+        // the NSG (see the `activated_at` check), and only this NSG's.
         let now = now_ms();
-        let grants = self.store.requests_in(&[Status::Active]).await?;
+        let grants = self.store.active_grants_in(nsg).await?;
         for (req, grant_rule) in grants.iter().filter_map(|r| r.rule_in(nsg).map(|g| (r, g))) {
             if req.activated_at.is_none_or(|at| at >= read_at) {
                 continue; // opened after we read the NSG: what we read says nothing about it
@@ -540,31 +557,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Why a grant's rule (named for request `id`) must go, or `None` while its request
-    /// accounts for it.
-    async fn grant_rule_unaccounted(
-        &self,
-        id: &str,
-        nsg: &str,
-        read_at: i64,
-    ) -> Result<Option<String>> {
-        let req = self.store.request(id).await?;
-        Ok(match &req {
-            None => Some("its request is unknown to jitbot".to_string()),
-            Some(r) if r.rule_in(nsg).is_none() => Some(format!(
-                "its request {} is for another NSG ({})",
-                r.id,
-                r.nsg_names()
-            )),
-            Some(r) => match r.status {
-                // In flight, open, or being closed by its own job.
-                Status::Approved | Status::Applying | Status::Active | Status::Revoking => None,
-                Status::Pending => Some(format!("its request {} is not approved", r.id)),
-                // Closed after we read the NSG: what we read says nothing about it now.
-                _ if r.closed_at.is_none_or(|c| c >= read_at) => None,
-                s => Some(format!("its request {} is {s}", r.id)),
-            },
-        })
+    /// The requests named by the grant rules among `rules`, by id (read in one batch).
+    async fn owners_of(&self, rules: &[SecurityRule]) -> Result<HashMap<String, RequestRow>> {
+        let ids: Vec<_> = rules
+            .iter()
+            .filter_map(|r| self.policy.namespace.grant_id(&r.name))
+            .collect();
+        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        Ok(self
+            .store
+            .requests_by_ids(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect())
     }
 
     /// Why a rule in the namespace that names no request (`jitbot-rogue`) must go, or `None`:
