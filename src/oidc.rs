@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::domain::{GrantDuration, Secret};
+use crate::domain::{GrantDuration, Secret, bounded};
 
 /// The environment variable of the client secret unless `entra.client_secret_env` names another.
 pub const DEFAULT_SECRET_ENV: &str = "JITBOT_ENTRA_CLIENT_SECRET";
@@ -195,12 +195,13 @@ pub struct Identity {
     pub upn: String,
 }
 
+/// The issuer's OpenID configuration, as far as jitbot uses it.
 #[derive(Debug, Clone, Deserialize)]
-struct Metadata {
-    issuer: String,
-    authorization_endpoint: url::Url,
-    token_endpoint: url::Url,
-    jwks_uri: url::Url,
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: url::Url,
+    pub token_endpoint: url::Url,
+    pub jwks_uri: url::Url,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,15 +274,10 @@ impl EntraClient {
         }
         let issuer = self.settings.issuer.as_str().trim_end_matches('/');
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let m: Metadata = get_json(&self.http, &url)
+        let body = get_body(&self.http, &url)
             .await
             .map_err(OidcError::Discovery)?;
-        if m.issuer.trim_end_matches('/') != issuer {
-            return Err(OidcError::Discovery(format!(
-                "the metadata names issuer `{}`, not the configured `{issuer}`",
-                m.issuer
-            )));
-        }
+        let m = read_metadata(&body, issuer)?;
         *cached = Some(m.clone());
         Ok(m)
     }
@@ -361,39 +357,14 @@ impl EntraClient {
         token: &str,
         nonce: &str,
     ) -> Result<Identity, OidcError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| OidcError::InvalidToken(e.to_string()))?;
-        if header.alg != Algorithm::RS256 {
-            return Err(OidcError::InvalidToken(format!(
-                "algorithm {:?}",
-                header.alg
-            )));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| OidcError::InvalidToken("no kid".into()))?;
+        let kid = token_kid(token)?;
         let key = self.key(meta, &kid).await?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[meta.issuer.as_str()]);
-        validation.set_audience(&[self.settings.client_id.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 60;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|e| OidcError::InvalidToken(e.to_string()))?;
-        let claims = data.claims;
-        // Compared in constant time: the nonce is a secret of this sign-in.
-        let expected = Sha256::digest(nonce.as_bytes());
-        let got = Sha256::digest(claims.nonce.unwrap_or_default().as_bytes());
-        if expected != got {
-            return Err(OidcError::Nonce);
-        }
-        let oid = claims
-            .oid
-            .ok_or_else(|| OidcError::InvalidToken("no oid claim".into()))?;
-        Ok(Identity {
-            oid: oid.to_ascii_lowercase(),
-            upn: claims.preferred_username.unwrap_or_default(),
-        })
+        let expect = Expected {
+            issuer: &meta.issuer,
+            audience: &self.settings.client_id,
+            nonce,
+        };
+        check_id_token(token, &key, &expect)
     }
 
     /// The key `kid`: from the kept set, or from a fresh fetch when the set does not hold it
@@ -404,9 +375,10 @@ impl EntraClient {
             .as_ref()
             .is_none_or(|k| k.set.find(kid).is_none() && k.fetched.elapsed() >= KEYS_REFRESH_MIN);
         if stale {
-            let set: JwkSet = get_json(&self.http, meta.jwks_uri.as_str())
+            let body = get_body(&self.http, meta.jwks_uri.as_str())
                 .await
                 .map_err(OidcError::Keys)?;
+            let set = read_keys(&body)?;
             *keys = Some(Keys {
                 set,
                 fetched: Instant::now(),
@@ -420,15 +392,92 @@ impl EntraClient {
     }
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<T, String> {
+/// The body of a successful GET.
+async fn get_body(http: &reqwest::Client, url: &str) -> Result<bytes::Bytes, String> {
     let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
-    resp.json::<T>().await.map_err(|e| e.to_string())
+    resp.bytes().await.map_err(|e| e.to_string())
+}
+
+// The parsers of what Entra (or whoever answers in its place) sends, pure so that `fuzz/` and
+// `tests/props.rs` can feed them anything.
+
+/// Reads the issuer's discovery document (`/.well-known/openid-configuration`); its `issuer`
+/// must be `issuer` (trailing `/` ignored).
+pub fn read_metadata(body: &[u8], issuer: &str) -> Result<Metadata, OidcError> {
+    let m: Metadata = serde_json::from_slice(body)
+        .map_err(|e| OidcError::Discovery(format!("unreadable metadata: {e}")))?;
+    let issuer = issuer.trim_end_matches('/');
+    if m.issuer.trim_end_matches('/') != issuer {
+        return Err(OidcError::Discovery(format!(
+            "the metadata names issuer `{}`, not the configured `{issuer}`",
+            bounded(&m.issuer)
+        )));
+    }
+    Ok(m)
+}
+
+/// Reads the tenant's signing keys (`jwks_uri`).
+pub fn read_keys(body: &[u8]) -> Result<JwkSet, OidcError> {
+    serde_json::from_slice(body).map_err(|e| OidcError::Keys(format!("unreadable keys: {e}")))
+}
+
+/// The `kid` of an ID token signed with RS256, read from its header (nothing verified yet).
+pub fn token_kid(token: &str) -> Result<String, OidcError> {
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| OidcError::InvalidToken(e.to_string()))?;
+    if header.alg != Algorithm::RS256 {
+        return Err(OidcError::InvalidToken(format!(
+            "algorithm {:?}",
+            header.alg
+        )));
+    }
+    header
+        .kid
+        .ok_or_else(|| OidcError::InvalidToken("no kid".into()))
+}
+
+/// What an ID token must say to be this sign-in's.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// `iss`: the metadata's issuer.
+    pub issuer: &'a str,
+    /// `aud`: the app registration's client id.
+    pub audience: &'a str,
+    /// `nonce`: the one sent with this sign-in.
+    pub nonce: &'a str,
+}
+
+/// Checks an ID token against `key` (RS256 signature, `iss`, `aud`, `exp` with 60 s of leeway,
+/// `sub` present, `nonce`) and returns who signed in.
+pub fn check_id_token(
+    token: &str,
+    key: &DecodingKey,
+    expect: &Expected<'_>,
+) -> Result<Identity, OidcError> {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[expect.issuer]);
+    validation.set_audience(&[expect.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 60;
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map_err(|e| OidcError::InvalidToken(e.to_string()))?;
+    let claims = data.claims;
+    // Compared in constant time: the nonce is a secret of this sign-in.
+    let expected = Sha256::digest(expect.nonce.as_bytes());
+    let got = Sha256::digest(claims.nonce.unwrap_or_default().as_bytes());
+    if expected != got {
+        return Err(OidcError::Nonce);
+    }
+    let oid = claims
+        .oid
+        .ok_or_else(|| OidcError::InvalidToken("no oid claim".into()))?;
+    Ok(Identity {
+        oid: oid.to_ascii_lowercase(),
+        upn: claims.preferred_username.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

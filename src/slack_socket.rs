@@ -393,33 +393,11 @@ impl SocketMode {
 
     /// Reads one WebSocket message.
     fn on_message(&self, message: Message) -> Incoming {
-        let text = match message {
-            Message::Text(t) => t,
-            Message::Close(_) => return Incoming::Closed,
+        match message {
+            Message::Text(text) => read_frame(text.as_str()),
+            Message::Close(_) => Incoming::Closed,
             // Pings are answered by tungstenite; pongs and binary frames mean nothing here.
-            _ => return Incoming::Nothing,
-        };
-        let frame: Frame = match serde_json::from_str(text.as_str()) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %bounded(&e.to_string()), "Slack Socket Mode: a frame that is not an envelope");
-                return Incoming::Nothing;
-            }
-        };
-        match (frame.kind.as_str(), frame.envelope_id.clone()) {
-            ("disconnect", _) => Incoming::Disconnect(frame.reason.unwrap_or_default()),
-            ("hello", _) => Incoming::Nothing,
-            (_, Some(envelope_id)) => Incoming::Envelope(Envelope {
-                envelope_id,
-                kind: frame.kind,
-                payload: frame.payload,
-                accepts_response_payload: frame.accepts_response_payload,
-                retry_attempt: frame.retry_attempt,
-            }),
-            (kind, None) => {
-                tracing::debug!(kind = %bounded(kind), "Slack Socket Mode: ignoring a frame");
-                Incoming::Nothing
-            }
+            _ => Incoming::Nothing,
         }
     }
 
@@ -518,6 +496,34 @@ impl SocketMode {
     }
 }
 
+/// What one text frame from Slack means: an envelope to acknowledge, `disconnect`, or nothing
+/// jitbot acts on (`hello`, a frame without an `envelope_id`, text that is not a frame). The
+/// parser of everything Slack sends on the WebSocket (fuzzed by `fuzz/`'s `socket` target).
+pub fn read_frame(text: &str) -> Incoming {
+    let frame: Frame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %bounded(&e.to_string()), "Slack Socket Mode: a frame that is not an envelope");
+            return Incoming::Nothing;
+        }
+    };
+    match (frame.kind.as_str(), frame.envelope_id) {
+        ("disconnect", _) => Incoming::Disconnect(frame.reason.unwrap_or_default()),
+        ("hello", _) => Incoming::Nothing,
+        (_, Some(envelope_id)) => Incoming::Envelope(Envelope {
+            envelope_id,
+            kind: frame.kind,
+            payload: frame.payload,
+            accepts_response_payload: frame.accepts_response_payload,
+            retry_attempt: frame.retry_attempt,
+        }),
+        (kind, None) => {
+            tracing::debug!(kind = %bounded(kind), "Slack Socket Mode: ignoring a frame");
+            Incoming::Nothing
+        }
+    }
+}
+
 /// Reads until the connection's `hello` (Slack's first frame); returns `num_connections`.
 async fn await_hello(socket: &mut Socket) -> Result<u64, SocketError> {
     let hello = async {
@@ -569,22 +575,27 @@ fn far_future() -> tokio::time::Instant {
 }
 
 /// What one WebSocket message meant.
-enum Incoming {
+#[derive(Debug)]
+pub enum Incoming {
+    /// A command, click or event to acknowledge by its `envelope_id`.
     Envelope(Envelope),
+    /// Slack will close this connection (the reason: `refresh_requested`, `warning`, …).
     Disconnect(String),
+    /// The WebSocket is closing.
     Closed,
+    /// Nothing to act on.
     Nothing,
 }
 
 /// One envelope to acknowledge.
 #[derive(Debug)]
-struct Envelope {
-    envelope_id: String,
+pub struct Envelope {
+    pub envelope_id: String,
     /// `slash_commands`, `interactive`, `events_api`, …
-    kind: String,
-    payload: Value,
-    accepts_response_payload: bool,
-    retry_attempt: u32,
+    pub kind: String,
+    pub payload: Value,
+    pub accepts_response_payload: bool,
+    pub retry_attempt: u32,
 }
 
 impl Envelope {

@@ -61,6 +61,26 @@ fn arm_inputs_pass() {
     assert!(replay("arm", harness::arm) > 0);
 }
 
+#[test]
+fn slack_form_inputs_pass() {
+    assert!(replay("slack_form", harness::slack_form) > 0);
+}
+
+#[test]
+fn discord_form_inputs_pass() {
+    assert!(replay("discord_form", harness::discord_form) > 0);
+}
+
+#[test]
+fn socket_inputs_pass() {
+    assert!(replay("socket", harness::socket) > 0);
+}
+
+#[test]
+fn oidc_inputs_pass() {
+    assert!(replay("oidc", harness::oidc) > 0);
+}
+
 /// The first crash the `discord` target found (saved under `tests/fuzz-regressions/discord/`):
 /// serenity 0.12.5 panics on an avatar hash with a multi-byte character. Such an interaction is
 /// now read, without its avatar.
@@ -75,4 +95,60 @@ fn a_non_ascii_image_hash_does_not_stop_an_interaction_being_read() {
         jitbot::chat::discord::Incoming::Command { text, .. } => assert_eq!(text, "web1 22 1h"),
         other => panic!("read as {other:?}"),
     }
+}
+
+/// The shapes the form targets build around the fuzzed part (`fuzz/src/lib.rs`) are read as
+/// forms when that part is sound: otherwise the targets would only ever reach a refusal.
+#[test]
+fn the_form_targets_reach_the_form_parsers() {
+    use jitbot::chat::{discord, slack};
+    use serde_json::json;
+    let mut payload = harness::slack_form_skeleton("view_submission", r#"{"form":"request"}"#);
+    payload["view"]["state"]["values"] = json!({ "ports:web1": { "ports": { "value": "22" } } });
+    let read = slack::interaction_from_json(&payload).unwrap();
+    assert!(
+        matches!(read, slack::Interaction::FormSubmitted(_)),
+        "{read:?}"
+    );
+    let mut change = harness::slack_form_skeleton("block_actions", r#"{"form":"request"}"#);
+    change["actions"] = json!([{ "action_id": "target", "selected_option": { "value": "db1" } }]);
+    let read = slack::interaction_from_json(&change).unwrap();
+    assert!(
+        matches!(read, slack::Interaction::FormChanged(_)),
+        "{read:?}"
+    );
+
+    let rows =
+        json!([{ "type": 1, "components": [{ "type": 4, "custom_id": "reason", "value": "x" }] }]);
+    let submit = harness::discord_skeleton(
+        5,
+        json!({ "custom_id": "jitform:deny:req_1:0", "components": rows }),
+    );
+    let read = discord::parse_interaction(submit.to_string().as_bytes()).unwrap();
+    assert!(
+        matches!(read, discord::Incoming::FormSubmit { .. }),
+        "{read:?}"
+    );
+    let pick = harness::discord_skeleton(
+        3,
+        json!({ "custom_id": discord::FORM_PICK, "component_type": 3, "values": ["web1"] }),
+    );
+    let read = discord::parse_interaction(pick.to_string().as_bytes()).unwrap();
+    assert!(
+        matches!(read, discord::Incoming::FormPick { .. }),
+        "{read:?}"
+    );
+}
+
+/// The `oidc` target's signed-claims mode reaches an accepted sign-in with its seed's claims.
+#[test]
+fn the_oidc_target_signs_tokens_jitbot_accepts() {
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/seeds/oidc/claims"
+    ))
+    .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&seed[1..]).unwrap();
+    let who = harness::check_token(&harness::sign(&claims)).unwrap();
+    assert_eq!(who.oid, "00000000-0000-0000-66f3-3332eca7ea81");
 }

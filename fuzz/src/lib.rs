@@ -244,3 +244,307 @@ fn listing(kind: ListingKind, body: &[u8]) {
         Ok(_) | Err(_) => {}
     }
 }
+
+// ── forms ─────────────────────────────────────────────────────────────────────────────────────
+
+/// Slack's form interactions (`chat/slack/form.rs`): a `view_submission` of a jitbot modal and
+/// `block_actions` inside one. The first byte picks what the rest is: 0 any interaction payload
+/// (JSON), 1 the `state.values` of a submitted jitbot request form, 2 `private_metadata`, then
+/// after a newline the `action_id` and the chosen value of a change in an open jitbot modal.
+pub fn slack_form(data: &[u8]) {
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    match mode % 3 {
+        0 => {
+            if let Ok(payload) = serde_json::from_slice::<serde_json::Value>(rest) {
+                check_slack_payload(&payload);
+            }
+        }
+        1 => {
+            let state = serde_json::from_slice(rest).unwrap_or(serde_json::Value::Null);
+            let mut payload = slack_form_skeleton("view_submission", r#"{"form":"request"}"#);
+            payload["view"]["state"]["values"] = state;
+            check_slack_payload(&payload);
+        }
+        _ => {
+            let mut parts = text.splitn(3, '\n');
+            let (meta, action_id, value) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            let mut payload = slack_form_skeleton("block_actions", meta);
+            payload["actions"] = serde_json::json!([{ "type": "static_select",
+                "action_id": action_id, "selected_option": { "value": value } }]);
+            check_slack_payload(&payload);
+        }
+    }
+}
+
+/// A payload of `kind` from inside a jitbot modal whose `private_metadata` is `meta`.
+pub fn slack_form_skeleton(kind: &str, meta: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": kind,
+        "user": { "id": "U0STEVE", "username": "steve" },
+        "container": { "type": "view", "view_id": "V0001" },
+        "view": { "id": "V0001", "hash": "1.a", "callback_id": slack::FORM_CALLBACK,
+                  "private_metadata": meta, "state": { "values": {} } }
+    })
+}
+
+/// Parses an interaction payload as the HTTP route and Socket Mode do, and checks what a form
+/// interaction promises: a person, each value non-empty and from the block of its own field,
+/// and every error answer addressed to a block of the view.
+pub fn check_slack_payload(payload: &serde_json::Value) {
+    match slack::interaction_from_json(payload) {
+        Ok(slack::Interaction::FormSubmitted(s)) => {
+            assert!(!s.user_id.is_empty(), "a submission without a person");
+            for (field, value) in &s.values {
+                assert!(!value.is_empty(), "an empty {field:?} was kept");
+                let block = s.block_ids.get(field).expect("a value without its block");
+                assert_eq!(block.split(':').next(), Some(field.as_str()));
+            }
+            let errors = s.values.keys().map(|f| (*f, "wrong".to_string())).collect();
+            let answer = slack::form_errors(&s, &errors);
+            assert_eq!(answer["response_action"], "errors");
+            let shown = answer["errors"].as_object().map_or(0, |e| e.len());
+            assert_eq!(shown, s.values.len(), "an error went missing: {answer}");
+        }
+        Ok(slack::Interaction::FormChanged(c)) => {
+            assert!(!c.user_id.is_empty() && !c.view_id.is_empty());
+        }
+        Ok(slack::Interaction::Button(click)) => {
+            assert!(!click.user_id.is_empty(), "a click without a user");
+            assert!(!click.action.request_id.is_empty() && click.action.round >= 0);
+        }
+        Ok(slack::Interaction::Other { kind }) => assert!(!kind.is_empty()),
+        Err(e) => assert!(!e.to_string().trim().is_empty()),
+    }
+}
+
+/// Discord's form interactions (`chat/discord/form.rs`): the target menu's choice (a string
+/// select on `jitform:pick`) and modal submissions (type 5). The first byte picks what the rest
+/// is: 0 a modal's `custom_id`, 1 a modal submission's `custom_id`, then after a newline its
+/// `components` (JSON), 2 the `values` of a choice in the target menu (JSON).
+pub fn discord_form(data: &[u8]) {
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    match mode % 3 {
+        0 => {
+            // What is read back is what was written: a modal id stays its form kind.
+            if let Some(kind) = discord::parse_modal_id(&text) {
+                assert_eq!(
+                    discord::parse_modal_id(&discord::modal_id(&kind)),
+                    Some(kind)
+                );
+            }
+        }
+        1 => {
+            let (custom_id, components) = text.split_once('\n').unwrap_or((&text, "[]"));
+            let components: serde_json::Value =
+                serde_json::from_str(components).unwrap_or(serde_json::Value::Null);
+            let data = serde_json::json!({ "custom_id": custom_id, "components": components });
+            check_discord_form(&discord_skeleton(5, data));
+        }
+        _ => {
+            let values: serde_json::Value =
+                serde_json::from_slice(rest).unwrap_or(serde_json::Value::Null);
+            let data = serde_json::json!({ "custom_id": discord::FORM_PICK,
+                "component_type": 3, "values": values });
+            check_discord_form(&discord_skeleton(3, data));
+        }
+    }
+}
+
+/// A guild interaction of `kind` (3 component, 5 modal submit) with `data`, in the shape
+/// Discord sends (as `jitbot_sim::discord_user` builds it).
+pub fn discord_skeleton(kind: u8, data: serde_json::Value) -> serde_json::Value {
+    const APP: &str = "1216441490306502796";
+    const GUILD: &str = "290926798626357999";
+    const CHANNEL: &str = "700000000000000010";
+    let user = serde_json::json!({ "avatar": null, "avatar_decoration_data": null,
+        "discriminator": "0", "global_name": "Steve", "id": "800000000000000001",
+        "public_flags": 0, "username": "steve" });
+    serde_json::json!({
+        "app_permissions": "2248473465835073", "application_id": APP,
+        "attachment_size_limit": 10485760, "authorizing_integration_owners": { "0": GUILD },
+        "channel": { "flags": 0, "guild_id": GUILD, "id": CHANNEL, "last_message_id": null,
+                     "name": "ops", "nsfw": false, "parent_id": null,
+                     "permissions": "2248473465835073", "position": 3,
+                     "rate_limit_per_user": 0, "topic": null, "type": 0 },
+        "channel_id": CHANNEL, "context": 0, "data": data, "entitlements": [],
+        "guild": { "features": [], "id": GUILD, "locale": "en-US" },
+        "guild_id": GUILD, "guild_locale": "en-US", "id": "1218321500000000011",
+        "locale": "en-US",
+        "member": { "avatar": null, "banner": null, "communication_disabled_until": null,
+                    "deaf": false, "flags": 0, "joined_at": "2019-05-01T10:00:00.000000+00:00",
+                    "mute": false, "nick": null, "pending": false,
+                    "permissions": "2248473465835073", "premium_since": null, "roles": [],
+                    "user": user },
+        "message": { "application_id": APP, "attachments": [],
+                     "author": { "avatar": null, "bot": true, "discriminator": "0",
+                                 "global_name": null, "id": APP, "public_flags": 524288,
+                                 "username": "jitbot" },
+                     "channel_id": CHANNEL, "components": [], "content": "",
+                     "edited_timestamp": null, "embeds": [], "flags": 0,
+                     "id": "1300000000000000009", "mention_everyone": false,
+                     "mention_roles": [], "mentions": [], "pinned": false,
+                     "timestamp": "2024-03-15T12:00:00.000000+00:00", "tts": false, "type": 0 },
+        "token": "aW50ZXJhY3Rpb246MTIxODMyMTUwMDAwMDAwMDEx", "type": kind, "version": 1
+    })
+}
+
+/// Reads a Discord interaction and checks what a form interaction promises.
+pub fn check_discord_form(body: &serde_json::Value) {
+    match discord::parse_interaction(body.to_string().as_bytes()) {
+        Ok(discord::Incoming::FormSubmit { user, kind, values }) => {
+            assert!(!user.id.is_empty(), "a submission without a person");
+            assert_eq!(
+                discord::parse_modal_id(&discord::modal_id(&kind)),
+                Some(kind)
+            );
+            for value in values.values() {
+                assert!(
+                    !value.is_empty() && value.trim() == value,
+                    "{value:?} kept as is"
+                );
+            }
+        }
+        Ok(discord::Incoming::FormPick { user, .. }) => assert!(!user.id.is_empty()),
+        Ok(_) => {}
+        Err(e) => assert!(!e.to_string().trim().is_empty()),
+    }
+}
+
+// ── Slack Socket Mode ────────────────────────────────────────────────────────────────────────
+
+/// What Slack sends on the Socket Mode WebSocket (`slack_socket::read_frame`), and an
+/// envelope's payload read as the envelope's kind says. The first byte picks what the rest is:
+/// 0 a whole frame, 1 the payload of an `interactive` envelope, 2 the payload of a
+/// `slash_commands` envelope.
+pub fn socket(data: &[u8]) {
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let frame = match mode % 3 {
+        0 => text.into_owned(),
+        kind => {
+            let payload = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            let kind = if kind == 1 {
+                "interactive"
+            } else {
+                "slash_commands"
+            };
+            serde_json::json!({ "envelope_id": "e-1", "type": kind, "payload": payload,
+                "accepts_response_payload": true, "retry_attempt": 0 })
+            .to_string()
+        }
+    };
+    match jitbot::slack_socket::read_frame(&frame) {
+        jitbot::slack_socket::Incoming::Envelope(e) => match e.kind.as_str() {
+            "slash_commands" => match slack::slash_command_from_json(&e.payload) {
+                Ok(cmd) => {
+                    assert!(!cmd.user_id.trim().is_empty() && !cmd.command.trim().is_empty());
+                    check_command(&cmd.text);
+                }
+                Err(e) => assert!(!e.to_string().trim().is_empty()),
+            },
+            "interactive" => check_slack_payload(&e.payload),
+            _ => {}
+        },
+        jitbot::slack_socket::Incoming::Disconnect(_)
+        | jitbot::slack_socket::Incoming::Closed
+        | jitbot::slack_socket::Incoming::Nothing => {}
+    }
+}
+
+// ── Entra ID sign-in (step-up) ────────────────────────────────────────────────────────────────
+
+pub const ISSUER: &str =
+    "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0";
+pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+pub const NONCE: &str = "fuzz-nonce";
+/// The emulated tenant's signing key (`crates/jitbot-sim/fixtures/`), to sign fuzzed claims.
+const SIGNING_PEM: &str = include_str!("../../crates/jitbot-sim/fixtures/entra-key-1.pem");
+const SIGNING_JWK: &str = include_str!("../../crates/jitbot-sim/fixtures/entra-key-1.jwk.json");
+
+/// What Entra sends for a step-up sign-in (`oidc.rs`). The first byte picks what the rest is:
+/// 0 the discovery document, 1 the key set (each key made a decoding key), 2 an ID token (text)
+/// checked against the tenant's key, 3 the claims of an ID token signed with the tenant's key.
+pub fn oidc(data: &[u8]) {
+    use jitbot::oidc;
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 4 {
+        0 => {
+            if let Ok(m) = oidc::read_metadata(rest, ISSUER) {
+                assert_eq!(m.issuer.trim_end_matches('/'), ISSUER);
+            }
+        }
+        1 => {
+            if let Ok(set) = oidc::read_keys(rest) {
+                for jwk in &set.keys {
+                    let _ = jsonwebtoken::DecodingKey::from_jwk(jwk);
+                }
+            }
+        }
+        2 => {
+            let token = String::from_utf8_lossy(rest);
+            let _ = oidc::token_kid(&token);
+            // Forging an RS256 signature by chance does not happen: anything accepted is a bug.
+            assert!(
+                check_token(&token).is_err(),
+                "an unsigned ID token passed the check"
+            );
+        }
+        _ => {
+            let Ok(claims) = serde_json::from_slice::<serde_json::Value>(rest) else {
+                return;
+            };
+            let token = sign(&claims);
+            if let Ok(who) = check_token(&token) {
+                assert_eq!(
+                    claims["nonce"], NONCE,
+                    "another sign-in's token was accepted"
+                );
+                assert_eq!(claims["aud"], CLIENT_ID);
+                assert_eq!(who.oid, who.oid.to_ascii_lowercase());
+            }
+        }
+    }
+}
+
+/// `token` checked as jitbot checks a step-up sign-in's ID token, against the tenant's key.
+pub fn check_token(token: &str) -> Result<jitbot::oidc::Identity, jitbot::oidc::OidcError> {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<jsonwebtoken::DecodingKey> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let jwk = serde_json::from_str(SIGNING_JWK).expect("the fixture is a JWK");
+        jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("the fixture is an RSA key")
+    });
+    jitbot::oidc::token_kid(token)?;
+    let expect = jitbot::oidc::Expected {
+        issuer: ISSUER,
+        audience: CLIENT_ID,
+        nonce: NONCE,
+    };
+    jitbot::oidc::check_id_token(token, key, &expect)
+}
+
+/// `claims` as an RS256 ID token signed with the tenant's key.
+pub fn sign(claims: &serde_json::Value) -> String {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<jsonwebtoken::EncodingKey> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        jsonwebtoken::EncodingKey::from_rsa_pem(SIGNING_PEM.as_bytes()).expect("the fixture")
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("entra-key-1".into());
+    jsonwebtoken::encode(&header, claims, key).unwrap_or_default()
+}

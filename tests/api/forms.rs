@@ -2,6 +2,8 @@
 //! it (views.update), submitting makes exactly the request the typed command would, errors come
 //! back beside their fields; Discord's select menu → modal (type 9) → submit (type 5); and
 //! **Deny with reason** on both platforms. Payloads are shaped as Slack and Discord send them.
+//! The Slack tests run over HTTP and over Socket Mode (`slack_transports!`): the same payloads
+//! as `interactive` envelopes, a submission's answer in the envelope's ack.
 
 use crate::helpers::*;
 use jitbot::domain::Status;
@@ -13,20 +15,47 @@ use std::time::Duration;
 
 const FIVE: Duration = Duration::from_secs(5);
 
-/// Posts a signed interaction body to `/slack/interactions`; the status and the JSON answer
-/// (`Null` for an empty body).
-async fn interact(app: &TestApp, body: &str) -> (reqwest::StatusCode, Value) {
+/// Sends an interaction `payload` (the JSON Slack puts in the form's `payload` field) over the
+/// test's Slack transport: signed to `/slack/interactions`, or as an `interactive` Socket Mode
+/// envelope whose ack must come within 3 s. The status and jitbot's answer (`Null` for none):
+/// the HTTP response body, or the ack's `payload`, where Socket Mode carries a
+/// `view_submission`'s `response_action`.
+async fn interact(app: &TestApp, payload: Value) -> (reqwest::StatusCode, Value) {
+    if app.transport == Transport::Socket {
+        return app.over_socket("interactive", payload).await;
+    }
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let resp = slack_user::send(
         &app.http,
         &format!("{}/slack/interactions", app.base),
         SECRET,
-        body,
+        &body,
     )
     .await
     .unwrap();
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Sends a slash command `payload` (its fields as a JSON object of strings) over the test's
+/// Slack transport; the status (the answer is not needed here).
+async fn command(app: &TestApp, payload: Value) -> reqwest::StatusCode {
+    if app.transport == Transport::Socket {
+        return app.over_socket("slash_commands", payload).await.0;
+    }
+    let pairs: Vec<(String, String)> = payload
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = serde_urlencoded::to_string(&pairs).unwrap();
+    let url = format!("{}/slack/commands", app.base);
+    let resp = slack_user::send(&app.http, &url, SECRET, &body)
+        .await
+        .unwrap();
+    resp.status()
 }
 
 /// The `n`-th modal the fake Slack holds, once it has been opened (and updated `updates` times).
@@ -130,7 +159,7 @@ priority_range = [300, 399]
 reason_pattern = '^INC-\d+'
 "#;
 
-backends! {
+slack_transports! {
 #[tokio::test]
 async fn slack_form_opens_follows_the_target_and_submits_the_typed_request() {
     let app = spawn_app().await;
@@ -144,8 +173,8 @@ async fn slack_form_opens_follows_the_target_and_submits_the_typed_request() {
     assert_eq!(block(&v, "duration")["element"]["initial_option"]["value"], "1h");
 
     // Choosing web1 rebuilds the form for it (views.update with the view's id and hash).
-    let change = slack_user::view_block_action(STEVE, "steve", &v.full(), "target", "web1");
-    let (status, _) = interact(&app, &change).await;
+    let change = slack_user::view_block_action_payload(STEVE, "steve", &v.full(), "target", "web1");
+    let (status, _) = interact(&app, change).await;
     assert_eq!(status, 200);
     let v2 = view(&app, 0, 1).await;
     let update = app.slack.calls().into_iter().rfind(|c| c.method == "views.update").unwrap();
@@ -156,18 +185,18 @@ async fn slack_form_opens_follows_the_target_and_submits_the_typed_request() {
     assert_eq!(block(&v2, "ports")["block_id"], "ports:web1", "new blocks get new values");
     assert_eq!(block(&v2, "target")["element"]["initial_option"]["value"], "web1");
     // A change sent from the view as it was before (a stale hash) is refused by Slack.
-    let stale = slack_user::view_block_action(STEVE, "steve", &v.full(), "target", "db1");
-    assert_eq!(interact(&app, &stale).await.0, 200);
+    let stale = slack_user::view_block_action_payload(STEVE, "steve", &v.full(), "target", "db1");
+    assert_eq!(interact(&app, stale).await.0, 200);
     app.wait_until("views.update refused", FIVE, |app| {
         app.slack.calls().iter().any(|c| c.error.as_deref() == Some("hash_conflict"))
     })
     .await;
     assert_eq!(app.slack.views()[0].hash, v2.hash, "the view did not change");
 
-    let submit = slack_user::view_submission(
+    let submit = slack_user::view_submission_payload(
         STEVE, "steve", &v2.full(), &[("ports", "22,3389"), ("reason", "deploy hotfix")],
     );
-    let (status, answer) = interact(&app, &submit).await;
+    let (status, answer) = interact(&app, submit).await;
     assert_eq!(status, 200);
     let text = answer_text(&answer);
     assert!(text.contains("waiting for approval"), "{text}");
@@ -184,8 +213,8 @@ async fn slack_form_errors_appear_beside_their_fields_and_change_nothing() {
     let v = open_form(&app, STEVE).await;
     let before = app.row_counts().await;
     // Unreadable fields: each gets its own error, in its own block.
-    let bad = slack_user::view_submission(STEVE, "steve", &v.full(), &[("ports", ""), ("source", "somewhere")]);
-    let (status, answer) = interact(&app, &bad).await;
+    let bad = slack_user::view_submission_payload(STEVE, "steve", &v.full(), &[("ports", ""), ("source", "somewhere")]);
+    let (status, answer) = interact(&app, bad).await;
     assert_eq!(status, 200);
     assert_eq!(answer["response_action"], "errors", "{answer}");
     let errors = answer["errors"].as_object().unwrap();
@@ -194,8 +223,8 @@ async fn slack_form_errors_appear_beside_their_fields_and_change_nothing() {
     assert_eq!(blocks, ["ports", "source"], "{answer}");
     // A policy refusal lands on the field it is about (a duration Slack's select would not
     // offer, as a forged submission could send).
-    let long = slack_user::view_submission(STEVE, "steve", &v.full(), &[("duration", "2h")]);
-    let (_, answer) = interact(&app, &long).await;
+    let long = slack_user::view_submission_payload(STEVE, "steve", &v.full(), &[("duration", "2h")]);
+    let (_, answer) = interact(&app, long).await;
     assert_eq!(answer["response_action"], "errors", "{answer}");
     let why = answer["errors"]["duration"].as_str().unwrap_or_default();
     assert!(why.contains("maximum: 1h"), "{answer}");
@@ -207,19 +236,10 @@ async fn slack_form_errors_appear_beside_their_fields_and_change_nothing() {
 #[tokio::test]
 async fn slack_form_from_an_expired_trigger_is_not_opened() {
     let app = spawn_app().await;
-    let body = slack_user::slash_command(STEVE, "steve", "C0OPS", "");
-    let stale = slack_user::trigger_id_issued_at(chrono::Utc::now().timestamp_millis() - 10_000);
-    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
-    for (k, v) in &mut pairs {
-        if k == "trigger_id" {
-            *v = stale.clone();
-        }
-    }
-    let body = serde_urlencoded::to_string(&pairs).unwrap();
-    let resp = slack_user::send(&app.http, &format!("{}/slack/commands", app.base), SECRET, &body)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let mut payload = slack_user::slash_command_payload(STEVE, "steve", "C0OPS", "");
+    payload["trigger_id"] =
+        slack_user::trigger_id_issued_at(chrono::Utc::now().timestamp_millis() - 10_000).into();
+    assert_eq!(command(&app, payload).await, 200);
     app.wait_until("views.open refused", FIVE, |app| {
         app.slack.calls().iter().any(|c| c.method == "views.open" && c.error.as_deref() == Some("expired_trigger_id"))
     })
@@ -242,14 +262,14 @@ async fn slack_deny_with_reason_reaches_the_requester_and_the_audit_trail() {
     assert_eq!(app.slack.views().len(), 1, "mallory got a form");
 
     // No reason: the error is beside the field; nothing is decided.
-    let empty = slack_user::view_submission(ALICE, "alice", &v.full(), &[]);
-    let (_, answer) = interact(&app, &empty).await;
+    let empty = slack_user::view_submission_payload(ALICE, "alice", &v.full(), &[]);
+    let (_, answer) = interact(&app, empty).await;
     assert_eq!(answer["response_action"], "errors", "{answer}");
     assert!(answer["errors"]["reason"].is_string(), "{answer}");
     assert_eq!(app.request(&id).await.status, Status::Pending);
 
-    let deny = slack_user::view_submission(ALICE, "alice", &v.full(), &[("reason", "change freeze until Monday")]);
-    let (status, answer) = interact(&app, &deny).await;
+    let deny = slack_user::view_submission_payload(ALICE, "alice", &v.full(), &[("reason", "change freeze until Monday")]);
+    let (status, answer) = interact(&app, deny).await;
     assert_eq!((status.as_u16(), answer), (200, Value::Null), "the form just closes");
     app.wait_status(&id, Status::Denied, FIVE).await;
     // The round is decided: another Deny with reason gets no form.
@@ -267,6 +287,29 @@ async fn slack_deny_with_reason_reaches_the_requester_and_the_audit_trail() {
     .await;
 }
 
+#[tokio::test]
+async fn slack_form_prefills_usual_sources_and_shows_the_reason_rule() {
+    let app = spawn_app_with(OPS).await;
+    // Dora may request ops alone: it is chosen, her usual address prefilled.
+    let v = open_form(&app, "U0DORA").await;
+    assert_eq!(option_values(&block(&v, "target")), ["ops"]);
+    assert_eq!(block(&v, "source")["element"]["initial_value"], "203.0.113.40/32");
+    assert_eq!(option_values(&block(&v, "duration")), ["15m", "30m", "1h", "2h"]);
+    let reason = block(&v, "reason");
+    assert_eq!(reason["optional"], false);
+    assert!(reason["hint"]["text"].as_str().unwrap().contains(r"^INC-\d+"), "{reason}");
+
+    let wrong = slack_user::view_submission_payload("U0DORA", "dora", &v.full(), &[("reason", "hotfix")]);
+    let (_, answer) = interact(&app, wrong).await;
+    assert!(answer["errors"]["reason"].as_str().unwrap_or_default().contains("must match"), "{answer}");
+    let right = slack_user::view_submission_payload("U0DORA", "dora", &v.full(), &[("reason", "INC-42 restart")]);
+    let (_, answer) = interact(&app, right).await;
+    let req = app.request(&request_id_in(&answer_text(&answer))).await;
+    assert_eq!((req.source.as_str(), req.reason.as_deref()), ("203.0.113.40/32", Some("INC-42 restart")));
+}
+}
+
+backends! {
 #[tokio::test]
 async fn discord_form_menu_then_modal_then_the_typed_request() {
     let app = spawn_discord_app().await;
@@ -332,26 +375,5 @@ async fn discord_deny_with_reason_is_a_modal() {
         app.dms(D_STEVE).iter().any(|m| m.contains("use the bastion"))
     })
     .await;
-}
-
-#[tokio::test]
-async fn slack_form_prefills_usual_sources_and_shows_the_reason_rule() {
-    let app = spawn_app_with(OPS).await;
-    // Dora may request ops alone: it is chosen, her usual address prefilled.
-    let v = open_form(&app, "U0DORA").await;
-    assert_eq!(option_values(&block(&v, "target")), ["ops"]);
-    assert_eq!(block(&v, "source")["element"]["initial_value"], "203.0.113.40/32");
-    assert_eq!(option_values(&block(&v, "duration")), ["15m", "30m", "1h", "2h"]);
-    let reason = block(&v, "reason");
-    assert_eq!(reason["optional"], false);
-    assert!(reason["hint"]["text"].as_str().unwrap().contains(r"^INC-\d+"), "{reason}");
-
-    let wrong = slack_user::view_submission("U0DORA", "dora", &v.full(), &[("reason", "hotfix")]);
-    let (_, answer) = interact(&app, &wrong).await;
-    assert!(answer["errors"]["reason"].as_str().unwrap_or_default().contains("must match"), "{answer}");
-    let right = slack_user::view_submission("U0DORA", "dora", &v.full(), &[("reason", "INC-42 restart")]);
-    let (_, answer) = interact(&app, &right).await;
-    let req = app.request(&request_id_in(&answer_text(&answer))).await;
-    assert_eq!((req.source.as_str(), req.reason.as_deref()), ("203.0.113.40/32", Some("INC-42 restart")));
 }
 }

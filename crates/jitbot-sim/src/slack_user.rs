@@ -201,6 +201,20 @@ pub fn view_block_action(
     action_id: &str,
     value: &str,
 ) -> String {
+    payload_body(view_block_action_payload(
+        user_id, user_name, view, action_id, value,
+    ))
+}
+
+/// The same choice as JSON: the form's `payload` field, and the `payload` of an `interactive`
+/// Socket Mode envelope.
+pub fn view_block_action_payload(
+    user_id: &str,
+    user_name: &str,
+    view: &serde_json::Value,
+    action_id: &str,
+    value: &str,
+) -> serde_json::Value {
     let mut view = view.clone();
     view["state"] = view_state(&view, &[(action_id, value)]);
     let block = view["blocks"]
@@ -211,7 +225,7 @@ pub fn view_block_action(
     let selected = view["state"]["values"][block["block_id"].as_str().unwrap_or_default()]
         [action_id]["selected_option"]
         .clone();
-    payload_body(json!({
+    json!({
         "type": "block_actions",
         "user": person(user_id, user_name),
         "api_app_id": "A123456",
@@ -226,7 +240,7 @@ pub fn view_block_action(
             "type": "static_select", "action_id": action_id, "block_id": block["block_id"],
             "selected_option": selected, "action_ts": "1700000160.123456"
         }]
-    }))
+    })
 }
 
 /// The form body Slack posts when a person submits a modal, with `changes` made to its fields
@@ -237,9 +251,20 @@ pub fn view_submission(
     view: &serde_json::Value,
     changes: &[(&str, &str)],
 ) -> String {
+    payload_body(view_submission_payload(user_id, user_name, view, changes))
+}
+
+/// The same submission as JSON: the form's `payload` field, and the `payload` of an
+/// `interactive` Socket Mode envelope.
+pub fn view_submission_payload(
+    user_id: &str,
+    user_name: &str,
+    view: &serde_json::Value,
+    changes: &[(&str, &str)],
+) -> serde_json::Value {
     let mut view = view.clone();
     view["state"] = view_state(&view, changes);
-    payload_body(json!({
+    json!({
         "type": "view_submission",
         "team": { "id": "T0001", "domain": "example" },
         "user": person(user_id, user_name),
@@ -250,5 +275,5 @@ pub fn view_submission(
         "response_urls": [],
         "is_enterprise_install": false,
         "enterprise": null
-    }))
+    })
 }
