@@ -48,6 +48,35 @@ pub struct Application {
     _simulated_arm: Option<SimulatedArm>,
 }
 
+/// The Entra ID client of step-up sign-in, when `[entra]` is configured.
+fn step_up_client(settings: &Settings) -> anyhow::Result<Option<Arc<crate::oidc::EntraClient>>> {
+    settings
+        .entra
+        .clone()
+        .map(|entra| {
+            crate::oidc::EntraClient::new(entra)
+                .map(Arc::new)
+                .context("setting up the [entra] sign-in")
+        })
+        .transpose()
+}
+
+/// This process's name on the job leases it holds: its pid and a random suffix.
+fn lease_owner() -> String {
+    let suffix = crate::domain::RequestId::generate();
+    format!(
+        "{}-{}",
+        std::process::id(),
+        suffix.as_str().trim_start_matches("req_")
+    )
+}
+
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))
+}
+
 impl Application {
     pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database_url)
@@ -81,13 +110,7 @@ impl Application {
             out: out.clone(),
             simulated: azure.simulated,
             metrics: metrics.clone(),
-            step_up: match settings.entra.clone() {
-                Some(entra) => Some(Arc::new(
-                    crate::oidc::EntraClient::new(entra)
-                        .context("setting up the [entra] sign-in")?,
-                )),
-                None => None,
-            },
+            step_up: step_up_client(&settings)?,
         };
         audit_start(&store, policy.targets.len(), azure.simulated).await?;
         let heartbeat = Arc::new(AtomicI64::new(now_ms()));
@@ -100,13 +123,7 @@ impl Application {
             out,
             settings: settings.worker.clone(),
             simulated: azure.simulated,
-            owner: format!(
-                "{}-{}",
-                std::process::id(),
-                crate::domain::RequestId::generate()
-                    .as_str()
-                    .trim_start_matches("req_")
-            ),
+            owner: lease_owner(),
             heartbeat: heartbeat.clone(),
             metrics: metrics.clone(),
             fallback_audited: Default::default(),
@@ -116,9 +133,7 @@ impl Application {
         let worker = tokio::spawn(worker.run(rx.clone()));
         let listener = match overrides.listener {
             Some(l) => l,
-            None => tokio::net::TcpListener::bind(&settings.server.listen)
-                .await
-                .with_context(|| format!("binding {}", settings.server.listen))?,
+            None => bind(&settings.server.listen).await?,
         };
         let addr = listener.local_addr()?;
         let state = HttpState {

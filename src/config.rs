@@ -489,52 +489,24 @@ impl Settings {
                 None
             }
         };
-        // Discord's public key is not a secret: the file, or DISCORD_PUBLIC_KEY.
-        let mut discord_key = None;
-        if let Some(d) = &file.discord {
-            let key = match &d.public_key {
-                Some(k) => Some(k.trim().to_string()),
-                None => match secrets("DISCORD_PUBLIC_KEY") {
-                    Ok(k) => k.map(|k| k.expose().to_string()),
-                    Err(e) => {
-                        errors.push(e);
-                        None
-                    }
-                },
-            };
-            match key {
-                None => errors.push("discord.public_key: set it (Developer Portal → General Information → Public Key) or the DISCORD_PUBLIC_KEY environment variable".into()),
-                Some(k) => match crate::chat::discord::verifier(&k) {
-                    Ok(_) => discord_key = Some(k),
-                    Err(e) => errors.push(format!("discord.public_key: {e}")),
-                },
-            }
-            if d.application_id.is_empty() || !d.application_id.chars().all(|c| c.is_ascii_digit())
-            {
-                errors.push(format!("discord.application_id: `{}` is not a Discord id (digits only; Developer Portal → General Information → Application ID)", d.application_id));
-            }
-        }
+        let discord_key = file
+            .discord
+            .as_ref()
+            .and_then(|d| discord_public_key(d, &secrets, &mut errors));
         let slack = file
             .slack
             .as_ref()
             .and_then(|s| SlackSettings::resolve(s, &secrets, &mut errors));
-        let mut need = |name: &str| needed_secret(&secrets, name, &mut errors);
-        let discord = match (&file.discord, discord_key) {
-            (Some(d), Some(public_key)) => {
-                need("DISCORD_BOT_TOKEN").map(|bot_token| DiscordSettings {
-                    application_id: d.application_id.clone(),
-                    public_key,
-                    api_base_url: d.api_base_url.trim_end_matches('/').to_string(),
-                    audit_channel: d.audit_channel.clone(),
-                    bot_token,
-                })
-            }
-            (Some(_), None) => {
-                need("DISCORD_BOT_TOKEN");
-                None
-            }
-            _ => None,
-        };
+        let discord = file.discord.as_ref().and_then(|d| {
+            let bot_token = needed_secret(&secrets, "DISCORD_BOT_TOKEN", &mut errors)?;
+            Some(DiscordSettings {
+                application_id: d.application_id.clone(),
+                public_key: discord_key?,
+                api_base_url: d.api_base_url.trim_end_matches('/').to_string(),
+                audit_channel: d.audit_channel.clone(),
+                bot_token,
+            })
+        });
         errors.extend(file.azure.problems());
         let siem = crate::siem::SiemSettings::resolve(&file.siem, &secrets, &mut errors);
         let entra = crate::oidc::EntraSettings::resolve(
@@ -543,26 +515,7 @@ impl Settings {
             &secrets,
             &mut errors,
         );
-        if file.slack.is_none() && file.discord.is_none() {
-            errors.push(
-                "no chat platform is configured: add a [slack] or a [discord] section (or both)"
-                    .into(),
-            );
-        }
-        if let Some(policy) = &policy {
-            for t in policy.targets.values() {
-                if file.slack.is_some() && t.approval_channels.slack.is_none() {
-                    errors.push(format!("targets.{}.approval_channel.slack: Slack is configured, so say which channel gets the approval cards", t.name));
-                }
-                if file.discord.is_some() && t.approval_channels.discord.is_none() {
-                    errors.push(format!("targets.{}.approval_channel.discord: Discord is configured, so say which channel id gets the approval cards", t.name));
-                }
-            }
-            errors.extend(step_up_problems(policy, &file));
-            if policy.targets.is_empty() {
-                errors.push("no [targets.*] are defined, so nothing can be requested".into());
-            }
-        }
+        errors.extend(chat_and_target_problems(&file, policy.as_ref()));
         let worker = WorkerSettings::from_file(&file.worker, &file.digest, &mut errors);
         let group_refresh = slack_group_refresh(&file, policy.as_ref(), &mut errors);
         let database_url =
@@ -594,6 +547,66 @@ impl Settings {
             entra,
         })
     }
+}
+
+/// Discord's public key (not a secret: the file, or `DISCORD_PUBLIC_KEY`), checked to be one,
+/// and the application id checked to be a Discord id.
+fn discord_public_key(
+    d: &DiscordFile,
+    secrets: &impl Fn(&str) -> Result<Option<Secret>, String>,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    if d.application_id.is_empty() || !d.application_id.chars().all(|c| c.is_ascii_digit()) {
+        errors.push(format!("discord.application_id: `{}` is not a Discord id (digits only; Developer Portal → General Information → Application ID)", d.application_id));
+    }
+    let key = match &d.public_key {
+        Some(k) => Some(k.trim().to_string()),
+        None => match secrets("DISCORD_PUBLIC_KEY") {
+            Ok(k) => k.map(|k| k.expose().to_string()),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    let Some(k) = key else {
+        errors.push("discord.public_key: set it (Developer Portal → General Information → Public Key) or the DISCORD_PUBLIC_KEY environment variable".into());
+        return None;
+    };
+    match crate::chat::discord::verifier(&k) {
+        Ok(_) => Some(k),
+        Err(e) => {
+            errors.push(format!("discord.public_key: {e}"));
+            None
+        }
+    }
+}
+
+/// At least one chat platform; every target has an approval channel on each configured one, the
+/// sign-in its `step_up` needs, and there is at least one target.
+fn chat_and_target_problems(file: &ConfigFile, policy: Option<&Policy>) -> Vec<String> {
+    let mut errors = Vec::new();
+    if file.slack.is_none() && file.discord.is_none() {
+        errors.push(
+            "no chat platform is configured: add a [slack] or a [discord] section (or both)".into(),
+        );
+    }
+    let Some(policy) = policy else {
+        return errors;
+    };
+    for t in policy.targets.values() {
+        if file.slack.is_some() && t.approval_channels.slack.is_none() {
+            errors.push(format!("targets.{}.approval_channel.slack: Slack is configured, so say which channel gets the approval cards", t.name));
+        }
+        if file.discord.is_some() && t.approval_channels.discord.is_none() {
+            errors.push(format!("targets.{}.approval_channel.discord: Discord is configured, so say which channel id gets the approval cards", t.name));
+        }
+    }
+    errors.extend(step_up_problems(policy, file));
+    if policy.targets.is_empty() {
+        errors.push("no [targets.*] are defined, so nothing can be requested".into());
+    }
+    errors
 }
 
 /// `step_up` targets need the sign-in configured: `[entra]` and `server.public_url`.
