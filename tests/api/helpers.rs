@@ -85,16 +85,12 @@ pub fn postgres_admin_url() -> Option<String> {
         .filter(|u| !u.trim().is_empty())
 }
 
-/// Runs one test body on `db`: what `backends!` and `postgres_tests!` expand to.
+/// Runs one test body on `db`, with Slack's commands and clicks going over `transport`: what
+/// each variant of `backends!`, `postgres_tests!` and `slack_transports!` expands to.
 ///
 /// A Postgres run without [`POSTGRES_URL_VAR`] prints a `SKIPPED` line and passes, unless
 /// [`REQUIRE_POSTGRES_VAR`] is `1`, then it fails. The databases the body created are dropped
 /// afterwards, whether it passed or not.
-pub async fn run_test(db: Db, name: &str, body: impl Future<Output = ()>) {
-    run_test_over(db, Transport::Http, name, body).await
-}
-
-/// [`run_test`] with Slack's commands and clicks going over `transport` (`slack_transports!`).
 pub async fn run_test_over(
     db: Db,
     transport: Transport,

@@ -31,6 +31,23 @@
 //! `postgres_tests! { … }` is the same for tests that only make sense on PostgreSQL (several
 //! replicas on one database): it makes only the `::postgres` variant.
 
+/// One variant of a test: `name` in the test's module, run on database `db` with Slack over
+/// `transport`; `{ attrs }` are the test's own attributes (`#[tokio::test(…)]` and the rest).
+macro_rules! variant {
+    ($name:ident, $db:ident, $transport:ident, { $($attrs:tt)* } $body:block) => {
+        $($attrs)*
+        async fn $name() {
+            $crate::helpers::run_test_over(
+                $crate::helpers::Db::$db,
+                $crate::helpers::Transport::$transport,
+                concat!(module_path!(), "::", stringify!($name)),
+                async $body,
+            )
+            .await
+        }
+    };
+}
+
 /// Turns each `#[tokio::test] async fn name() { … }` into `name::sqlite` and `name::postgres`.
 macro_rules! backends {
     ($(
@@ -44,27 +61,8 @@ macro_rules! backends {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test $(($($args)*))?]
-            $(#[$attr])*
-            async fn sqlite() {
-                $crate::helpers::run_test(
-                    $crate::helpers::Db::Sqlite,
-                    concat!(module_path!(), "::sqlite"),
-                    async $body,
-                )
-                .await
-            }
-
-            #[tokio::test $(($($args)*))?]
-            $(#[$attr])*
-            async fn postgres() {
-                $crate::helpers::run_test(
-                    $crate::helpers::Db::Postgres,
-                    concat!(module_path!(), "::postgres"),
-                    async $body,
-                )
-                .await
-            }
+            variant!(sqlite, Sqlite, Http, { #[tokio::test $(($($args)*))?] $(#[$attr])* } $body);
+            variant!(postgres, Postgres, Http, { #[tokio::test $(($($args)*))?] $(#[$attr])* } $body);
         }
     )*};
 }
@@ -82,16 +80,7 @@ macro_rules! postgres_tests {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test $(($($args)*))?]
-            $(#[$attr])*
-            async fn postgres() {
-                $crate::helpers::run_test(
-                    $crate::helpers::Db::Postgres,
-                    concat!(module_path!(), "::postgres"),
-                    async $body,
-                )
-                .await
-            }
+            variant!(postgres, Postgres, Http, { #[tokio::test $(($($args)*))?] $(#[$attr])* } $body);
         }
     )*};
 }
@@ -112,39 +101,9 @@ macro_rules! slack_transports {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test $(($($args)*))?]
-            $(#[$attr])*
-            async fn sqlite() {
-                $crate::helpers::run_test(
-                    $crate::helpers::Db::Sqlite,
-                    concat!(module_path!(), "::sqlite"),
-                    async $body,
-                )
-                .await
-            }
-
-            #[tokio::test $(($($args)*))?]
-            $(#[$attr])*
-            async fn postgres() {
-                $crate::helpers::run_test(
-                    $crate::helpers::Db::Postgres,
-                    concat!(module_path!(), "::postgres"),
-                    async $body,
-                )
-                .await
-            }
-
-            #[tokio::test $(($($args)*))?]
-            $(#[$attr])*
-            async fn socket_sqlite() {
-                $crate::helpers::run_test_over(
-                    $crate::helpers::Db::Sqlite,
-                    $crate::helpers::Transport::Socket,
-                    concat!(module_path!(), "::socket_sqlite"),
-                    async $body,
-                )
-                .await
-            }
+            variant!(sqlite, Sqlite, Http, { #[tokio::test $(($($args)*))?] $(#[$attr])* } $body);
+            variant!(postgres, Postgres, Http, { #[tokio::test $(($($args)*))?] $(#[$attr])* } $body);
+            variant!(socket_sqlite, Sqlite, Socket, { #[tokio::test $(($($args)*))?] $(#[$attr])* } $body);
         }
     )*};
 }
