@@ -105,6 +105,35 @@ async fn link_by_dm(app: &TestApp, user: &str, id: &str) -> String {
     step_up_link(links(app).last().map(String::as_str).unwrap_or_default())
 }
 
+/// A step-up test in Chromium: the app with Entra signing in as `user` (object id, UPN), Steve's
+/// pending `lab` request, Alice's link for it and a fresh browser. `None`: no browser here
+/// (the test is skipped, unless `JITBOT_TEST_REQUIRE_BROWSER=1`).
+struct Scene {
+    app: TestApp,
+    c: Client,
+    id: String,
+    link: String,
+    _profile: tempfile::TempDir,
+    _driver: tokio::process::Child,
+}
+
+async fn scene(user: (&str, &str)) -> Option<Scene> {
+    let (driver, driver_url) = chromedriver().await?;
+    let app = spawn_step_up_app().await;
+    app.entra.set_signed_in_user(user.0, user.1);
+    let (id, link) = request_and_link(&app).await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver_url, profile.path()).await;
+    Some(Scene {
+        app,
+        c,
+        id,
+        link,
+        _profile: profile,
+        _driver: driver,
+    })
+}
+
 /// The text of the element `id` on the current page (waiting up to 5 s for it).
 async fn text_of(c: &Client, id: &str) -> String {
     c.wait()
@@ -225,14 +254,17 @@ async fn an_approver_without_an_entra_id_gets_no_link() {
 
 #[tokio::test]
 async fn step_up_in_chromium_signs_in_confirms_and_opens_the_rule() {
-    let Some((_driver, driver_url)) = chromedriver().await else {
+    let Some(Scene {
+        app,
+        c,
+        id,
+        link,
+        _profile,
+        _driver,
+    }) = scene((ALICE_OID, ALICE_UPN)).await
+    else {
         return;
     };
-    let app = spawn_step_up_app().await;
-    app.entra.set_signed_in_user(ALICE_OID, ALICE_UPN);
-    let (id, link) = request_and_link(&app).await;
-    let profile = tempfile::tempdir().unwrap();
-    let c = browser(&driver_url, profile.path()).await;
     sign_in(&c, &link, Duration::ZERO).await;
     assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     assert_eq!(text_of(&c, "request").await, id);
@@ -291,15 +323,18 @@ async fn step_up_in_chromium_signs_in_confirms_and_opens_the_rule() {
 
 #[tokio::test]
 async fn step_up_in_chromium_refuses_a_directory_user_who_is_not_the_clicker() {
-    let Some((_driver, driver_url)) = chromedriver().await else {
+    // Alice's chat account clicks; Bob (an approver too) signs in.
+    let Some(Scene {
+        app,
+        c,
+        id,
+        link,
+        _profile,
+        _driver,
+    }) = scene((BOB_OID, BOB_UPN)).await
+    else {
         return;
     };
-    let app = spawn_step_up_app().await;
-    // Alice's chat account clicks; Bob (an approver too) signs in.
-    app.entra.set_signed_in_user(BOB_OID, BOB_UPN);
-    let (id, link) = request_and_link(&app).await;
-    let profile = tempfile::tempdir().unwrap();
-    let c = browser(&driver_url, profile.path()).await;
     sign_in(&c, &link, Duration::ZERO).await;
     let page = text_of(&c, "result").await;
     assert!(
@@ -320,14 +355,17 @@ async fn step_up_in_chromium_refuses_a_directory_user_who_is_not_the_clicker() {
 
 #[tokio::test]
 async fn step_up_in_chromium_refuses_an_expired_state() {
-    let Some((_driver, driver_url)) = chromedriver().await else {
+    let Some(Scene {
+        app,
+        c,
+        id,
+        link,
+        _profile,
+        _driver,
+    }) = scene((ALICE_OID, ALICE_UPN)).await
+    else {
         return;
     };
-    let app = spawn_step_up_app().await;
-    app.entra.set_signed_in_user(ALICE_OID, ALICE_UPN);
-    let (id, link) = request_and_link(&app).await;
-    let profile = tempfile::tempdir().unwrap();
-    let c = browser(&driver_url, profile.path()).await;
     // The sign-in takes longer than `entra.login_timeout` (3 s).
     sign_in(&c, &link, Duration::from_millis(3500)).await;
     let page = text_of(&c, "result").await;
@@ -345,14 +383,17 @@ async fn step_up_in_chromium_refuses_an_expired_state() {
 
 #[tokio::test]
 async fn step_up_in_chromium_refuses_a_replayed_code() {
-    let Some((_driver, driver_url)) = chromedriver().await else {
+    let Some(Scene {
+        app,
+        c,
+        id,
+        link,
+        _profile,
+        _driver,
+    }) = scene((ALICE_OID, ALICE_UPN)).await
+    else {
         return;
     };
-    let app = spawn_step_up_app().await;
-    app.entra.set_signed_in_user(ALICE_OID, ALICE_UPN);
-    let (id, link) = request_and_link(&app).await;
-    let profile = tempfile::tempdir().unwrap();
-    let c = browser(&driver_url, profile.path()).await;
     sign_in(&c, &link, Duration::ZERO).await;
     assert_eq!(text_of(&c, "upn").await, ALICE_UPN);
     let callback = c.current_url().await.unwrap();
